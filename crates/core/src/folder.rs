@@ -1,0 +1,488 @@
+//! Folder names and the mapping from source folders to destination folders.
+//!
+//! Servers name folders in modified UTF-7 (RFC 3501 §5.1.3) joined by their own hierarchy
+//! delimiter (`.` or `/`). mailshift works on [`FolderPath`], a list of Unicode components,
+//! so a `.`-delimited source maps onto a `/`-delimited destination without guessing. The
+//! mapping rules, in order: `--exclude` regexes, `--map` rules (longest prefix wins),
+//! special-use folders (the source's `\Sent` goes to the destination's `\Sent`, whatever
+//! either is called), and otherwise the same path.
+
+use crate::{Error, Result};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// RFC 6154 special-use roles that matter for mapping.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum SpecialUse {
+    All,
+    Archive,
+    Drafts,
+    Flagged,
+    Junk,
+    Sent,
+    Trash,
+    Important,
+}
+
+impl SpecialUse {
+    /// From a LIST attribute such as `\Sent` (case-insensitive).
+    pub fn from_attribute(attr: &str) -> Option<Self> {
+        let a = attr.strip_prefix('\\')?.to_ascii_lowercase();
+        Some(match a.as_str() {
+            "all" | "allmail" => SpecialUse::All,
+            "archive" => SpecialUse::Archive,
+            "drafts" => SpecialUse::Drafts,
+            "flagged" | "starred" => SpecialUse::Flagged,
+            "junk" | "spam" => SpecialUse::Junk,
+            "sent" => SpecialUse::Sent,
+            "trash" => SpecialUse::Trash,
+            "important" => SpecialUse::Important,
+            _ => return None,
+        })
+    }
+
+    pub fn attribute(&self) -> &'static str {
+        match self {
+            SpecialUse::All => "\\All",
+            SpecialUse::Archive => "\\Archive",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Flagged => "\\Flagged",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Important => "\\Important",
+        }
+    }
+
+    /// Well-known names used by servers that do not announce SPECIAL-USE.
+    pub fn guess_from_name(name: &str) -> Option<Self> {
+        let n = name.to_lowercase();
+        Some(match n.as_str() {
+            "sent"
+            | "sent items"
+            | "sent messages"
+            | "sent mail"
+            | "gesendet"
+            | "gesendete elemente"
+            | "envoyés"
+            | "éléments envoyés"
+            | "enviados" => SpecialUse::Sent,
+            "drafts" | "draft" | "entwürfe" | "brouillons" | "borradores" => SpecialUse::Drafts,
+            "trash" | "deleted items" | "deleted messages" | "bin" | "papierkorb" | "corbeille"
+            | "papelera" => SpecialUse::Trash,
+            "junk" | "spam" | "junk e-mail" | "junk email" | "bulk mail" => SpecialUse::Junk,
+            "archive" | "archives" | "archiv" => SpecialUse::Archive,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for SpecialUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.attribute())
+    }
+}
+
+/// A folder path independent of any server's delimiter and encoding.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct FolderPath(pub Vec<String>);
+
+impl FolderPath {
+    /// Decodes a name as a server sent it (modified UTF-7, joined by `delimiter`).
+    pub fn from_server(raw: &str, delimiter: Option<char>) -> Self {
+        let parts: Vec<&str> = match delimiter {
+            Some(d) => raw.split(d).collect(),
+            None => vec![raw],
+        };
+        let mut comps: Vec<String> = parts
+            .into_iter()
+            .map(|p| {
+                if p.contains('&') {
+                    utf7_imap::decode_utf7_imap(p.to_string())
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect();
+        if let Some(first) = comps.first_mut()
+            && first.eq_ignore_ascii_case("INBOX")
+        {
+            *first = "INBOX".to_string();
+        }
+        FolderPath(comps)
+    }
+
+    /// Parses a name as a user wrote it (UTF-8, joined by `delimiter`).
+    pub fn from_display(name: &str, delimiter: Option<char>) -> Self {
+        let comps: Vec<String> = match delimiter {
+            Some(d) => name.split(d).map(str::to_string).collect(),
+            None => vec![name.to_string()],
+        };
+        let mut p = FolderPath(comps);
+        if let Some(first) = p.0.first_mut()
+            && first.eq_ignore_ascii_case("INBOX")
+        {
+            *first = "INBOX".to_string();
+        }
+        p
+    }
+
+    /// The name to send to a server with this delimiter (modified UTF-7).
+    pub fn to_server(&self, delimiter: Option<char>) -> String {
+        let sep = delimiter.map(String::from).unwrap_or_default();
+        self.0
+            .iter()
+            .map(|c| {
+                if c.is_ascii() && !c.contains('&') {
+                    c.clone()
+                } else {
+                    utf7_imap::encode_utf7_imap(c.clone())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(&sep)
+    }
+
+    /// The name as a person reads it (UTF-8) with this delimiter.
+    pub fn display(&self, delimiter: Option<char>) -> String {
+        let sep = delimiter.map(String::from).unwrap_or_default();
+        self.0.join(&sep)
+    }
+
+    pub fn is_inbox(&self) -> bool {
+        self.0.len() == 1 && self.0[0] == "INBOX"
+    }
+
+    pub fn components(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Proper ancestors, outermost first (`a/b/c` -> `a`, `a/b`).
+    pub fn ancestors(&self) -> Vec<FolderPath> {
+        (1..self.0.len())
+            .map(|n| FolderPath(self.0[..n].to_vec()))
+            .collect()
+    }
+
+    fn starts_with(&self, prefix: &FolderPath) -> bool {
+        self.0.len() >= prefix.0.len() && self.0[..prefix.0.len()] == prefix.0[..]
+    }
+}
+
+/// One folder as a server listed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedFolder {
+    /// The name exactly as the server sent it (modified UTF-7).
+    pub raw: String,
+    pub delimiter: Option<char>,
+    pub special_use: Option<SpecialUse>,
+    /// False for `\Noselect` / `\NonExistent` containers, which hold no messages.
+    pub selectable: bool,
+}
+
+impl ListedFolder {
+    pub fn path(&self) -> FolderPath {
+        FolderPath::from_server(&self.raw, self.delimiter)
+    }
+}
+
+/// The rules a user gave on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct FolderRules {
+    maps: Vec<(String, String)>,
+    excludes: Vec<Regex>,
+}
+
+impl FolderRules {
+    /// `maps` are `SOURCE=DEST` (each written with its own server's delimiter, UTF-8);
+    /// `excludes` are regexes matched against the source folder's display name.
+    pub fn new(maps: &[String], excludes: &[String]) -> Result<Self> {
+        let mut parsed = Vec::new();
+        for m in maps {
+            let Some((src, dst)) = m.split_once('=') else {
+                return Err(Error::usage(format!(
+                    "--map '{m}' is not of the form 'SOURCE FOLDER=DESTINATION FOLDER'"
+                )));
+            };
+            let (src, dst) = (src.trim(), dst.trim());
+            if src.is_empty() || dst.is_empty() {
+                return Err(Error::usage(format!(
+                    "--map '{m}' has an empty side; write e.g. --map 'Sent Items=Sent'"
+                )));
+            }
+            parsed.push((src.to_string(), dst.to_string()));
+        }
+        let mut res = Vec::new();
+        for e in excludes {
+            res.push(Regex::new(e).map_err(|err| {
+                Error::usage(format!(
+                    "--exclude '{e}' is not a valid regular expression: {err}"
+                ))
+            })?);
+        }
+        Ok(FolderRules {
+            maps: parsed,
+            excludes: res,
+        })
+    }
+}
+
+/// Why a folder goes where it goes (shown to the user).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MapReason {
+    SamePath,
+    SpecialUse(SpecialUse),
+    UserMap,
+}
+
+/// One source folder and where its messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderPlan {
+    pub source_raw: String,
+    pub source_display: String,
+    pub dest_path: FolderPath,
+    pub dest_raw: String,
+    pub dest_display: String,
+    pub reason: MapReason,
+    pub special_use: Option<SpecialUse>,
+}
+
+/// The whole folder mapping of one mailbox.
+#[derive(Clone, Debug, Default)]
+pub struct FolderMapping {
+    pub folders: Vec<FolderPlan>,
+    /// Source folders left out by `--exclude`, by display name.
+    pub excluded: Vec<String>,
+    /// Things the user should know (renamed components, merged folders).
+    pub notes: Vec<String>,
+}
+
+/// Decides where each selectable source folder goes.
+pub fn map_folders(
+    source: &[ListedFolder],
+    source_delim: Option<char>,
+    dest: &[ListedFolder],
+    dest_delim: Option<char>,
+    rules: &FolderRules,
+) -> Result<FolderMapping> {
+    let mut out = FolderMapping::default();
+    let src_roles = roles(source);
+    let dst_roles = roles(dest);
+    let maps: Vec<(FolderPath, FolderPath)> = rules
+        .maps
+        .iter()
+        .map(|(s, d)| {
+            (
+                FolderPath::from_display(s, source_delim),
+                FolderPath::from_display(d, dest_delim),
+            )
+        })
+        .collect();
+    for (src, _) in &maps {
+        if !source.iter().any(|f| f.path().starts_with(src)) {
+            out.notes.push(format!(
+                "--map source '{}' matches no folder on the source server",
+                src.display(source_delim)
+            ));
+        }
+    }
+
+    for folder in source.iter().filter(|f| f.selectable) {
+        let path = folder.path();
+        let display = path.display(source_delim);
+        if rules.excludes.iter().any(|r| r.is_match(&display)) {
+            out.excluded.push(display);
+            continue;
+        }
+        let role = src_roles
+            .iter()
+            .find(|(_, f)| f.raw == folder.raw)
+            .map(|(r, _)| *r);
+        let user_map = maps
+            .iter()
+            .filter(|(s, _)| path.starts_with(s))
+            .max_by_key(|(s, _)| s.0.len());
+        let (mut dest_path, reason) = if let Some((s, d)) = user_map {
+            let mut comps = d.0.clone();
+            comps.extend_from_slice(&path.0[s.0.len()..]);
+            (FolderPath(comps), MapReason::UserMap)
+        } else if let Some(role) = role {
+            match dst_roles.iter().find(|(r, _)| *r == role) {
+                Some((_, d)) => (d.path(), MapReason::SpecialUse(role)),
+                None => (path.clone(), MapReason::SamePath),
+            }
+        } else {
+            (path.clone(), MapReason::SamePath)
+        };
+        // A component may contain the destination's delimiter ("a.b" going to a '.'
+        // server): it would silently become a hierarchy level, so replace it.
+        if let Some(d) = dest_delim {
+            for c in dest_path.0.iter_mut() {
+                if c.contains(d) {
+                    let fixed = c.replace(d, "_");
+                    out.notes.push(format!(
+                        "folder component '{c}' contains the destination delimiter '{d}'; \
+                         it is created as '{fixed}'"
+                    ));
+                    *c = fixed;
+                }
+            }
+        }
+        out.folders.push(FolderPlan {
+            source_raw: folder.raw.clone(),
+            source_display: display,
+            dest_raw: dest_path.to_server(dest_delim),
+            dest_display: dest_path.display(dest_delim),
+            dest_path,
+            reason,
+            special_use: role,
+        });
+    }
+
+    let mut by_dest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for f in &out.folders {
+        by_dest
+            .entry(&f.dest_raw)
+            .or_default()
+            .push(&f.source_display);
+    }
+    for (dest, sources) in by_dest.iter().filter(|(_, s)| s.len() > 1) {
+        out.notes.push(format!(
+            "source folders {} are merged into destination folder '{}'",
+            sources
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            FolderPath::from_server(dest, dest_delim).display(dest_delim)
+        ));
+    }
+    // INBOX first (users look there first), then parents before children.
+    out.folders.sort_by(|a, b| {
+        (!a.dest_path.is_inbox(), &a.dest_path, &a.source_raw).cmp(&(
+            !b.dest_path.is_inbox(),
+            &b.dest_path,
+            &b.source_raw,
+        ))
+    });
+    Ok(out)
+}
+
+/// Special-use roles of a server's folders: announced attributes win; names are a
+/// fallback only for roles no folder announces, and only at the top level (or under INBOX).
+fn roles(folders: &[ListedFolder]) -> Vec<(SpecialUse, &ListedFolder)> {
+    let mut out: Vec<(SpecialUse, &ListedFolder)> = folders
+        .iter()
+        .filter_map(|f| f.special_use.map(|r| (r, f)))
+        .collect();
+    for f in folders
+        .iter()
+        .filter(|f| f.selectable && f.special_use.is_none())
+    {
+        let path = f.path();
+        let name = match path.0.as_slice() {
+            [one] => one,
+            [inbox, one] if inbox == "INBOX" => one,
+            _ => continue,
+        };
+        if let Some(role) = SpecialUse::guess_from_name(name)
+            && !out.iter().any(|(r, _)| *r == role)
+        {
+            out.push((role, f));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lf(raw: &str, delim: char, su: Option<SpecialUse>) -> ListedFolder {
+        ListedFolder {
+            raw: raw.to_string(),
+            delimiter: Some(delim),
+            special_use: su,
+            selectable: true,
+        }
+    }
+
+    #[test]
+    fn utf7_round_trip_and_delimiter_translation() {
+        let p = FolderPath::from_server("R&AOk-unions.&ZeVnLIqe-", Some('.'));
+        assert_eq!(p.0, vec!["Réunions", "日本語"]);
+        assert_eq!(p.to_server(Some('/')), "R&AOk-unions/&ZeVnLIqe-");
+        assert_eq!(p.display(Some('/')), "Réunions/日本語");
+        let amp = FolderPath::from_server("Q&-A [internal]", Some('/'));
+        assert_eq!(amp.0, vec!["Q&A [internal]"]);
+        assert_eq!(amp.to_server(Some('/')), "Q&-A [internal]");
+        assert!(FolderPath::from_server("inbox", Some('/')).is_inbox());
+    }
+
+    #[test]
+    fn maps_special_use_across_names_and_delimiters() {
+        let src = vec![
+            lf("INBOX", '.', None),
+            lf("Sent Items", '.', Some(SpecialUse::Sent)),
+            lf("Archive.2023", '.', None),
+            lf("Junk", '.', None),
+        ];
+        let dst = vec![
+            lf("INBOX", '/', None),
+            lf("Sent", '/', Some(SpecialUse::Sent)),
+            lf("Spam", '/', Some(SpecialUse::Junk)),
+        ];
+        let m = map_folders(&src, Some('.'), &dst, Some('/'), &FolderRules::default()).unwrap();
+        let get = |s: &str| m.folders.iter().find(|f| f.source_display == s).unwrap();
+        assert_eq!(m.folders[0].dest_raw, "INBOX");
+        assert_eq!(get("Sent Items").dest_raw, "Sent");
+        assert_eq!(get("Archive.2023").dest_raw, "Archive/2023");
+        // Junk has no attribute on the source: guessed by name, mapped to the \Junk folder.
+        assert_eq!(get("Junk").dest_raw, "Spam");
+    }
+
+    #[test]
+    fn user_map_and_exclude_win() {
+        let src = vec![
+            lf("INBOX", '/', None),
+            lf("Sent Items", '/', Some(SpecialUse::Sent)),
+            lf("Old", '/', None),
+            lf("Old/2019", '/', None),
+            lf("Trash", '/', None),
+        ];
+        let dst = vec![lf("Sent", '/', Some(SpecialUse::Sent))];
+        let rules = FolderRules::new(
+            &[
+                "Sent Items=Sent Archive".to_string(),
+                "Old=Archive/Old".to_string(),
+            ],
+            &["^Trash$".to_string()],
+        )
+        .unwrap();
+        let m = map_folders(&src, Some('/'), &dst, Some('/'), &rules).unwrap();
+        let get = |s: &str| m.folders.iter().find(|f| f.source_display == s).unwrap();
+        assert_eq!(get("Sent Items").dest_raw, "Sent Archive");
+        assert_eq!(get("Old/2019").dest_raw, "Archive/Old/2019");
+        assert_eq!(m.excluded, vec!["Trash".to_string()]);
+    }
+
+    #[test]
+    fn delimiter_inside_a_component_is_replaced_and_noted() {
+        let src = vec![lf("v1.2", '/', None)];
+        let m = map_folders(&src, Some('/'), &[], Some('.'), &FolderRules::default()).unwrap();
+        assert_eq!(m.folders[0].dest_raw, "v1_2");
+        assert_eq!(m.notes.len(), 1);
+    }
+
+    #[test]
+    fn bad_rules_are_usage_errors() {
+        assert!(FolderRules::new(&["nope".to_string()], &[]).is_err());
+        assert!(FolderRules::new(&[], &["(".to_string()]).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Folder jobs: the unit of work that goes through the job queue. A job names a folder
+//! pass of one migration; it carries no credentials (workers look those up).
+
+use uuid::Uuid;
+
+/// Copy (or bring up to date) one source folder into its destination folder.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderJob {
+    pub id: Uuid,
+    pub migration_id: Uuid,
+    /// Source folder name as the source server spells it (modified UTF-7).
+    pub source_folder: String,
+    /// Destination folder name as the destination server spells it.
+    pub dest_folder: String,
+    /// Human-readable names, for logs and reports.
+    pub source_display: String,
+    pub dest_display: String,
+    /// 1 for the first delivery; incremented on each retry.
+    pub attempt: u32,
+}

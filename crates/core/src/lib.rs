@@ -1,0 +1,19 @@
+//! The mailshift domain: what a mailbox migration *is*, with no I/O.
+//!
+//! This crate owns endpoints (where mail lives), folder mapping (which source folder goes
+//! where), flags, content fingerprints, copy plans (which messages go in which batch),
+//! folder jobs, reports, and the ports (traits) that the IMAP, store and queue adapters
+//! implement. It knows nothing about sockets, SQL or AMQP, and it never blocks.
+
+pub mod endpoint;
+pub mod error;
+pub mod fingerprint;
+pub mod flags;
+pub mod folder;
+pub mod job;
+pub mod plan;
+pub mod ports;
+pub mod report;
+pub mod uidset;
+
+pub use error::{Error, ErrorKind, Result};

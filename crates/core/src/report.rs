@@ -1,0 +1,126 @@
+//! What a migration did, per folder and in total: the source of the human summary, the
+//! `--json` output and the exit code.
+
+use crate::ErrorKind;
+
+/// One message that could not be copied, described so a person can find it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageFailure {
+    pub uid: u32,
+    pub size: u32,
+    /// Stable error kind (`too-large`, `quota`, `refused`).
+    pub kind: String,
+    /// The server's own words.
+    pub reason: String,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// How one folder ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderStatus {
+    /// Every message is on the destination.
+    Complete,
+    /// Some messages could not be copied (listed in `failures`).
+    Partial,
+    /// The folder could not be processed at all (see `error`).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderReport {
+    pub source: String,
+    pub dest: String,
+    pub status: FolderStatus,
+    /// Messages in the source folder when it was listed.
+    pub source_messages: u64,
+    /// Copied in this run.
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Already on the destination from an earlier run.
+    pub already_done: u64,
+    pub failures: Vec<MessageFailure>,
+    pub error: Option<FolderError>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderError {
+    pub kind: String,
+    pub message: String,
+}
+
+impl FolderError {
+    pub fn new(kind: &ErrorKind, message: impl Into<String>) -> Self {
+        FolderError {
+            kind: kind.as_str().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl FolderReport {
+    pub fn new(source: &str, dest: &str) -> Self {
+        FolderReport {
+            source: source.to_string(),
+            dest: dest.to_string(),
+            status: FolderStatus::Complete,
+            source_messages: 0,
+            copied: 0,
+            copied_bytes: 0,
+            already_done: 0,
+            failures: Vec::new(),
+            error: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn failed(source: &str, dest: &str, kind: &ErrorKind, message: impl Into<String>) -> Self {
+        let mut r = FolderReport::new(source, dest);
+        r.status = FolderStatus::Failed;
+        r.error = Some(FolderError::new(kind, message));
+        r
+    }
+}
+
+/// The result of one `migrate` run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MigrationSummary {
+    pub source: String,
+    pub dest: String,
+    pub folders: Vec<FolderReport>,
+    pub excluded: Vec<String>,
+    pub notes: Vec<String>,
+    /// Errors that stopped the run before folders were processed (login, listing).
+    pub errors: Vec<FolderError>,
+    pub elapsed_secs: f64,
+}
+
+impl MigrationSummary {
+    /// True only when every message of every (non-excluded) folder is on the destination.
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
+            && self
+                .folders
+                .iter()
+                .all(|f| f.status == FolderStatus::Complete)
+    }
+
+    pub fn copied(&self) -> u64 {
+        self.folders.iter().map(|f| f.copied).sum()
+    }
+
+    pub fn copied_bytes(&self) -> u64 {
+        self.folders.iter().map(|f| f.copied_bytes).sum()
+    }
+
+    pub fn source_messages(&self) -> u64 {
+        self.folders.iter().map(|f| f.source_messages).sum()
+    }
+
+    pub fn failed_messages(&self) -> usize {
+        self.folders.iter().map(|f| f.failures.len()).sum()
+    }
+}
