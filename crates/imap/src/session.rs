@@ -1,0 +1,647 @@
+//! One logged-in IMAP session, usable as a source (read-only: EXAMINE, BODY.PEEK) or as a
+//! destination (CREATE, SELECT, MULTIAPPEND). Every command runs under the configured
+//! timeout; after a timeout or I/O error the session is marked broken and must be dropped.
+
+use crate::connect::ServerConfig;
+use crate::error::ImapError;
+use crate::raw::{self, Sess, quote};
+use async_trait::async_trait;
+use imap_proto::{
+    AttributeValue, Capability, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
+};
+use mailshift_core::fingerprint::Fingerprint;
+use mailshift_core::flags::{FlagSet, PermanentFlags};
+use mailshift_core::folder::{ListedFolder, SpecialUse};
+use mailshift_core::plan::MessageMeta;
+use mailshift_core::ports::{
+    AppendItem, Appended, Capabilities, FetchedMessage, FolderStatus, LocatedMessage, MailSource,
+    MailTarget,
+};
+use mailshift_core::uidset;
+use std::future::Future;
+use tokio::io::AsyncWriteExt;
+
+pub struct ImapSession {
+    sess: Sess,
+    cfg: ServerConfig,
+    caps: Capabilities,
+    /// Messages in the selected folder, kept current from EXISTS responses.
+    exists: u32,
+    selected: Option<String>,
+    broken: bool,
+}
+
+impl ImapSession {
+    pub(crate) async fn start(mut sess: Sess, cfg: ServerConfig) -> Result<Self, ImapError> {
+        let mut names: Vec<String> = Vec::new();
+        raw::command(&mut sess, "CAPABILITY", "CAPABILITY", |r| {
+            if let Response::Capabilities(list) = r {
+                for c in list {
+                    match c {
+                        Capability::Imap4rev1 => names.push("IMAP4REV1".into()),
+                        Capability::Atom(a) => names.push(a.to_ascii_uppercase()),
+                        Capability::Auth(a) => {
+                            names.push(format!("AUTH={}", a.to_ascii_uppercase()))
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let caps = parse_capabilities(&names);
+        tracing::debug!(server = %cfg.label(), capabilities = ?names, "logged in");
+        Ok(ImapSession {
+            sess,
+            cfg,
+            caps,
+            exists: 0,
+            selected: None,
+            broken: false,
+        })
+    }
+
+    /// Whether the session failed in a way that leaves the protocol state unknown.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    pub async fn logout(mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.sess.logout()).await;
+    }
+
+    /// Runs one operation under the timeout; classifies and labels its error.
+    async fn timed<'a, T, F>(
+        &'a mut self,
+        op: String,
+        f: impl FnOnce(&'a mut Self) -> F,
+    ) -> mailshift_core::Result<T>
+    where
+        F: Future<Output = Result<T, ImapError>> + 'a,
+    {
+        let label = self.cfg.label();
+        let after = self.cfg.timeout;
+        let result = tokio::time::timeout(after, f(self)).await;
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(mailshift_core::Error::from(e).context(label)),
+            Err(_) => {
+                Err(mailshift_core::Error::from(ImapError::Timeout { op, after }).context(label))
+            }
+        }
+    }
+
+    async fn open(&mut self, folder: &str, read_only: bool) -> Result<FolderStatus, ImapError> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        let cond = if self.caps.condstore {
+            " (CONDSTORE)"
+        } else {
+            ""
+        };
+        let cmd = format!("{verb} {}{cond}", quote(folder)?);
+        let op = format!("{verb} {folder}");
+        let mut st = FolderStatus {
+            uidvalidity: 0,
+            uidnext: None,
+            exists: 0,
+            highest_modseq: None,
+            permanent_flags: PermanentFlags::unrestricted(),
+        };
+        let mut saw_validity = false;
+        let mut saw_permanent = false;
+        self.selected = None;
+        let result = raw::command(&mut self.sess, &cmd, &op, |r| {
+            match r {
+                Response::Data {
+                    status: Status::Ok,
+                    outcome,
+                } => match &outcome.code {
+                    Some(ResponseCode::UidValidity(v)) => {
+                        st.uidvalidity = *v;
+                        saw_validity = true;
+                    }
+                    Some(ResponseCode::UidNext(v)) => st.uidnext = Some(*v),
+                    Some(ResponseCode::HighestModSeq(v)) => st.highest_modseq = Some(*v),
+                    Some(ResponseCode::PermanentFlags(flags)) => {
+                        saw_permanent = true;
+                        st.permanent_flags.any_keyword = flags.iter().any(|f| f == "\\*");
+                        st.permanent_flags.keywords = flags
+                            .iter()
+                            .filter(|f| !f.starts_with('\\'))
+                            .map(|f| f.to_string())
+                            .collect();
+                    }
+                    _ => {}
+                },
+                Response::MailboxData(MailboxDatum::Exists(n)) => st.exists = *n,
+                _ => {}
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            return Err(self.note_error(e));
+        }
+        if !saw_permanent {
+            st.permanent_flags = PermanentFlags::unrestricted();
+        }
+        if !saw_validity {
+            return Err(ImapError::Protocol {
+                op,
+                text: "no UIDVALIDITY in the reply; mailshift needs UIDs to copy safely".into(),
+            });
+        }
+        self.exists = st.exists;
+        self.selected = Some(folder.to_string());
+        Ok(st)
+    }
+
+    fn note_error(&mut self, e: ImapError) -> ImapError {
+        if matches!(
+            e,
+            ImapError::Io { .. } | ImapError::Timeout { .. } | ImapError::Protocol { .. }
+        ) {
+            self.broken = true;
+        }
+        e
+    }
+
+    fn require_selected(&self, op: &str) -> Result<&str, ImapError> {
+        self.selected.as_deref().ok_or_else(|| ImapError::Protocol {
+            op: op.to_string(),
+            text: "no folder selected".into(),
+        })
+    }
+
+    async fn list_inner(&mut self) -> Result<(Vec<ListedFolder>, Option<char>), ImapError> {
+        let cmd = if self.caps.special_use {
+            "LIST \"\" \"*\" RETURN (SPECIAL-USE)"
+        } else {
+            "LIST \"\" \"*\""
+        };
+        let mut out = Vec::new();
+        let mut delim: Option<char> = None;
+        let r = raw::command(&mut self.sess, cmd, "LIST", |r| {
+            if let Response::MailboxData(MailboxDatum::List(data)) = r {
+                let d = data.delimiter.as_deref().and_then(|d| d.chars().next());
+                if delim.is_none() {
+                    delim = d;
+                }
+                let mut special = None;
+                let mut selectable = true;
+                for a in &data.name_attributes {
+                    match a {
+                        NameAttribute::NoSelect => selectable = false,
+                        NameAttribute::All => special = Some(SpecialUse::All),
+                        NameAttribute::Archive => special = Some(SpecialUse::Archive),
+                        NameAttribute::Drafts => special = Some(SpecialUse::Drafts),
+                        NameAttribute::Flagged => special = Some(SpecialUse::Flagged),
+                        NameAttribute::Junk => special = Some(SpecialUse::Junk),
+                        NameAttribute::Sent => special = Some(SpecialUse::Sent),
+                        NameAttribute::Trash => special = Some(SpecialUse::Trash),
+                        NameAttribute::Extension(e) => {
+                            if e.eq_ignore_ascii_case("\\NonExistent") {
+                                selectable = false;
+                            } else if let Some(s) = SpecialUse::from_attribute(e) {
+                                special = Some(s);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(ListedFolder {
+                    raw: data.name.to_string(),
+                    delimiter: d,
+                    special_use: special,
+                    selectable,
+                });
+            }
+            Ok(())
+        })
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        if delim.is_none() {
+            raw::command(&mut self.sess, "LIST \"\" \"\"", "LIST", |r| {
+                if let Response::MailboxData(MailboxDatum::List(data)) = r {
+                    delim = data.delimiter.as_deref().and_then(|d| d.chars().next());
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| self.note_error(e))?;
+        }
+        Ok((out, delim))
+    }
+
+    async fn list_messages_inner(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>, ImapError> {
+        let folder = self.require_selected("UID FETCH")?.to_string();
+        if self.exists == 0 {
+            return Ok(Vec::new());
+        }
+        let from = from_uid.max(1);
+        let cmd = format!("UID FETCH {from}:* (UID RFC822.SIZE FLAGS INTERNALDATE)");
+        let mut out = Vec::with_capacity(self.exists as usize);
+        let r = raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("listing messages of {folder}"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut m = MessageMeta {
+                        uid: 0,
+                        size: 0,
+                        flags: FlagSet::new(),
+                        internal_date: String::new(),
+                    };
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => m.uid = *u,
+                            AttributeValue::Rfc822Size(s) => m.size = *s,
+                            AttributeValue::Flags(f) => {
+                                m.flags = f.iter().map(|s| s.as_ref()).collect()
+                            }
+                            AttributeValue::InternalDate(d) => m.internal_date = d.to_string(),
+                            _ => {}
+                        }
+                    }
+                    // `N:*` also returns the highest message when N is above it.
+                    if m.uid >= from && !m.internal_date.is_empty() {
+                        out.push(m);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        out.sort_by_key(|m| m.uid);
+        out.dedup_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    async fn fetch_inner(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>, ImapError> {
+        let folder = self.require_selected("UID FETCH")?.to_string();
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = format!(
+            "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])",
+            uidset::compress(uids)
+        );
+        let mut out: Vec<FetchedMessage> = Vec::with_capacity(uids.len());
+        let r = raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("fetching messages of {folder}"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut uid = None;
+                    let mut flags = FlagSet::new();
+                    let mut date = None;
+                    let mut body = None;
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::Flags(f) => {
+                                flags = f.iter().map(|s| s.as_ref()).collect()
+                            }
+                            AttributeValue::InternalDate(d) => date = Some(d.to_string()),
+                            AttributeValue::BodySection {
+                                section: None,
+                                data: Some(d),
+                                ..
+                            } => body = Some(d.to_vec()),
+                            AttributeValue::Rfc822(Some(d)) => body = Some(d.to_vec()),
+                            _ => {}
+                        }
+                    }
+                    // Unsolicited FETCH (flag updates of other messages) carries no body.
+                    if let (Some(uid), Some(internal_date), Some(raw)) = (uid, date, body) {
+                        out.push(FetchedMessage {
+                            uid,
+                            flags,
+                            internal_date,
+                            raw,
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        out.sort_by_key(|m| m.uid);
+        out.dedup_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    async fn create_inner(&mut self, folder: &str) -> Result<(), ImapError> {
+        let cmd = format!("CREATE {}", quote(folder)?);
+        match raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("creating folder {folder}"),
+            |_| Ok(()),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(ImapError::No { text, .. })
+                if text.to_ascii_lowercase().contains("alreadyexists")
+                    || text.to_ascii_lowercase().contains("already exists") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.note_error(e)),
+        }
+    }
+
+    fn uses_sync_literal(&self, len: usize) -> bool {
+        !(self.caps.literal_plus || (self.caps.literal_minus && len <= 4096))
+    }
+
+    fn item_head(&self, item: &AppendItem<'_>) -> String {
+        let plus = if self.uses_sync_literal(item.raw.len()) {
+            ""
+        } else {
+            "+"
+        };
+        let flags = if item.flags.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", item.flags.to_imap_list())
+        };
+        format!(
+            "{flags}\"{}\" {{{}{plus}}}",
+            item.internal_date,
+            item.raw.len()
+        )
+    }
+
+    async fn append_inner(
+        &mut self,
+        folder: &str,
+        items: &[AppendItem<'_>],
+    ) -> Result<Appended, ImapError> {
+        if items.is_empty() {
+            return Ok(Appended::Unknown);
+        }
+        if items.len() > 1 && !self.caps.multiappend {
+            return Err(ImapError::Unsupported(format!(
+                "{} has no MULTIAPPEND; append one message at a time",
+                self.cfg.label()
+            )));
+        }
+        let op = format!("appending {} message(s) to {folder}", items.len());
+        let first = format!("APPEND {} {}", quote(folder)?, self.item_head(&items[0]));
+        let tag = match self.sess.run_command(&first).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self.note_error(ImapError::Io {
+                    op,
+                    reason: e.to_string(),
+                }));
+            }
+        };
+        let mut exists = self.exists;
+        let res = self.send_literals(&tag, &op, items, &mut exists).await;
+        let res = match res {
+            Ok(()) => {
+                raw::finish(&mut self.sess, &tag, &op, |r| {
+                    if let Response::MailboxData(MailboxDatum::Exists(n)) = r {
+                        exists = *n;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        self.exists = exists;
+        let done = res.map_err(|e| self.note_error(e))?;
+        match done.append_uid {
+            Some((validity, ranges)) => {
+                let uids = uidset::expand(&ranges);
+                if uids.len() == items.len() {
+                    Ok(Appended::Uids {
+                        uidvalidity: validity,
+                        uids,
+                    })
+                } else {
+                    Ok(Appended::Unknown)
+                }
+            }
+            None => Ok(Appended::Unknown),
+        }
+    }
+
+    /// Writes the literals of an APPEND whose first line is sent, waiting for the
+    /// server's go-ahead only for synchronising literals.
+    async fn send_literals(
+        &mut self,
+        tag: &imap_proto::RequestId,
+        op: &str,
+        items: &[AppendItem<'_>],
+        exists: &mut u32,
+    ) -> Result<(), ImapError> {
+        let io = |e: std::io::Error| ImapError::Io {
+            op: op.to_string(),
+            reason: e.to_string(),
+        };
+        for (i, item) in items.iter().enumerate() {
+            let sync = self.uses_sync_literal(item.raw.len());
+            if i > 0 {
+                let head = format!(" {}\r\n", self.item_head(item));
+                self.sess
+                    .get_mut()
+                    .write_all(head.as_bytes())
+                    .await
+                    .map_err(io)?;
+                if sync {
+                    self.sess.get_mut().flush().await.map_err(io)?;
+                }
+            }
+            if sync {
+                self.wait_continuation(tag, op, exists).await?;
+            }
+            self.sess.get_mut().write_all(item.raw).await.map_err(io)?;
+        }
+        self.sess.get_mut().write_all(b"\r\n").await.map_err(io)?;
+        self.sess.get_mut().flush().await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn wait_continuation(
+        &mut self,
+        tag: &imap_proto::RequestId,
+        op: &str,
+        exists: &mut u32,
+    ) -> Result<(), ImapError> {
+        loop {
+            let step = raw::read_with(&mut self.sess, op, |resp| match resp {
+                Response::Continue(_) => Some(Ok(())),
+                Response::Done {
+                    tag: t, outcome, ..
+                } if t == tag => Some(Err(ImapError::No {
+                    op: op.to_string(),
+                    text: raw::clean(outcome.information.as_deref().unwrap_or("refused")),
+                })),
+                Response::MailboxData(MailboxDatum::Exists(n)) => {
+                    *exists = *n;
+                    None
+                }
+                _ => None,
+            })
+            .await?;
+            if let Some(r) = step {
+                return r;
+            }
+        }
+    }
+
+    async fn locate_inner(&mut self, from_uid: u32) -> Result<Vec<LocatedMessage>, ImapError> {
+        let folder = self.require_selected("UID FETCH")?.to_string();
+        // Refresh EXISTS first: messages may have been appended since SELECT.
+        let mut exists = self.exists;
+        raw::command(&mut self.sess, "NOOP", "NOOP", |r| {
+            if let Response::MailboxData(MailboxDatum::Exists(n)) = r {
+                exists = *n;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| self.note_error(e))?;
+        self.exists = exists;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let from = from_uid.max(1);
+        let cmd = format!("UID FETCH {from}:* (UID RFC822.SIZE BODY.PEEK[])");
+        let mut out = Vec::new();
+        let r = raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("locating messages in {folder}"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut uid = None;
+                    let mut body: Option<Fingerprint> = None;
+                    let mut size = 0;
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::Rfc822Size(s) => size = *s,
+                            AttributeValue::BodySection {
+                                section: None,
+                                data: Some(d),
+                                ..
+                            } => body = Some(Fingerprint::of(d)),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(uid), Some(fingerprint)) = (uid, body)
+                        && uid >= from
+                    {
+                        out.push(LocatedMessage {
+                            uid,
+                            size,
+                            fingerprint,
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        out.sort_by_key(|m| m.uid);
+        out.dedup_by_key(|m| m.uid);
+        Ok(out)
+    }
+}
+
+fn parse_capabilities(names: &[String]) -> Capabilities {
+    let has = |n: &str| names.iter().any(|c| c == n);
+    Capabilities {
+        uidplus: has("UIDPLUS"),
+        multiappend: has("MULTIAPPEND"),
+        literal_plus: has("LITERAL+"),
+        literal_minus: has("LITERAL-"),
+        condstore: has("CONDSTORE") || has("QRESYNC"),
+        qresync: has("QRESYNC"),
+        move_: has("MOVE"),
+        special_use: has("SPECIAL-USE"),
+        idle: has("IDLE"),
+        append_limit: names
+            .iter()
+            .find_map(|c| c.strip_prefix("APPENDLIMIT=").and_then(|n| n.parse().ok())),
+    }
+}
+
+#[async_trait]
+impl MailSource for ImapSession {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    async fn list_folders(&mut self) -> mailshift_core::Result<(Vec<ListedFolder>, Option<char>)> {
+        self.timed("LIST".into(), |s| s.list_inner()).await
+    }
+
+    async fn examine(&mut self, folder: &str) -> mailshift_core::Result<FolderStatus> {
+        self.timed(format!("EXAMINE {folder}"), |s| s.open(folder, true))
+            .await
+    }
+
+    async fn list_messages(&mut self, from_uid: u32) -> mailshift_core::Result<Vec<MessageMeta>> {
+        self.timed("listing messages".into(), |s| {
+            s.list_messages_inner(from_uid)
+        })
+        .await
+    }
+
+    async fn fetch_messages(
+        &mut self,
+        uids: &[u32],
+    ) -> mailshift_core::Result<Vec<FetchedMessage>> {
+        self.timed("fetching messages".into(), |s| s.fetch_inner(uids))
+            .await
+    }
+}
+
+#[async_trait]
+impl MailTarget for ImapSession {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    async fn list_folders(&mut self) -> mailshift_core::Result<(Vec<ListedFolder>, Option<char>)> {
+        self.timed("LIST".into(), |s| s.list_inner()).await
+    }
+
+    async fn create_folder(&mut self, folder: &str) -> mailshift_core::Result<()> {
+        self.timed(format!("CREATE {folder}"), |s| s.create_inner(folder))
+            .await
+    }
+
+    async fn select(&mut self, folder: &str) -> mailshift_core::Result<FolderStatus> {
+        self.timed(format!("SELECT {folder}"), |s| s.open(folder, false))
+            .await
+    }
+
+    async fn append(
+        &mut self,
+        folder: &str,
+        items: &[AppendItem<'_>],
+    ) -> mailshift_core::Result<Appended> {
+        self.timed(format!("APPEND to {folder}"), |s| {
+            s.append_inner(folder, items)
+        })
+        .await
+    }
+
+    async fn locate_since(&mut self, from_uid: u32) -> mailshift_core::Result<Vec<LocatedMessage>> {
+        self.timed("locating messages".into(), |s| s.locate_inner(from_uid))
+            .await
+    }
+}
