@@ -1,0 +1,8 @@
+//! sea-orm entities, one module per table of the `mailshift-migrations` schema. They are
+//! the only Rust description of the tables; `SeaStore` converts them to and from the core
+//! types (`FolderState`, `CopiedMessage`, `FailedMessage`).
+
+pub mod failure;
+pub mod folder;
+pub mod message;
+pub mod migration;

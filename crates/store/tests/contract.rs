@@ -1,0 +1,719 @@
+//! The `StateStore` contract: one suite (`suite`), written once against `dyn StateStore`
+//! and run on every backend (`sqlite`, `postgres`); plus backend-specific checks
+//! (`sqlite_only`, `errors`).
+//!
+//! SQLite tests use a file in a fresh temporary directory. PostgreSQL tests create a fresh
+//! database `mailshift_test_<uuid>` per test through the `postgres` database of
+//! `MAILSHIFT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`) and drop it
+//! afterwards, also when the test fails. If PostgreSQL is unreachable they fail, unless
+//! `MAILSHIFT_TEST_SKIP_POSTGRES=1`.
+//!
+//! Timings are printed: run with `--nocapture` to see them.
+
+// Tests may unwrap; clippy's allow-unwrap-in-tests does not reach helpers of a test crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mailshift_core::endpoint::Endpoint;
+use mailshift_core::fingerprint::Fingerprint;
+use mailshift_core::flags::FlagSet;
+use mailshift_core::ports::{
+    CopiedMessage, FailedMessage, FolderState, PendingBatch, PendingItem, StateStore,
+};
+use mailshift_store::SeaStore;
+use sea_orm::ConnectionTrait;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// A store on a fresh database, and how to get rid of that database.
+struct Fixture {
+    store: SeaStore,
+    /// Keeps the SQLite directory alive until the end of the test.
+    _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: (admin connection, database name) to drop at the end.
+    pg_drop: Option<(SeaStore, String)>,
+    label: String,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("mailshift.db");
+        let store = SeaStore::open_sqlite(&path).await.unwrap();
+        Fixture {
+            store,
+            _dir: Some(dir),
+            pg_drop: None,
+            label: format!("sqlite {}", path.display()),
+        }
+    }
+
+    /// None when PostgreSQL tests are skipped on purpose.
+    async fn postgres() -> Option<Fixture> {
+        if std::env::var("MAILSHIFT_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            eprintln!("MAILSHIFT_TEST_SKIP_POSTGRES=1: skipping a PostgreSQL contract test");
+            return None;
+        }
+        let base = std::env::var("MAILSHIFT_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string());
+        let base = base.trim_end_matches('/');
+        let admin = match SeaStore::connect(&format!("{base}/postgres"), false).await {
+            Ok(admin) => admin,
+            Err(e) => panic!(
+                "PostgreSQL is unreachable ({e}); start it, point MAILSHIFT_TEST_POSTGRES at \
+                 it, or set MAILSHIFT_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+            ),
+        };
+        let name = format!("mailshift_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .connection()
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let store = SeaStore::connect(&format!("{base}/{name}"), true)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open test database {name}: {e}"));
+        Some(Fixture {
+            store,
+            _dir: None,
+            pg_drop: Some((admin, name.clone())),
+            label: format!("postgres {name}"),
+        })
+    }
+
+    /// Runs `test` on this fixture's store, then drops the database (best effort) and
+    /// re-raises the test's panic if it had one.
+    async fn run<F, Fut>(self, test: F)
+    where
+        F: FnOnce(Arc<dyn StateStore>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let store: Arc<dyn StateStore> = Arc::new(self.store.clone());
+        let outcome = tokio::spawn(test(store)).await;
+        let _ = self.store.connection().clone().close().await;
+        if let Some((admin, name)) = &self.pg_drop {
+            let dropped = admin
+                .connection()
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            if let Err(e) = dropped {
+                eprintln!("warning: cannot drop test database {name}: {e}");
+            }
+        }
+        if let Err(e) = outcome {
+            eprintln!("failed on {}", self.label);
+            match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("test task did not finish: {e}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Data helpers
+
+fn endpoint(host: &str, user: &str) -> Endpoint {
+    format!("imaps://{user}@{host}:993").parse().unwrap()
+}
+
+fn copied(uid: u32, tag: &str) -> CopiedMessage {
+    CopiedMessage {
+        source_uid: uid,
+        dest_uid: Some(uid + 1000),
+        flags: FlagSet::from_storage(&format!("\\Seen {tag}")),
+        size: 1000 + uid,
+        fingerprint: Fingerprint::of(format!("message {uid} {tag}").as_bytes()),
+    }
+}
+
+fn failure(uid: u32, reason: &str) -> FailedMessage {
+    FailedMessage {
+        source_uid: uid,
+        size: 50_000_000,
+        kind: "too-large".to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn checkpoint(mut state: FolderState, highest_uid: u32) -> FolderState {
+    state.source_uidvalidity = Some(1_700_000_000);
+    state.dest_uidvalidity = Some(42);
+    state.highest_uid = highest_uid;
+    state.highest_modseq = Some(u64::from(highest_uid) * 3);
+    state.pending = None;
+    state
+}
+
+fn uids<T>(rows: &[T], uid: impl Fn(&T) -> u32) -> Vec<u32> {
+    rows.iter().map(uid).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+
+/// The contract, one async fn per property, each taking a store on an empty database.
+mod suite {
+    use super::*;
+
+    pub async fn find_or_create_is_idempotent(store: Arc<dyn StateStore>) {
+        let (a, b) = (
+            endpoint("a.example", "alice"),
+            endpoint("b.example", "alice"),
+        );
+        let m1 = store.migration(&a, &b).await.unwrap();
+        assert_eq!(store.migration(&a, &b).await.unwrap(), m1);
+        let reverse = store.migration(&b, &a).await.unwrap();
+        assert_ne!(
+            reverse, m1,
+            "a migration is identified by both endpoints, in order"
+        );
+
+        let inbox = store.folder(m1, "INBOX", "INBOX").await.unwrap();
+        assert_eq!(inbox.migration_id, m1);
+        assert_eq!(inbox.highest_uid, 0);
+        assert_eq!(
+            (
+                inbox.source_uidvalidity,
+                inbox.dest_uidvalidity,
+                inbox.highest_modseq
+            ),
+            (None, None, None)
+        );
+        assert_eq!(inbox.pending, None);
+        assert_eq!(store.folder(m1, "INBOX", "INBOX").await.unwrap(), inbox);
+        // The same source folder name in another migration is another folder.
+        let other = store.folder(reverse, "INBOX", "INBOX").await.unwrap();
+        assert_ne!(other.id, inbox.id);
+
+        // A changed destination is recorded on the existing row.
+        let sent = store.folder(m1, "Sent", "Sent").await.unwrap();
+        let moved = store.folder(m1, "Sent", "Archive/Sent").await.unwrap();
+        assert_eq!(moved.id, sent.id);
+        assert_eq!(moved.dest_folder, "Archive/Sent");
+        assert_eq!(
+            store.folder(m1, "Sent", "Archive/Sent").await.unwrap(),
+            moved
+        );
+
+        store.folder(m1, "Archive", "Archive").await.unwrap();
+        let names: Vec<String> = store
+            .folders(m1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| format!("{}->{}", f.source_folder, f.dest_folder))
+            .collect();
+        assert_eq!(
+            names,
+            ["Archive->Archive", "INBOX->INBOX", "Sent->Archive/Sent"]
+        );
+        assert_eq!(store.folders(reverse).await.unwrap().len(), 1);
+        assert!(
+            store
+                .folders(uuid::Uuid::new_v4())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn find_or_create_is_race_safe(store: Arc<dyn StateStore>) {
+        let (a, b) = (endpoint("a.example", "race"), endpoint("b.example", "race"));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, a, b) = (store.clone(), a.clone(), b.clone());
+                tokio::spawn(async move {
+                    let m = store.migration(&a, &b).await.unwrap();
+                    let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+                    (m, f.id)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            1,
+            "all tasks must agree on one migration and folder"
+        );
+    }
+
+    pub async fn pending_round_trip(store: Arc<dyn StateStore>) {
+        let m = store
+            .migration(&endpoint("a.example", "p"), &endpoint("b.example", "p"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        let batch = PendingBatch {
+            dest_uidvalidity: u32::MAX,
+            dest_uidnext: 77,
+            items: (1..=3)
+                .map(|uid| PendingItem {
+                    source_uid: uid,
+                    size: uid * 100,
+                    fingerprint: Fingerprint::of(&[uid as u8]).to_hex(),
+                    flags: "\\Seen $Label \"quoted\"".to_string(),
+                })
+                .collect(),
+        };
+        store.set_pending(f.id, Some(&batch)).await.unwrap();
+        let read = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        assert_eq!(read.pending.as_ref(), Some(&batch));
+        assert_eq!(
+            store.folders(m).await.unwrap()[0].pending.as_ref(),
+            Some(&batch)
+        );
+
+        store.set_pending(f.id, None).await.unwrap();
+        assert_eq!(
+            store.folder(m, "INBOX", "INBOX").await.unwrap().pending,
+            None
+        );
+
+        // A commit clears the pending batch too.
+        store.set_pending(f.id, Some(&batch)).await.unwrap();
+        store
+            .commit_batch(&checkpoint(f.clone(), 3), &[copied(1, "x")], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.folder(m, "INBOX", "INBOX").await.unwrap().pending,
+            None
+        );
+
+        let err = store
+            .set_pending(uuid::Uuid::new_v4(), Some(&batch))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, mailshift_core::ErrorKind::Store, "{err}");
+    }
+
+    pub async fn commit_batch_upserts(store: Arc<dyn StateStore>) {
+        let m = store
+            .migration(&endpoint("a.example", "u"), &endpoint("b.example", "u"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        let other = store.folder(m, "Other", "Other").await.unwrap();
+
+        let first: Vec<_> = (1..=10).rev().map(|uid| copied(uid, "first")).collect();
+        let refused = [failure(12, "too big"), failure(11, "too big")];
+        store
+            .commit_batch(&checkpoint(f.clone(), 12), &first, &refused)
+            .await
+            .unwrap();
+        store
+            .commit_batch(&checkpoint(other.clone(), 1), &[copied(1, "other")], &[])
+            .await
+            .unwrap();
+
+        let rows = store.copied(f.id).await.unwrap();
+        assert_eq!(uids(&rows, |c| c.source_uid), (1..=10).collect::<Vec<_>>());
+        assert_eq!(rows[4], copied(5, "first"));
+        assert_eq!(
+            uids(&store.failed(f.id).await.unwrap(), |x| x.source_uid),
+            [11, 12]
+        );
+
+        // Same uids again, changed; 11 now copied; 12 refused again with a new reason.
+        let mut second: Vec<_> = (5..=11).map(|uid| copied(uid, "second")).collect();
+        second[0].dest_uid = None;
+        store
+            .commit_batch(
+                &checkpoint(f.clone(), 12),
+                &second,
+                &[failure(12, "still too big")],
+            )
+            .await
+            .unwrap();
+        let rows = store.copied(f.id).await.unwrap();
+        assert_eq!(uids(&rows, |c| c.source_uid), (1..=11).collect::<Vec<_>>());
+        assert_eq!(rows[3], copied(4, "first"));
+        assert_eq!(rows[4], second[0]);
+        assert_eq!(rows[10], copied(11, "second"));
+        assert_eq!(
+            store.failed(f.id).await.unwrap(),
+            [failure(12, "still too big")]
+        );
+
+        // Empty batches only move the checkpoint.
+        store
+            .commit_batch(&checkpoint(f.clone(), 20), &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(store.copied(f.id).await.unwrap().len(), 11);
+        assert_eq!(
+            store.folder(m, "INBOX", "INBOX").await.unwrap().highest_uid,
+            20
+        );
+
+        // The other folder is untouched.
+        assert_eq!(store.copied(other.id).await.unwrap(), [copied(1, "other")]);
+        assert!(store.failed(other.id).await.unwrap().is_empty());
+
+        // A commit for a folder that does not exist fails and records nothing.
+        let mut ghost = checkpoint(f.clone(), 1);
+        ghost.id = uuid::Uuid::new_v4();
+        let err = store.commit_batch(&ghost, &[], &[]).await.unwrap_err();
+        assert_eq!(err.kind, mailshift_core::ErrorKind::Store, "{err}");
+        assert!(
+            store
+                .commit_batch(&ghost, &[copied(1, "ghost")], &[])
+                .await
+                .is_err()
+        );
+        assert!(store.copied(ghost.id).await.unwrap().is_empty());
+    }
+
+    pub async fn checkpoint_fields_persist(store: Arc<dyn StateStore>) {
+        let m = store
+            .migration(&endpoint("a.example", "c"), &endpoint("b.example", "c"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "Lists/rust", "Lists.rust").await.unwrap();
+        let mut state = f.clone();
+        state.source_uidvalidity = Some(u32::MAX);
+        state.dest_uidvalidity = Some(1);
+        state.highest_uid = u32::MAX;
+        state.highest_modseq = Some(i64::MAX as u64);
+        state.dest_folder = "Lists/rust-lang".to_string();
+        let extreme = CopiedMessage {
+            source_uid: u32::MAX,
+            dest_uid: Some(u32::MAX),
+            flags: FlagSet::new(),
+            size: u32::MAX,
+            fingerprint: Fingerprint([0xff; 32]),
+        };
+        store
+            .commit_batch(&state, std::slice::from_ref(&extreme), &[])
+            .await
+            .unwrap();
+
+        let read = store
+            .folder(m, "Lists/rust", "Lists/rust-lang")
+            .await
+            .unwrap();
+        assert_eq!(read, state);
+        assert_eq!(store.folders(m).await.unwrap(), [state.clone()]);
+        assert_eq!(store.copied(f.id).await.unwrap(), [extreme]);
+
+        // Clearing optional fields persists too.
+        let mut cleared = state.clone();
+        cleared.source_uidvalidity = None;
+        cleared.dest_uidvalidity = None;
+        cleared.highest_modseq = None;
+        cleared.highest_uid = 0;
+        store.commit_batch(&cleared, &[], &[]).await.unwrap();
+        assert_eq!(
+            store
+                .folder(m, "Lists/rust", "Lists/rust-lang")
+                .await
+                .unwrap(),
+            cleared
+        );
+    }
+
+    pub async fn hundred_thousand_rows(store: Arc<dyn StateStore>) {
+        const TOTAL: u32 = 100_000;
+        const BATCH: usize = 400;
+        let m = store
+            .migration(&endpoint("a.example", "big"), &endpoint("b.example", "big"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        let all: Vec<_> = (1..=TOTAL).map(|uid| copied(uid, "$Forwarded")).collect();
+
+        let mut per_batch = Vec::new();
+        let started = Instant::now();
+        for batch in all.chunks(BATCH) {
+            let state = checkpoint(f.clone(), batch[batch.len() - 1].source_uid);
+            let t = Instant::now();
+            store.commit_batch(&state, batch, &[]).await.unwrap();
+            per_batch.push(t.elapsed());
+        }
+        let commit_total = started.elapsed();
+
+        let t = Instant::now();
+        let loaded = store.copied(f.id).await.unwrap();
+        let load = t.elapsed();
+        assert_eq!(loaded.len(), all.len());
+        assert!(loaded == all, "loaded rows differ from committed rows");
+        assert_eq!(
+            store.folder(m, "INBOX", "INBOX").await.unwrap().highest_uid,
+            TOTAL
+        );
+
+        per_batch.sort();
+        let median = per_batch[per_batch.len() / 2];
+        let max = per_batch[per_batch.len() - 1];
+        println!(
+            "timing: {TOTAL} rows in {} commits of {BATCH}: total {commit_total:.2?}, \
+             per commit median {median:.2?} max {max:.2?}; load of {TOTAL} rows {load:.2?}",
+            per_batch.len()
+        );
+    }
+
+    pub async fn concurrent_commits(store: Arc<dyn StateStore>) {
+        const TASKS: u32 = 4;
+        const BATCHES: u32 = 25;
+        const BATCH: u32 = 400;
+        let m = store
+            .migration(
+                &endpoint("a.example", "conc"),
+                &endpoint("b.example", "conc"),
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let name = format!("Folder{t}");
+                    let f = store.folder(m, &name, &name).await.unwrap();
+                    for b in 0..BATCHES {
+                        let uids = b * BATCH + 1..=(b + 1) * BATCH;
+                        let rows: Vec<_> = uids.clone().map(|uid| copied(uid, &name)).collect();
+                        let pending = PendingBatch {
+                            dest_uidvalidity: 1,
+                            dest_uidnext: *uids.start(),
+                            items: Vec::new(),
+                        };
+                        store.set_pending(f.id, Some(&pending)).await.unwrap();
+                        let refused = [failure(*uids.end() + 1, "refused")];
+                        let state = checkpoint(f.clone(), *uids.end() + 1);
+                        store.commit_batch(&state, &rows, &refused).await.unwrap();
+                        // Interleave reads with the other tasks' writes.
+                        if b % 5 == 0 {
+                            store.folders(m).await.unwrap();
+                        }
+                    }
+                    f.id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        println!(
+            "timing: {TASKS} tasks x {BATCHES} commits of {BATCH} rows: {:.2?}",
+            started.elapsed()
+        );
+        for id in ids {
+            let rows = store.copied(id).await.unwrap();
+            assert_eq!(rows.len(), (BATCHES * BATCH) as usize);
+            // Each batch's failure was copied by the next batch, except the last one.
+            assert_eq!(
+                uids(&store.failed(id).await.unwrap(), |f| f.source_uid),
+                [BATCHES * BATCH + 1]
+            );
+        }
+        let folders = store.folders(m).await.unwrap();
+        assert_eq!(folders.len(), TASKS as usize);
+        assert!(
+            folders
+                .iter()
+                .all(|f| f.highest_uid == BATCHES * BATCH + 1 && f.pending.is_none())
+        );
+    }
+}
+
+/// Runs every suite test on one backend; `$fixture` yields `Option<Fixture>`.
+macro_rules! contract {
+    ($backend:ident, $fixture:expr, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    if let Some(fixture) = $fixture.await {
+                        fixture.run(suite::$test).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! contract_all {
+    ($($backend:ident => $fixture:expr),* $(,)?) => {
+        $(
+            contract!($backend, $fixture, [
+                find_or_create_is_idempotent,
+                find_or_create_is_race_safe,
+                pending_round_trip,
+                commit_batch_upserts,
+                checkpoint_fields_persist,
+                hundred_thousand_rows,
+                concurrent_commits,
+            ]);
+        )*
+    };
+}
+
+contract_all! {
+    sqlite => async { Some(Fixture::sqlite().await) },
+    postgres => Fixture::postgres(),
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// SQLite specifics: pragmas, and two stores (as two processes would) on one file.
+mod sqlite_only {
+    use super::*;
+    use sea_orm::{DbBackend, Statement};
+
+    async fn pragma(store: &SeaStore, name: &str) -> String {
+        let row = store
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                format!("PRAGMA {name}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0)
+            .map(|v| v.to_string())
+            .or_else(|_| row.try_get_by_index::<String>(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pragmas() {
+        let fixture = Fixture::sqlite().await;
+        let store = &fixture.store;
+        assert_eq!(pragma(store, "journal_mode").await, "wal");
+        assert_eq!(pragma(store, "synchronous").await, "1", "NORMAL");
+        assert_eq!(pragma(store, "foreign_keys").await, "1");
+        let busy: u64 = pragma(store, "busy_timeout").await.parse().unwrap();
+        assert!(busy >= 10_000, "busy_timeout {busy} ms");
+    }
+
+    #[tokio::test]
+    async fn connect_url_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("via-url.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SeaStore::connect(&url, true).await.unwrap();
+        let m = store
+            .migration(&endpoint("a.example", "r"), &endpoint("b.example", "r"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        store
+            .commit_batch(&checkpoint(f.clone(), 9), &[copied(9, "r")], &[])
+            .await
+            .unwrap();
+        store.connection().clone().close().await.unwrap();
+        assert!(path.exists());
+
+        // Reopened without migrating (the schema is there), through the other entry point.
+        let again = SeaStore::connect(&url, false).await.unwrap();
+        assert_eq!(again.folders(m).await.unwrap()[0].highest_uid, 9);
+        let again = SeaStore::open_sqlite(&path).await.unwrap();
+        assert_eq!(again.copied(f.id).await.unwrap(), [copied(9, "r")]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_file() {
+        let fixture = Fixture::sqlite().await;
+        let path = fixture.label.trim_start_matches("sqlite ").to_string();
+        let second = SeaStore::open_sqlite(std::path::Path::new(&path))
+            .await
+            .unwrap();
+        let stores = [fixture.store.clone(), second];
+        let m = stores[0]
+            .migration(&endpoint("a.example", "two"), &endpoint("b.example", "two"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..4u32)
+            .map(|t| {
+                let store = stores[t as usize % 2].clone();
+                tokio::spawn(async move {
+                    let name = format!("F{t}");
+                    let f = store.folder(m, &name, &name).await.unwrap();
+                    for b in 0..10u32 {
+                        let rows: Vec<_> = (b * 400 + 1..=(b + 1) * 400)
+                            .map(|uid| copied(uid, "two"))
+                            .collect();
+                        store.set_pending(f.id, None).await.unwrap();
+                        store
+                            .commit_batch(&checkpoint(f.clone(), (b + 1) * 400), &rows, &[])
+                            .await
+                            .unwrap();
+                    }
+                    f.id
+                })
+            })
+            .collect();
+        for t in tasks {
+            let id = t.await.unwrap();
+            assert_eq!(stores[1].copied(id).await.unwrap().len(), 4000);
+        }
+    }
+}
+
+/// Error messages: what failed and where, never a password.
+mod errors {
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_password_is_never_shown() {
+        // Port 1: nothing listens there, the connection is refused.
+        let url = "postgres://mailshift:hunter2secret@127.0.0.1:1/state?password=hunter2secret";
+        let err = SeaStore::connect(url, true).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains("hunter2secret"), "{msg}");
+        assert!(
+            msg.contains("postgres://mailshift@127.0.0.1:1/state"),
+            "{msg}"
+        );
+        let core: mailshift_core::Error = err.into();
+        assert_eq!(core.kind, mailshift_core::ErrorKind::Store);
+
+        let err = SeaStore::connect("mysql://root:hunter2secret@h/db", true)
+            .await
+            .unwrap_err();
+        let core: mailshift_core::Error = err.into();
+        assert!(!core.message.contains("hunter2secret"), "{core}");
+        assert_eq!(core.kind, mailshift_core::ErrorKind::Usage);
+    }
+
+    #[tokio::test]
+    async fn sqlite_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let path = blocker.join("state.db");
+        let msg = SeaStore::open_sqlite(&path).await.unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn store_errors_say_what_failed() {
+        let fixture = Fixture::sqlite().await;
+        let err = fixture
+            .store
+            .set_pending(uuid::Uuid::new_v4(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, mailshift_core::ErrorKind::Store);
+        assert!(
+            err.message.contains("mailshift.db") && err.message.contains("no folder"),
+            "{err}"
+        );
+        // Keep the timeout constant honest: a store call on a healthy file is quick.
+        let t = Instant::now();
+        fixture.store.folders(uuid::Uuid::new_v4()).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}
