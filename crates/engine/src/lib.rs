@@ -1,0 +1,17 @@
+//! The engine: everything between "copy this folder" and the IMAP/store/queue ports.
+//!
+//! - [`copy`]: one folder pass (list, plan, fetch and append in pipelined batches,
+//!   checkpoint each batch, recover an interrupted batch by fingerprint).
+//! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
+//!   sessions, retries what is retryable and acknowledges after the checkpoint.
+//! - [`embedded`]: `mailshift migrate` on one machine: plan the folders, create them, put
+//!   one job per folder on an in-process queue and run workers over it.
+//!
+//! Architecture invariant: this crate speaks only to ports (traits in `mailshift-core`);
+//! it knows no IMAP syntax, SQL or AMQP.
+
+pub mod copy;
+pub mod embedded;
+pub mod worker;
+
+pub use embedded::{MigrateOptions, migrate};
