@@ -1,0 +1,72 @@
+//! The `mailshift` binary: parses the command line, wires adapters to the engine, and
+//! prints what happened. The only crate that uses anyhow and touches the terminal.
+
+mod migrate;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mailshift",
+    version,
+    about = "Move email between IMAP servers with zero lost messages and zero downtime",
+    long_about = "Move email between IMAP servers with zero lost messages and zero downtime.\n\n\
+        mailshift reads the old server without ever changing it (EXAMINE, BODY.PEEK), copies \
+        every message byte for byte with its flags and internal date into the new server, \
+        and remembers what it copied so that every later run is a cheap incremental pass.",
+    after_help = "Start with:  mailshift migrate --help"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy one mailbox from an old IMAP server to a new one (re-run to bring it up to date)
+    Migrate(Box<migrate::MigrateArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => migrate::run(*args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` sets levels. async-imap's trace output would contain the
+/// LOGIN command line (with the password) and message bodies, so it is capped at `info`
+/// whatever `RUST_LOG` says.
+pub(crate) fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    let filter = EnvFilter::try_new(format!("{base},async_imap=info,imap_proto=info"))
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

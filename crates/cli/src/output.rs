@@ -1,0 +1,100 @@
+//! The human summary printed at the end of a run.
+
+use mailshift_core::report::{FolderStatus, MigrationSummary};
+
+pub fn print_summary(s: &MigrationSummary) {
+    let mut out = String::new();
+    if !s.folders.is_empty() {
+        let w = s
+            .folders
+            .iter()
+            .map(|f| f.source.chars().count() + f.dest.chars().count() + 4)
+            .max()
+            .unwrap_or(10)
+            .clamp(10, 60);
+        out.push_str(&format!(
+            "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  status\n",
+            "folder (source -> destination)", "messages", "copied", "before", "failed"
+        ));
+        for f in &s.folders {
+            let name = format!("{} -> {}", f.source, f.dest);
+            let status = match f.status {
+                FolderStatus::Complete => "ok",
+                FolderStatus::Partial => "PARTIAL",
+                FolderStatus::Failed => "FAILED",
+            };
+            out.push_str(&format!(
+                "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {status}\n",
+                name,
+                f.source_messages,
+                f.copied,
+                f.already_done,
+                f.failures.len()
+            ));
+        }
+    }
+    for f in &s.folders {
+        if let Some(e) = &f.error {
+            out.push_str(&format!(
+                "\nfolder '{}': {} [{}]\n",
+                f.source, e.message, e.kind
+            ));
+        }
+        for m in &f.failures {
+            out.push_str(&format!(
+                "\nfolder '{}', message UID {} ({} bytes, date {}, from {}, subject {:?}) was not copied: {} [{}]",
+                f.source,
+                m.uid,
+                m.size,
+                m.date.as_deref().unwrap_or("?"),
+                m.from.as_deref().unwrap_or("?"),
+                m.subject.as_deref().unwrap_or(""),
+                m.reason,
+                m.kind
+            ));
+        }
+        for n in &f.notes {
+            out.push_str(&format!("\nfolder '{}': {n}", f.source));
+        }
+    }
+    for n in &s.notes {
+        out.push_str(&format!("\nnote: {n}"));
+    }
+    if !s.excluded.is_empty() {
+        out.push_str(&format!("\nexcluded folders: {}", s.excluded.join(", ")));
+    }
+    for e in &s.errors {
+        out.push_str(&format!("\nerror: {} [{}]", e.message, e.kind));
+    }
+    let mb = s.copied_bytes() as f64 / (1024.0 * 1024.0);
+    let verdict = if s.is_complete() {
+        format!(
+            "\n\ncomplete: {} folders, {} messages on the destination ({} copied now, {:.1} MiB) in {:.1}s\n",
+            s.folders.len(),
+            s.source_messages(),
+            s.copied(),
+            mb,
+            s.elapsed_secs
+        )
+    } else {
+        let bad_folders = s
+            .folders
+            .iter()
+            .filter(|f| f.status != FolderStatus::Complete)
+            .count();
+        format!(
+            "\n\nINCOMPLETE: {} of {} folders not fully copied, {} message(s) refused{}; \
+             fix the cause and run the same command again: it retries only what is missing\n",
+            bad_folders,
+            s.folders.len(),
+            s.failed_messages(),
+            if s.errors.is_empty() {
+                ""
+            } else {
+                ", see errors above"
+            }
+        )
+    };
+    out.push_str(&verdict);
+    eprint!("{out}");
+}

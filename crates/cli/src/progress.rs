@@ -1,0 +1,131 @@
+//! Progress on the terminal: one bar per running folder plus an overall bar with rate and
+//! ETA; plain log lines when stderr is not a terminal.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mailshift_core::ports::Progress;
+use mailshift_core::report::{FolderReport, FolderStatus};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+pub struct TerminalProgress {
+    enabled: bool,
+    bars: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    folders: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl TerminalProgress {
+    pub fn new(enabled: bool) -> Self {
+        let tty = enabled && std::io::stderr().is_terminal();
+        let (bars, overall) = if tty {
+            let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let overall = mp.add(ProgressBar::new(0));
+            overall.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            overall.set_prefix("total");
+            (Some(mp), Some(overall))
+        } else {
+            (None, None)
+        };
+        TerminalProgress {
+            enabled,
+            bars,
+            overall,
+            folders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(o) = &self.overall {
+            o.finish_and_clear();
+        }
+    }
+
+    fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProgressBar>> {
+        self.folders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn folder_started(&self, folder: &str, messages: u64, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
+        match (&self.bars, &self.overall) {
+            (Some(mp), Some(overall)) => {
+                overall.inc_length(bytes);
+                if messages > 0 {
+                    let bar = mp.add(ProgressBar::new(messages));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>12} [{bar:30}] {pos}/{len} msgs {per_sec} {wide_msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix("folder");
+                    bar.set_message(folder.to_string());
+                    self.folders().insert(folder.to_string(), bar);
+                }
+            }
+            _ => {
+                if messages > 0 {
+                    eprintln!("{folder}: copying {messages} message(s), {bytes} bytes");
+                }
+            }
+        }
+    }
+
+    fn copied(&self, folder: &str, messages: u64, bytes: u64) {
+        if let Some(o) = &self.overall {
+            o.inc(bytes);
+        }
+        if let Some(bar) = self.folders().get(folder) {
+            bar.inc(messages);
+        }
+    }
+
+    fn folder_finished(&self, r: &FolderReport) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(bar) = self.folders().remove(&r.source) {
+            bar.finish_and_clear();
+            if let Some(mp) = &self.bars {
+                mp.remove(&bar);
+            }
+        }
+        let line = match r.status {
+            FolderStatus::Complete => format!(
+                "{}: done ({} copied, {} already there)",
+                r.source, r.copied, r.already_done
+            ),
+            FolderStatus::Partial => format!(
+                "{}: {} copied, {} refused",
+                r.source,
+                r.copied,
+                r.failures.len()
+            ),
+            FolderStatus::Failed => format!(
+                "{}: failed: {}",
+                r.source,
+                r.error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("unknown error")
+            ),
+        };
+        match &self.bars {
+            Some(mp) => {
+                let _ = mp.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
