@@ -1,0 +1,604 @@
+//! Throwaway Dovecot (Debian's dovecot-imapd 2.3) IMAP servers on loopback ports.
+//!
+//! Every [`Dovecot`] has its own temporary directory (config, `base_dir`, `state_dir`, log,
+//! passwd-file, TLS material and Maildirs), its own `instance_name` and its own ports, and
+//! runs in the foreground (`dovecot -F -c CONF`) as a child process in its own process
+//! group, so [`Drop`] can stop it and every helper it forked.
+//!
+//! Facts worth knowing when writing tests against it:
+//! * Must run as root (Dovecot binds, forks and `setuid`s). Mail processes run as the
+//!   system user `vmail` (created with uid/gid 5000 on first use if it does not exist; an
+//!   existing `vmail` is reused whatever its ids).
+//! * Storage is Maildir. With delimiter `/` it uses `LAYOUT=fs` (one directory per folder,
+//!   so folder names may contain `.`); with delimiter `.` the native Maildir++ layout.
+//!   Folder names are stored modified-UTF-7 on disk.
+//! * Dovecot stores messages with LF line endings and serves them with CRLF: a message with
+//!   bare LFs comes back with CRLFs (the corpus is all CRLF, so it round-trips byte-exactly).
+//! * Maildir keeps INTERNALDATE as a file mtime: the instant is preserved, the timezone
+//!   offset is not (FETCH returns it in the server's zone, `+0000` here). Hence
+//!   [`crate::imap::diff`] ignores offsets and [`crate::imap::diff_strict`] does not.
+//! * `quota_max_mail_size` makes a too-big APPEND fail with `NO [LIMIT] Mail size is larger
+//!   than the maximum size allowed by server configuration`.
+//! * `imap_capability` replaces the post-login CAPABILITY; before login Dovecot still adds
+//!   `STARTTLS` / `AUTH=` items. The server keeps *supporting* everything (MULTIAPPEND,
+//!   LITERAL+, ...), it only stops advertising it.
+//! * `mail_max_userip_connections` is raised to 500 (Dovecot's default of 10 per user and IP
+//!   would throttle a parallel migrator on 127.0.0.1).
+//! * Parent folders created implicitly (CREATE `Work/Clients/Acme`) are listed as
+//!   `\Noselect \HasChildren`.
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How a test server is configured. `Default` is a plain `/`-delimited server.
+#[derive(Clone, Debug)]
+pub struct DovecotOptions {
+    /// Hierarchy delimiter of the inbox namespace: `'/'` or `'.'`.
+    pub delimiter: char,
+    /// `(mailbox name as the server names it (UTF-8, with its delimiter), "\\Sent")` pairs,
+    /// emitted as `mailbox "NAME" { special_use = \Sent }` (auto = no) in the namespace.
+    pub special_use: Vec<(String, String)>,
+    /// Largest accepted message in bytes (quota plugin `quota_max_mail_size`).
+    pub max_mail_size: Option<u64>,
+    /// `imap_capability` override, e.g. `"IMAP4rev1"` for a bare server.
+    pub capability: Option<String>,
+    /// Also listen with implicit TLS and offer STARTTLS, with a throwaway CA and a server
+    /// certificate for `localhost` / `127.0.0.1`.
+    pub tls: bool,
+}
+
+impl Default for DovecotOptions {
+    fn default() -> Self {
+        DovecotOptions {
+            delimiter: '/',
+            special_use: Vec::new(),
+            max_mail_size: None,
+            capability: None,
+            tls: false,
+        }
+    }
+}
+
+/// A running Dovecot instance; stopped (with all its processes) on drop.
+pub struct Dovecot {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    tls_port: Option<u16>,
+    ca_pem: Option<PathBuf>,
+    uid: u32,
+    gid: u32,
+    name: String,
+    passwd_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Dovecot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dovecot")
+            .field("dir", &self.dir.path())
+            .field("port", &self.port)
+            .field("tls_port", &self.tls_port)
+            .finish()
+    }
+}
+
+/// uid/gid of the `vmail` user, created once per process if missing.
+fn vmail_ids() -> anyhow::Result<(u32, u32)> {
+    static IDS: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let lookup = || -> Option<(u32, u32)> {
+            let id = |flag: &str| -> Option<u32> {
+                let out = Command::new("id").args([flag, "vmail"]).output().ok()?;
+                if !out.status.success() {
+                    return None;
+                }
+                String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+            };
+            Some((id("-u")?, id("-g")?))
+        };
+        if let Some(ids) = lookup() {
+            return Ok(ids);
+        }
+        let quiet = |cmd: &mut Command| {
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Preferred: uid = gid = 5000. Fall back to whatever ids the system hands out.
+        let group_ok = quiet(Command::new("groupadd").args(["-g", "5000", "vmail"]))
+            || quiet(Command::new("groupadd").args(["--system", "vmail"]));
+        let base = [
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+        ];
+        let mut useradd = Command::new("useradd");
+        useradd.args(base).args(["--uid", "5000"]);
+        if group_ok {
+            useradd.args(["--gid", "vmail"]);
+        }
+        if !quiet(useradd.arg("vmail")) {
+            let mut retry = Command::new("useradd");
+            retry.args(base);
+            if group_ok {
+                retry.args(["--gid", "vmail"]);
+            }
+            quiet(retry.arg("vmail"));
+        }
+        lookup()
+            .ok_or_else(|| "could not find or create the system user `vmail` (are we root?)".into())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn free_port() -> anyhow::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free loopback port")
+}
+
+fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {uid}:{gid} {}", path.display()))
+}
+
+/// Quote a string for a Dovecot config file.
+fn conf_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn run_openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .context("running the openssl CLI (install Debian's `openssl` package)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Make a throwaway CA and a `localhost`/`127.0.0.1` server certificate it signs.
+/// Returns (ca.pem, server.pem, server.key).
+fn make_certs(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    run_openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=mailshift test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )?;
+    run_openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run_openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "3650",
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
+    Ok((
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    ))
+}
+
+struct Layout<'a> {
+    dir: &'a Path,
+    name: &'a str,
+    port: u16,
+    tls: Option<(u16, &'a Path, &'a Path)>,
+    uid: u32,
+    gid: u32,
+}
+
+fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
+    let d = l.dir.display();
+    let mut c = String::new();
+    let layout = if opts.delimiter == '/' {
+        ":LAYOUT=fs"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        c,
+        "# Generated by mailshift-tests: a throwaway test server.\n\
+         instance_name = {name}\n\
+         base_dir = {d}/run\n\
+         state_dir = {d}/state\n\
+         log_path = {d}/dovecot.log\n\
+         listen = 127.0.0.1\n\
+         protocols = imap\n\
+         shutdown_clients = yes\n\
+         verbose_proctitle = yes\n\
+         auth_mechanisms = plain login\n\
+         disable_plaintext_auth = no\n\
+         auth_verbose = yes\n\
+         mail_location = maildir:{d}/mail/%u{layout}\n\
+         mail_uid = {uid}\n\
+         mail_gid = {gid}\n\
+         first_valid_uid = {uid}\n\
+         first_valid_gid = {gid}\n\
+         mail_fsync = never\n\
+         mail_max_userip_connections = 500\n\
+         passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n}}\n\
+         userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}",
+        name = l.name,
+        uid = l.uid,
+        gid = l.gid,
+    );
+    match l.tls {
+        Some((_, cert, key)) => {
+            let _ = writeln!(
+                c,
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                cert.display(),
+                key.display()
+            );
+        }
+        None => c.push_str("ssl = no\n"),
+    }
+    if let Some(cap) = &opts.capability {
+        let _ = writeln!(c, "imap_capability = {cap}");
+    }
+    if let Some(max) = opts.max_mail_size {
+        let _ = writeln!(
+            c,
+            "mail_plugins = $mail_plugins quota\n\
+             plugin {{\n  quota = maildir:User quota\n  quota_max_mail_size = {max}\n}}"
+        );
+    }
+    let _ = writeln!(
+        c,
+        "namespace inbox {{\n  inbox = yes\n  separator = {}",
+        opts.delimiter
+    );
+    for (name, use_) in &opts.special_use {
+        let _ = writeln!(
+            c,
+            "  mailbox {} {{\n    special_use = {use_}\n    auto = no\n  }}",
+            conf_quote(name)
+        );
+    }
+    c.push_str("}\n");
+    let tls_port = l.tls.map_or(0, |(p, _, _)| p);
+    let _ = writeln!(
+        c,
+        "service imap-login {{\n  inet_listener imap {{\n    port = {}\n  }}\n  \
+         inet_listener imaps {{\n    port = {tls_port}\n    ssl = yes\n  }}\n}}",
+        l.port
+    );
+    // Nothing else listens on TCP: pop3/lmtp/submission are not in `protocols`, and
+    // doveadm has only its unix socket by default.
+    c
+}
+
+/// Connect and read the `* OK` greeting line.
+fn greeting(port: u16) -> std::io::Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line)
+}
+
+impl Dovecot {
+    /// Start an instance (synchronously); returns once the IMAP port answers its greeting.
+    /// Free loopback ports are picked by the OS; a start that loses a port race is retried.
+    pub fn start(opts: DovecotOptions) -> anyhow::Result<Dovecot> {
+        let mut last_err = None;
+        for _ in 0..3 {
+            match Self::try_start(&opts) {
+                Ok(d) => return Ok(d),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("dovecot did not start")))
+    }
+
+    fn try_start(opts: &DovecotOptions) -> anyhow::Result<Dovecot> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        anyhow::ensure!(
+            matches!(opts.delimiter, '/' | '.'),
+            "delimiter must be '/' or '.'"
+        );
+        let (uid, gid) = vmail_ids()?;
+        let dir = tempfile::Builder::new()
+            .prefix("mailshift-dovecot-")
+            .tempdir()
+            .context("creating the instance directory")?;
+        let root = dir.path();
+        // The dovecot/dovenull users must be able to traverse to every file.
+        chmod(root, 0o755)?;
+        for sub in ["run", "state", "mail"] {
+            std::fs::create_dir(root.join(sub))?;
+            chmod(&root.join(sub), 0o755)?;
+        }
+        chown(&root.join("mail"), uid, gid)?;
+        std::fs::write(root.join("passwd"), "")?;
+        chmod(&root.join("passwd"), 0o644)?;
+
+        let certs = if opts.tls {
+            Some(make_certs(&root.join("tls"))?)
+        } else {
+            None
+        };
+
+        // Hold the listeners until just before dovecot binds, so two ports of the same
+        // instance can not collide.
+        let plain = free_port()?;
+        let tls_listener = if opts.tls { Some(free_port()?) } else { None };
+        let port = plain.local_addr()?.port();
+        let tls_port = match &tls_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
+        let name = format!(
+            "mailshift-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let conf = render_config(
+            opts,
+            &Layout {
+                dir: root,
+                name: &name,
+                port,
+                tls: match (&certs, tls_port) {
+                    (Some((_, cert, key)), Some(p)) => Some((p, cert.as_path(), key.as_path())),
+                    _ => None,
+                },
+                uid,
+                gid,
+            },
+        );
+        let conf_path = root.join("dovecot.conf");
+        std::fs::write(&conf_path, conf)?;
+        chmod(&conf_path, 0o644)?;
+        let stderr = std::fs::File::create(root.join("stderr.log"))?;
+        drop(plain);
+        drop(tls_listener);
+        let child = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone()?)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .context("spawning `dovecot -F` (is dovecot-imapd installed?)")?;
+        let mut dovecot = Dovecot {
+            child,
+            dir,
+            port,
+            tls_port,
+            ca_pem: certs.map(|(ca, _, _)| ca),
+            uid,
+            gid,
+            name,
+            passwd_lock: Mutex::new(()),
+        };
+        dovecot.wait_ready()?;
+        Ok(dovecot)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "dovecot exited with {status} before answering:\n{}",
+                    self.log()
+                );
+            }
+            if greeting(self.port).is_ok_and(|line| line.starts_with("* OK")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "dovecot did not greet on port {} within 20 s:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Plain IMAP port on 127.0.0.1 (STARTTLS is offered when `tls` was set).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Implicit-TLS IMAP port on 127.0.0.1, when `tls` was set.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// PEM file of the throwaway CA that signs the server certificate, when `tls` was set.
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.ca_pem.clone()
+    }
+
+    /// Add a user with a `{PLAIN}` password to the passwd-file. Dovecot re-reads the file
+    /// when it changes, so the user can log in immediately. Panics if `user` or `password`
+    /// contains `:` or a line break, or if the file cannot be written.
+    pub fn add_user(&self, user: &str, password: &str) {
+        assert!(
+            !user.contains([':', '\n', '\r', '/']) && !user.is_empty(),
+            "bad user name {user:?}"
+        );
+        assert!(
+            !password.contains([':', '\n', '\r']),
+            "password may not contain ':' or line breaks"
+        );
+        let _guard = self.passwd_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let passwd = self.dir.path().join("passwd");
+        let mut content = std::fs::read_to_string(&passwd).expect("reading passwd-file");
+        let home = self.maildir(user);
+        let _ = writeln!(
+            content,
+            "{user}:{{PLAIN}}{password}:{}:{}::{}::",
+            self.uid,
+            self.gid,
+            home.display()
+        );
+        // Write a new file and rename it over the old one: a new inode is a change that
+        // Dovecot notices even within the same second.
+        let tmp = self.dir.path().join("passwd.tmp");
+        std::fs::write(&tmp, content).expect("writing passwd-file");
+        chmod(&tmp, 0o644).expect("chmod passwd-file");
+        std::fs::rename(&tmp, &passwd).expect("replacing passwd-file");
+    }
+
+    /// `imap://USER@127.0.0.1:PORT` (the user is not percent-encoded).
+    pub fn url(&self, user: &str) -> String {
+        format!("imap://{user}@127.0.0.1:{}", self.port)
+    }
+
+    /// Content of the instance's log file (plus anything Dovecot wrote to stderr).
+    pub fn log(&self) -> String {
+        let mut log = String::new();
+        for name in ["stderr.log", "dovecot.log"] {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
+                let mut buf = Vec::new();
+                let _ = f.read_to_end(&mut buf);
+                log.push_str(&String::from_utf8_lossy(&buf));
+            }
+        }
+        log
+    }
+
+    /// The user's Maildir root (INBOX's `cur`/`new`/`tmp` live directly in it).
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("mail").join(user)
+    }
+
+    /// Dovecot `instance_name` (its processes are titled `dovecot-NAME/...`).
+    pub fn instance_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instance's private directory (config, log, passwd-file, mail, TLS material).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn signal_group(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "---- dovecot log ({}, port {}), last {} lines ----",
+                self.dir.path().display(),
+                self.port,
+                tail.len()
+            );
+            for l in tail {
+                let _ = writeln!(err, "{l}");
+            }
+            let _ = writeln!(err, "---- end of dovecot log ----");
+        }
+        // SIGTERM to the master: it stops its children and exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Whatever is left in its process group (the master itself if it hung, its log
+        // process, an imap process) gets SIGKILL.
+        self.signal_group("-KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

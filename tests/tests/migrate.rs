@@ -1,0 +1,491 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `mailshift migrate` end to end against real Dovecot servers: fidelity, resumability
+//! and the errors a user sees. Every assertion on mail compares the servers themselves
+//! (the harness's own IMAP client), never mailshift's state.
+
+use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
+use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
+use mailshift_tests::imap::{self, Snapshot};
+use mailshift_tests::mailshift_bin;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SRC_PW: &str = "s3cret-Source!pw";
+const DST_PW: &str = "s3cret-Dest!pw";
+
+struct Pair {
+    src: Dovecot,
+    dst: Dovecot,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    /// A '.'-delimited source with the corpus's special-use folders and a '/'-delimited
+    /// destination whose \Sent folder is called "Sent".
+    fn new(dst_opts: DovecotOptions) -> Pair {
+        let corpus = corpus::standard_folders();
+        let src = Dovecot::start(DovecotOptions {
+            delimiter: '.',
+            special_use: special_use_options(&corpus, '.'),
+            ..Default::default()
+        })
+        .expect("start source dovecot");
+        let mut dst_opts = dst_opts;
+        dst_opts.special_use.push(("Sent".into(), "\\Sent".into()));
+        let dst = Dovecot::start(dst_opts).expect("start destination dovecot");
+        src.add_user("alice", SRC_PW);
+        dst.add_user("alice", DST_PW);
+        Pair {
+            src,
+            dst,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(mailshift_bin());
+        cmd.arg("migrate")
+            .arg("--from")
+            .arg(self.src.url("alice"))
+            .arg("--to")
+            .arg(self.dst.url("alice"))
+            .arg("--state")
+            .arg(self.state())
+            .arg("--allow-plaintext")
+            .args(extra)
+            .env("MAILSHIFT_FROM_PASSWORD", SRC_PW)
+            .env("MAILSHIFT_TO_PASSWORD", DST_PW)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn migrate(&self, extra: &[&str]) -> Output {
+        let out = self.command(extra).output().expect("run mailshift");
+        assert_no_secrets(&out);
+        out
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_no_secrets(out: &Output) {
+    let all = text(out);
+    for pw in [SRC_PW, DST_PW] {
+        assert!(
+            !all.contains(pw),
+            "a password leaked into the output:\n{all}"
+        );
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{}", text(out)))
+}
+
+/// The source snapshot as it should look on the destination ("Sent Items" -> "Sent").
+fn expected_on_destination(src: &Snapshot) -> Snapshot {
+    src.iter()
+        .map(|(k, v)| {
+            let k = if k == "Sent Items" {
+                "Sent".to_string()
+            } else {
+                k.clone()
+            };
+            (k, v.clone())
+        })
+        .collect()
+}
+
+fn assert_same(expected: &Snapshot, actual: &Snapshot, what: &str) {
+    let d = imap::diff(expected, actual);
+    assert!(
+        d.is_empty(),
+        "{what}: {} difference(s):\n{}",
+        d.len(),
+        d.join("\n")
+    );
+}
+
+async fn populate(pair: &Pair, spec: &CorpusSpec) -> Snapshot {
+    let corpus = corpus::generate(spec);
+    imap::populate(pair.src.port(), "alice", SRC_PW, &corpus)
+        .await
+        .expect("populate source");
+    // The destination's \Sent folder exists before the migration, as on a real new server.
+    imap::populate(
+        pair.dst.port(),
+        "alice",
+        DST_PW,
+        &[corpus::CorpusFolder {
+            path: vec!["Sent".into()],
+            special_use: Some("\\Sent".into()),
+            messages: Vec::new(),
+        }],
+    )
+    .await
+    .expect("create destination Sent");
+    imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .expect("snapshot source")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_migration_is_byte_exact_and_leaves_the_source_untouched() {
+    let pair = Pair::new(DovecotOptions::default());
+    let before = populate(&pair, &CorpusSpec::default()).await;
+    let total: usize = before.values().map(Vec::len).sum();
+    assert!(
+        total >= 2000 && before.len() >= 12,
+        "corpus too small: {total} in {}",
+        before.len()
+    );
+
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "migrate failed:\n{}", text(&out));
+    let summary = json(&out);
+    let copied: u64 = summary["folders"]
+        .as_array()
+        .expect("folders")
+        .iter()
+        .map(|f| f["copied"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(copied as usize, total, "summary: {summary:#}");
+
+    let after_src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let d = imap::diff_strict(&before, &after_src);
+    assert!(d.is_empty(), "the source changed:\n{}", d.join("\n"));
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &dst,
+        "destination vs source",
+    );
+
+    // Special-use mapping kept the destination's own Sent folder.
+    let uses = imap::special_uses(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert!(
+        !dst.contains_key("Sent Items"),
+        "Sent Items was created on the destination"
+    );
+    assert!(
+        uses.get("Sent")
+            .is_some_and(|u| u.iter().any(|a| a == "\\Sent")),
+        "{uses:?}"
+    );
+
+    // A second run is a no-op: nothing copied, nothing duplicated.
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "second run failed:\n{}", text(&out));
+    let copied_again: u64 = json(&out)["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["copied"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(copied_again, 0);
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &dst,
+        "destination after the second run",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_copy_then_rerun_loses_and_duplicates_nothing() {
+    let pair = Pair::new(DovecotOptions::default());
+    let before = populate(
+        &pair,
+        &CorpusSpec {
+            seed: 7,
+            messages: 1500,
+            big_attachments: 2,
+        },
+    )
+    .await;
+    // Small batches and one connection make the copy long enough to be caught mid-way.
+    let mut child = pair
+        .command(&["--connections", "1", "--batch-messages", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mailshift");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count_destination(&pair).await;
+        if n >= 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress on the destination");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL mailshift");
+    let status = child.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "mailshift finished before it could be killed"
+    );
+    let partial = count_destination(&pair).await;
+    let total: usize = before.values().map(Vec::len).sum();
+    assert!(partial < total, "everything was copied before the kill");
+
+    let out = pair.migrate(&[]);
+    assert!(out.status.success(), "re-run failed:\n{}", text(&out));
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &dst,
+        "destination after kill + re-run",
+    );
+}
+
+async fn count_destination(pair: &Pair) -> usize {
+    match imap::snapshot(pair.dst.port(), "alice", DST_PW).await {
+        Ok(s) => s.values().map(Vec::len).sum(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_names_the_side_and_changes_nothing() {
+    let pair = Pair::new(DovecotOptions::default());
+    let before = populate(
+        &pair,
+        &CorpusSpec {
+            seed: 1,
+            messages: 50,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let out = pair
+        .command(&[])
+        .env("MAILSHIFT_TO_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    assert_no_secrets(&out);
+    let all = text(&out);
+    assert!(!all.contains("not-the-password"), "{all}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("login as alice on destination"), "{all}");
+    assert!(all.contains("check the user name and password"), "{all}");
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_eq!(dst.values().map(Vec::len).sum::<usize>(), 0, "{dst:?}");
+    let after = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    assert!(imap::diff_strict(&before, &after).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_server_is_named() {
+    let pair = Pair::new(DovecotOptions::default());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(mailshift_bin())
+        .args(["migrate", "--from"])
+        .arg(pair.src.url("alice"))
+        .args([
+            "--to",
+            &format!("imap://alice@127.0.0.1:{port}"),
+            "--allow-plaintext",
+            "--state",
+        ])
+        .arg(pair.state())
+        .env("MAILSHIFT_FROM_PASSWORD", SRC_PW)
+        .env("MAILSHIFT_TO_PASSWORD", DST_PW)
+        .output()
+        .unwrap();
+    assert_no_secrets(&out);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!(
+            "cannot connect to destination imap://alice@127.0.0.1:{port}"
+        )),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_message_is_reported_and_everything_else_is_copied() {
+    let pair = Pair::new(DovecotOptions {
+        max_mail_size: Some(1 << 20),
+        ..Default::default()
+    });
+    let before = populate(
+        &pair,
+        &CorpusSpec {
+            seed: 3,
+            messages: 300,
+            big_attachments: 2,
+        },
+    )
+    .await;
+    let big: Vec<(String, String)> = before
+        .iter()
+        .flat_map(|(f, msgs)| {
+            msgs.iter()
+                .filter(|m| m.size > (1 << 20))
+                .map(move |m| (f.clone(), m.subject.clone()))
+        })
+        .collect();
+    assert_eq!(big.len(), 2, "corpus should hold 2 big messages");
+
+    let out = pair.migrate(&[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for (folder, subject) in &big {
+        assert!(
+            all.contains(&format!("folder '{folder}', message UID")),
+            "{all}"
+        );
+        assert!(
+            all.contains(subject.as_str()),
+            "subject {subject:?} not named:\n{all}"
+        );
+    }
+    assert!(all.contains("[too-large]"), "{all}");
+
+    // Everything but the two big messages is there, exactly once.
+    let mut expected = expected_on_destination(&before);
+    for v in expected.values_mut() {
+        v.retain(|m| m.size <= (1 << 20));
+    }
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(&expected, &dst, "destination without the oversize messages");
+
+    // A re-run retries only the refused messages.
+    let out = pair.migrate(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = json(&out);
+    let failures: usize = s["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["failures"].as_array().unwrap().len())
+        .sum();
+    let copied: u64 = s["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["copied"].as_u64().unwrap())
+        .sum();
+    assert_eq!((failures, copied), (2, 0), "{s:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_verified_and_plaintext_needs_consent() {
+    let pair = Pair::new(DovecotOptions {
+        tls: true,
+        ..Default::default()
+    });
+    let before = populate(
+        &pair,
+        &CorpusSpec {
+            seed: 5,
+            messages: 40,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let ca = pair.dst.ca_pem().expect("CA");
+    let run = |to: String, extra: &[&str]| {
+        let out = Command::new(mailshift_bin())
+            .args(["migrate", "--from"])
+            .arg(pair.src.url("alice"))
+            .arg("--to")
+            .arg(to)
+            .arg("--state")
+            .arg(pair.state())
+            .args(extra)
+            .env("MAILSHIFT_FROM_PASSWORD", SRC_PW)
+            .env("MAILSHIFT_TO_PASSWORD", DST_PW)
+            .output()
+            .unwrap();
+        assert_no_secrets(&out);
+        out
+    };
+    let tls_url = format!("imaps://alice@localhost:{}", pair.dst.tls_port().unwrap());
+    // Unknown CA: refused.
+    let out = run(tls_url.clone(), &["--allow-plaintext"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("TLS with destination"),
+        "{}",
+        text(&out)
+    );
+    // The source offers no STARTTLS: refused without --allow-plaintext.
+    let ca_arg = ca.to_str().unwrap().to_string();
+    let out = run(tls_url.clone(), &["--to-ca-file", &ca_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--allow-plaintext"), "{}", text(&out));
+    // STARTTLS on the destination, with its CA trusted.
+    let starttls_url = format!("imap://alice@localhost:{}", pair.dst.port());
+    let out = run(
+        starttls_url,
+        &["--to-ca-file", &ca_arg, "--allow-plaintext"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &dst,
+        "destination over STARTTLS",
+    );
+    // Implicit TLS works as well (nothing left to copy).
+    let out = run(tls_url, &["--to-ca-file", &ca_arg, "--allow-plaintext"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(mailshift_bin())
+        .args(["migrate", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--from",
+        "--to-password-file",
+        "MAILSHIFT_FROM_PASSWORD",
+        "--map",
+        "--exclude",
+        "Exit status",
+        "Examples",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+    let _ = Path::new("");
+}
