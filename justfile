@@ -1,0 +1,21 @@
+# mailshift development recipes (https://github.com/casey/just)
+
+default:
+    @just --list
+
+# Build the release binary
+build:
+    cargo build --release
+
+# The whole test suite (installs/starts Dovecot, PostgreSQL, RabbitMQ as needed)
+test *ARGS:
+    ./scripts/test {{ARGS}}
+
+# What CI runs
+ci:
+    bash .ci/run
+
+# Format and lint
+lint:
+    cargo fmt --all
+    cargo clippy --workspace --all-targets -- -D warnings
