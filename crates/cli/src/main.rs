@@ -27,6 +27,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Copy one mailbox from an old IMAP server to a new one (re-run to bring it up to date)
+    #[command(
+        long_about = "Copy one mailbox from an old IMAP server to a new one.\n\n\
+        The old server is only read: folders are opened with EXAMINE and bodies fetched with \
+        BODY.PEEK, so no flag ever changes there. Every message arrives byte-identical, with \
+        its flags and internal date, in the same folder tree (delimiters translated, \
+        special-use folders such as Sent mapped to the new server's own).\n\n\
+        Progress is checkpointed in a state file: a run that is interrupted, or run again \
+        later, copies only what is not on the new server yet.\n\n\
+        Exit status: 0 when every message is on the new server; 1 when some folder or message \
+        could not be copied (listed at the end; a re-run retries them); 2 on bad usage."
+    )]
     Migrate(Box<migrate::MigrateArgs>),
 }
 

@@ -18,23 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
-#[command(
-    long_about = "Copy one mailbox from an old IMAP server to a new one.\n\n\
-        The old server is only read: folders are opened with EXAMINE and bodies fetched with \
-        BODY.PEEK, so no flag ever changes there. Every message arrives byte-identical, with \
-        its flags and internal date, in the same folder tree (delimiters translated, \
-        special-use folders such as Sent mapped to the new server's own).\n\n\
-        Progress is checkpointed in a state file: a run that is interrupted, or run again \
-        later, copies only what is not on the new server yet.\n\n\
-        Exit status: 0 when every message is on the new server; 1 when some folder or message \
-        could not be copied (listed at the end; a re-run retries them); 2 on bad usage.",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
         MAILSHIFT_FROM_PASSWORD=... MAILSHIFT_TO_PASSWORD=... \\\n  \
         mailshift migrate --from imap://alice@old.example --to imaps://alice@new.example\n\n  \
         mailshift migrate --from imaps://bob@old.example --from-password-file bob.old \\\n      \
         --to imaps://bob@new.example --to-password-file bob.new \\\n      \
-        --map 'Sent Items=Sent' --exclude '^Trash$' --json"
-)]
+        --map 'Sent Items=Sent' --exclude '^Trash$' --json")]
 pub struct MigrateArgs {
     /// Old server: imap://USER@HOST[:PORT] (STARTTLS, port 143) or imaps://USER@HOST[:PORT] (TLS, port 993)
     #[arg(long, value_name = "URL")]
