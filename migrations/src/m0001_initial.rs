@@ -40,6 +40,8 @@ enum Folder {
     HighestModseq,
     /// JSON of `mailshift_core::ports::PendingBatch`, or NULL.
     Pending,
+    /// mailshift created the destination folder (so it may delete it when the source's goes).
+    DestCreated,
     UpdatedAt,
 }
 
@@ -54,6 +56,9 @@ enum Message {
     Size,
     /// SHA-256 of the raw message, 64 lowercase hex characters.
     Fingerprint,
+    /// sha256 of the header section: finds a message again without its body (moves,
+    /// UIDVALIDITY changes).
+    HeaderFingerprint,
 }
 
 /// A source message the destination refused (retried by the next pass).
@@ -128,6 +133,12 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Folder::HighestModseq).big_integer().null())
                     .col(ColumnDef::new(Folder::Pending).text().null())
                     .col(
+                        ColumnDef::new(Folder::DestCreated)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
                         ColumnDef::new(Folder::UpdatedAt)
                             .timestamp_with_time_zone()
                             .not_null(),
@@ -166,6 +177,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Message::Flags).text().not_null())
                     .col(ColumnDef::new(Message::Size).big_integer().not_null())
                     .col(ColumnDef::new(Message::Fingerprint).text().not_null())
+                    .col(ColumnDef::new(Message::HeaderFingerprint).text().null())
                     .primary_key(
                         Index::create()
                             .name("message_pkey")

@@ -8,6 +8,7 @@ use clap::Args;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::plan::BatchLimits;
+use mailshift_core::ports::{Connector, NoProgress, StateStore};
 use mailshift_engine::{MigrateOptions, migrate};
 use mailshift_imap::{ImapConnector, ServerConfig, Side};
 use mailshift_store::SeaStore;
@@ -68,6 +69,39 @@ pub struct MigrateArgs {
     /// Print a machine-readable summary on stdout instead of the table
     #[arg(long)]
     json: bool,
+    /// Never remove anything from the destination: messages expunged and folders deleted
+    /// on the source stay; moves become copies
+    #[arg(long)]
+    no_delete: bool,
+    /// Keep running incremental passes (new mail within seconds via IDLE on the source
+    /// INBOX) until Ctrl-C
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: the longest wait between passes, e.g. 60s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    interval: Duration,
+}
+
+/// `90`, `90s`, `5m`, `2h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the interval must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn password(
@@ -132,7 +166,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let progress = Arc::new(TerminalProgress::new(!args.json));
-    let opts = MigrateOptions {
+    let mut opts = MigrateOptions {
         rules,
         connections: usize::from(args.connections),
         limits: BatchLimits {
@@ -141,15 +175,13 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         },
         ..MigrateOptions::default()
     };
-    let summary = migrate(
-        &source,
-        &dest,
-        Arc::new(connector),
-        Arc::new(store),
-        progress.clone(),
-        opts,
-    )
-    .await;
+    let connector: Arc<dyn Connector> = Arc::new(connector);
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    opts.delete = !args.no_delete;
+    if args.follow {
+        return follow(&args, &source, &dest, connector, store, opts).await;
+    }
+    let summary = migrate(&source, &dest, connector, store, progress.clone(), opts).await;
     progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -161,4 +193,82 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--follow`: incremental passes until Ctrl-C, woken early by new mail in the source
+/// INBOX (IDLE).
+async fn follow(
+    args: &MigrateArgs,
+    source: &Endpoint,
+    dest: &Endpoint,
+    connector: Arc<dyn Connector>,
+    store: Arc<dyn StateStore>,
+    opts: MigrateOptions,
+) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("mailshift: stopping after the current pass (Ctrl-C again to abort)");
+                stop.notify_waiters();
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            }
+        });
+    }
+    let mut pass = 0u64;
+    let mut last_complete;
+    loop {
+        pass += 1;
+        let summary = migrate(
+            source,
+            dest,
+            connector.clone(),
+            store.clone(),
+            Arc::new(NoProgress),
+            opts.clone(),
+        )
+        .await;
+        last_complete = summary.is_complete();
+        if args.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            if !last_complete || pass == 1 {
+                output::print_summary(&summary);
+            }
+            eprintln!("{}", output::pass_line(pass, &summary));
+        }
+        let waited = tokio::select! {
+            _ = stop.notified() => None,
+            r = wait_for_mail(&*connector, args.interval) => Some(r),
+        };
+        match waited {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e.message, "waiting for new mail failed; polling instead");
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    _ = tokio::time::sleep(args.interval) => {}
+                }
+            }
+            Some(Ok(())) => {}
+        }
+    }
+    Ok(if last_complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Returns when the source INBOX may have new mail or `interval` passed.
+async fn wait_for_mail(
+    connector: &dyn Connector,
+    interval: Duration,
+) -> mailshift_core::Result<()> {
+    let mut src = connector.source().await?;
+    src.examine("INBOX").await?;
+    src.wait_for_change(interval).await?;
+    Ok(())
 }

@@ -2,6 +2,27 @@
 
 use mailshift_core::report::{FolderStatus, MigrationSummary};
 
+/// One line per pass in `--follow` mode.
+pub fn pass_line(n: u64, s: &MigrationSummary) -> String {
+    let sum = |f: fn(&mailshift_core::report::FolderReport) -> u64| -> u64 {
+        s.folders.iter().map(f).sum()
+    };
+    format!(
+        "pass {n}: {} copied, {} moved, {} flag change(s), {} deleted, {} refused{} ({:.1}s)",
+        s.copied(),
+        sum(|f| f.moved_in),
+        sum(|f| f.flags_updated),
+        sum(|f| f.deleted),
+        s.failed_messages(),
+        if s.errors.is_empty() && s.is_complete() {
+            ""
+        } else {
+            "; INCOMPLETE, see above"
+        },
+        s.elapsed_secs
+    )
+}
+
 pub fn print_summary(s: &MigrationSummary) {
     let mut out = String::new();
     if !s.folders.is_empty() {
@@ -13,8 +34,15 @@ pub fn print_summary(s: &MigrationSummary) {
             .unwrap_or(10)
             .clamp(10, 60);
         out.push_str(&format!(
-            "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  status\n",
-            "folder (source -> destination)", "messages", "copied", "before", "failed"
+            "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  status\n",
+            "folder (source -> destination)",
+            "messages",
+            "copied",
+            "before",
+            "moved",
+            "flags",
+            "deleted",
+            "failed"
         ));
         for f in &s.folders {
             let name = format!("{} -> {}", f.source, f.dest);
@@ -24,11 +52,14 @@ pub fn print_summary(s: &MigrationSummary) {
                 FolderStatus::Failed => "FAILED",
             };
             out.push_str(&format!(
-                "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {status}\n",
+                "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  {status}\n",
                 name,
                 f.source_messages,
                 f.copied,
                 f.already_done,
+                f.moved_in,
+                f.flags_updated,
+                f.deleted,
                 f.failures.len()
             ));
         }

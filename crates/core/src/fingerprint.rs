@@ -13,6 +13,13 @@ impl Fingerprint {
         Fingerprint(Sha256::digest(raw).into())
     }
 
+    /// Fingerprint of the header section alone, as `BODY[HEADER]` returns it: recognises a
+    /// message (with its size) without downloading the body. A mismatch only costs a
+    /// re-copy, never a wrong match of different headers.
+    pub fn of_header(raw: &[u8]) -> Self {
+        Fingerprint::of(header_section(raw))
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -22,6 +29,18 @@ impl Fingerprint {
         let arr: [u8; 32] = bytes.try_into().ok()?;
         Some(Fingerprint(arr))
     }
+}
+
+/// The header section of a raw message, blank line included (the whole message when it
+/// has no body).
+pub fn header_section(raw: &[u8]) -> &[u8] {
+    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        return &raw[..i + 4];
+    }
+    if let Some(i) = raw.windows(2).position(|w| w == b"\n\n") {
+        return &raw[..i + 2];
+    }
+    raw
 }
 
 impl fmt::Debug for Fingerprint {
@@ -49,5 +68,12 @@ mod tests {
         );
         assert_eq!(Fingerprint::from_hex(&fp.to_hex()), Some(fp));
         assert_eq!(Fingerprint::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn header_section_ends_at_the_blank_line() {
+        assert_eq!(header_section(b"A: b\r\n\r\nbody"), b"A: b\r\n\r\n");
+        assert_eq!(header_section(b"A: b\n\nbody"), b"A: b\n\n");
+        assert_eq!(header_section(b"A: b\r\n"), b"A: b\r\n");
     }
 }

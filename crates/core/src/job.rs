@@ -17,4 +17,8 @@ pub struct FolderJob {
     pub dest_display: String,
     /// 1 for the first delivery; incremented on each retry.
     pub attempt: u32,
+    /// Mirror expunges of the source on the destination (before the switch). Off during
+    /// dual reception and with `--no-delete`: then nothing is ever removed there.
+    #[serde(default)]
+    pub delete: bool,
 }

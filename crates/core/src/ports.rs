@@ -70,6 +70,26 @@ pub enum Appended {
     Unknown,
 }
 
+/// A message's header section with what a listing gives: enough to recognise it again
+/// (moves, UIDVALIDITY changes, verification) without downloading its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedHeader {
+    pub uid: u32,
+    pub size: u32,
+    pub flags: FlagSet,
+    pub internal_date: String,
+    pub header: Vec<u8>,
+}
+
+/// How a message disappears from a destination folder when it moves to another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// UID MOVE (or COPY, then expunge of just those UIDs).
+    Move,
+    /// UID COPY only: the original stays (no deletions allowed).
+    Copy,
+}
+
 /// A message found on the destination, identified by content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocatedMessage {
@@ -92,6 +112,15 @@ pub trait MailSource: Send {
     /// Full raw bodies of the given UIDs in the examined folder. Messages expunged in the
     /// meantime are simply absent from the result.
     async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>>;
+    /// Header sections of the given UIDs in the examined folder (absent ones skipped).
+    async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>>;
+    /// All UIDs of the examined folder (for spotting expunged messages).
+    async fn uids(&mut self) -> Result<Vec<u32>>;
+    /// CONDSTORE: UIDs and flags of messages whose flags changed after `modseq`.
+    async fn changed_since(&mut self, modseq: u64) -> Result<Vec<(u32, FlagSet)>>;
+    /// Waits (IDLE where the server has it) until the examined folder may have new mail,
+    /// or `timeout` passes. Returns whether something happened.
+    async fn wait_for_change(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// The written side of a migration.
@@ -109,6 +138,16 @@ pub trait MailTarget: Send {
     /// Messages of the selected folder with UID >= `from_uid`, with content fingerprints
     /// (downloads them: use for small ranges only).
     async fn locate_since(&mut self, from_uid: u32) -> Result<Vec<LocatedMessage>>;
+    /// Replaces the flags of messages in the selected folder.
+    async fn set_flags(&mut self, uids: &[u32], flags: &FlagSet) -> Result<()>;
+    /// Removes exactly these messages from the selected folder (never others a user marked
+    /// \Deleted): needs UIDPLUS's UID EXPUNGE.
+    async fn expunge(&mut self, uids: &[u32]) -> Result<()>;
+    /// Moves (or copies) messages of the selected folder into `to`; returns the pairs
+    /// (old UID, new UID) when the server says (COPYUID), else an empty list.
+    async fn transfer(&mut self, uids: &[u32], to: &str, how: Transfer) -> Result<Vec<(u32, u32)>>;
+    /// Deletes a folder (and whatever is in it).
+    async fn delete_folder(&mut self, folder: &str) -> Result<()>;
 }
 
 /// Opens sessions to one mailbox's servers (a worker asks for them per job, so sessions
@@ -117,6 +156,8 @@ pub trait MailTarget: Send {
 pub trait Connector: Send + Sync {
     async fn source(&self) -> Result<Box<dyn MailSource>>;
     async fn target(&self) -> Result<Box<dyn MailTarget>>;
+    /// The destination opened for reading only (EXAMINE, BODY.PEEK), for verification.
+    async fn target_reader(&self) -> Result<Box<dyn MailSource>>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -136,6 +177,9 @@ pub struct FolderState {
     pub highest_modseq: Option<u64>,
     /// A batch sent to the destination whose outcome is not yet recorded.
     pub pending: Option<PendingBatch>,
+    /// mailshift created the destination folder: it may delete it once the source
+    /// folder is gone and it holds nothing a user added.
+    pub dest_created: bool,
 }
 
 /// Written before an APPEND, cleared by the commit after it: if the process dies in
@@ -154,6 +198,8 @@ pub struct PendingItem {
     pub size: u32,
     pub fingerprint: String,
     pub flags: String,
+    #[serde(default)]
+    pub header_fingerprint: Option<String>,
 }
 
 /// A source message known to be on the destination.
@@ -165,6 +211,8 @@ pub struct CopiedMessage {
     pub flags: FlagSet,
     pub size: u32,
     pub fingerprint: Fingerprint,
+    /// sha256 of the header section (None for entries from before it was recorded).
+    pub header_fingerprint: Option<Fingerprint>,
 }
 
 /// A source message the destination refused, kept so a re-run retries it.
@@ -200,6 +248,20 @@ pub trait StateStore: Send + Sync {
         copied: &[CopiedMessage],
         failed: &[FailedMessage],
     ) -> Result<()>;
+    /// In one transaction: replaces the flags of mapped messages, forgets the given
+    /// source UIDs (map and failures) and saves `state`'s checkpoint fields.
+    async fn apply_changes(
+        &self,
+        state: &FolderState,
+        flags: &[(u32, FlagSet)],
+        forget: &[u32],
+    ) -> Result<()>;
+    /// In one transaction: replaces the whole message map of a folder (after a
+    /// UIDVALIDITY change was reconciled), drops its failures, saves the checkpoint.
+    async fn replace_messages(&self, state: &FolderState, messages: &[CopiedMessage])
+    -> Result<()>;
+    /// Forgets a folder whose source is gone, with its map.
+    async fn remove_folder(&self, folder: Uuid) -> Result<()>;
     async fn copied(&self, folder: Uuid) -> Result<Vec<CopiedMessage>>;
     async fn failed(&self, folder: Uuid) -> Result<Vec<FailedMessage>>;
 }

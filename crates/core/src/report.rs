@@ -41,6 +41,15 @@ pub struct FolderReport {
     pub copied_bytes: u64,
     /// Already on the destination from an earlier run.
     pub already_done: u64,
+    /// Messages whose flags were brought in line with the source.
+    #[serde(default)]
+    pub flags_updated: u64,
+    /// Messages removed from the destination because they were expunged on the source.
+    #[serde(default)]
+    pub deleted: u64,
+    /// Messages moved here on the destination from another folder (no re-upload).
+    #[serde(default)]
+    pub moved_in: u64,
     pub failures: Vec<MessageFailure>,
     pub error: Option<FolderError>,
     pub notes: Vec<String>,
@@ -71,6 +80,9 @@ impl FolderReport {
             copied: 0,
             copied_bytes: 0,
             already_done: 0,
+            flags_updated: 0,
+            deleted: 0,
+            moved_in: 0,
             failures: Vec::new(),
             error: None,
             notes: Vec::new(),

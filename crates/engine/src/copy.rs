@@ -5,17 +5,20 @@
 //! store (`pending`) before its APPEND and committed after it; a pass that dies in between
 //! finds the appended messages again by content fingerprint on the next run.
 
+use crate::reconcile;
 use mailshift_core::fingerprint::Fingerprint;
+use mailshift_core::flags::FlagSet;
 use mailshift_core::flags::PermanentFlags;
 use mailshift_core::job::FolderJob;
 use mailshift_core::plan::{self, BatchLimits, MessageMeta};
 use mailshift_core::ports::{
-    AppendItem, Appended, CopiedMessage, FailedMessage, FetchedMessage, MailSource, MailTarget,
-    PendingBatch, PendingItem, Progress, StateStore,
+    AppendItem, Appended, CopiedMessage, FailedMessage, FetchedMessage, FolderState,
+    FolderStatus as MailboxStatus, MailSource, MailTarget, PendingBatch, PendingItem, Progress,
+    StateStore,
 };
 use mailshift_core::report::{FolderError, FolderReport, FolderStatus, MessageFailure};
 use mailshift_core::{Error, ErrorKind, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Where one pass runs.
 pub struct FolderPass<'a> {
@@ -70,44 +73,12 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     let mut state = store
         .folder(job.migration_id, &job.source_folder, &job.dest_folder)
         .await?;
-    if let Some(old) = state.source_uidvalidity
-        && old != sstat.uidvalidity
-    {
-        return Err(Error::new(
-            ErrorKind::UidValidityChanged,
-            format!(
-                "source folder '{src_name}' was recreated (UIDVALIDITY {old} -> {}); its checkpoint \
-                     no longer applies and nothing was copied, to avoid duplicates",
-                sstat.uidvalidity
-            ),
-        ));
-    }
     let dstat = target
         .select(&job.dest_folder)
         .await
         .map_err(|e| e.context(format!("destination folder '{dst_name}'")))?;
-    if let Some(old) = state.dest_uidvalidity
-        && old != dstat.uidvalidity
-    {
-        return Err(Error::new(
-            ErrorKind::UidValidityChanged,
-            format!(
-                "destination folder '{dst_name}' was recreated (UIDVALIDITY {old} -> {}); its checkpoint \
-                     no longer applies and nothing was copied, to avoid duplicates",
-                dstat.uidvalidity
-            ),
-        ));
-    }
-    state.source_uidvalidity = Some(sstat.uidvalidity);
-    state.dest_uidvalidity = Some(dstat.uidvalidity);
     report.source_messages = u64::from(sstat.exists);
 
-    let mut copied: HashSet<u32> = store
-        .copied(state.id)
-        .await?
-        .iter()
-        .map(|c| c.source_uid)
-        .collect();
     if let Some(pending) = state.pending.clone() {
         let recovered = recover_pending(&pending, target, store, &state, dstat.uidvalidity)
             .await
@@ -118,9 +89,58 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 recovered.len()
             ));
         }
-        copied.extend(recovered);
         state.pending = None;
     }
+
+    let mut known: HashMap<u32, CopiedMessage> = store
+        .copied(state.id)
+        .await?
+        .into_iter()
+        .map(|c| (c.source_uid, c))
+        .collect();
+    if let Some(old) = state.source_uidvalidity
+        && old != sstat.uidvalidity
+    {
+        let note = reconcile::source_recreated(
+            source, target, store, &mut state, &mut known, old, &sstat, job.delete,
+        )
+        .await
+        .map_err(|e| e.context(format!("source folder '{src_name}' (recreated)")))?;
+        report.notes.push(note);
+    }
+    if let Some(old) = state.dest_uidvalidity
+        && old != dstat.uidvalidity
+    {
+        let note = reconcile::dest_recreated(target, store, &mut state, &mut known, old, &dstat)
+            .await
+            .map_err(|e| e.context(format!("destination folder '{dst_name}' (recreated)")))?;
+        report.notes.push(note);
+    }
+    state.source_uidvalidity = Some(sstat.uidvalidity);
+    state.dest_uidvalidity = Some(dstat.uidvalidity);
+
+    // What happened to messages copied earlier: flag changes and expunges.
+    let failed_before = store.failed(state.id).await?;
+    let full_listing = if known.is_empty() && failed_before.is_empty() {
+        None
+    } else {
+        sync_existing(
+            source,
+            target,
+            store,
+            &mut state,
+            &mut known,
+            &failed_before,
+            &sstat,
+            &dstat,
+            job.delete,
+            report,
+        )
+        .await
+        .map_err(|e| e.context(format!("folder '{src_name}'")))?
+    };
+    state.highest_modseq = sstat.highest_modseq;
+    let copied: HashSet<u32> = known.keys().copied().collect();
     let failed: HashSet<u32> = store
         .failed(state.id)
         .await?
@@ -134,10 +154,13 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .min()
         .unwrap_or(u32::MAX)
         .min(state.highest_uid.saturating_add(1));
-    let listing = source
-        .list_messages(from)
-        .await
-        .map_err(|e| e.context(format!("source folder '{src_name}'")))?;
+    let listing = match full_listing {
+        Some(all) => all.into_iter().filter(|m| m.uid >= from).collect(),
+        None => source
+            .list_messages(from)
+            .await
+            .map_err(|e| e.context(format!("source folder '{src_name}'")))?,
+    };
     let todo = plan::pending_messages(&listing, state.highest_uid, &copied, &failed);
     report.already_done = u64::from(sstat.exists).saturating_sub(todo.len() as u64);
     let todo_bytes: u64 = todo.iter().map(|m| u64::from(m.size)).sum();
@@ -192,6 +215,122 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     Ok(())
 }
 
+/// Brings earlier-copied messages in line with the source: flag changes (CONDSTORE
+/// CHANGEDSINCE where possible, else a full UID/FLAGS listing) and expunges. Returns the
+/// full listing when it had to fetch one, so the caller need not list again.
+#[allow(clippy::too_many_arguments)]
+async fn sync_existing(
+    source: &mut dyn MailSource,
+    target: &mut dyn MailTarget,
+    store: &dyn StateStore,
+    state: &mut FolderState,
+    known: &mut HashMap<u32, CopiedMessage>,
+    failed: &[FailedMessage],
+    sstat: &MailboxStatus,
+    dstat: &MailboxStatus,
+    delete: bool,
+    report: &mut FolderReport,
+) -> Result<Option<Vec<MessageMeta>>> {
+    let condstore = source.capabilities().condstore;
+    let (present, changed, full) = match (condstore, state.highest_modseq, sstat.highest_modseq) {
+        // Nothing at all changed in the folder (new mail, flags and expunges all raise
+        // HIGHESTMODSEQ): no listing needed.
+        (true, Some(old), Some(now)) if old == now => return Ok(None),
+        (true, Some(old), Some(_)) => {
+            let changed = source.changed_since(old).await?;
+            let present: HashSet<u32> = source.uids().await?.into_iter().collect();
+            (present, changed, None)
+        }
+        _ => {
+            let all = source.list_messages(1).await?;
+            let present = all.iter().map(|m| m.uid).collect();
+            let changed = all.iter().map(|m| (m.uid, m.flags.clone())).collect();
+            (present, changed, Some(all))
+        }
+    };
+
+    // Flags: group destination UIDs by their new flag set, one UID STORE per group.
+    let mut groups: BTreeMap<String, (FlagSet, Vec<u32>)> = BTreeMap::new();
+    let mut updates: Vec<(u32, FlagSet)> = Vec::new();
+    let mut unknown_dest = 0usize;
+    for (uid, flags) in changed {
+        let Some(k) = known.get_mut(&uid) else {
+            continue;
+        };
+        let mut flags = flags;
+        flags.restrict_to(&dstat.permanent_flags);
+        if flags == k.flags {
+            continue;
+        }
+        match k.dest_uid {
+            Some(d) => {
+                groups
+                    .entry(flags.to_storage())
+                    .or_insert_with(|| (flags.clone(), Vec::new()))
+                    .1
+                    .push(d);
+                updates.push((uid, flags.clone()));
+                k.flags = flags;
+            }
+            None => unknown_dest += 1,
+        }
+    }
+    for (flags, uids) in groups.values() {
+        target.set_flags(uids, flags).await?;
+        report.flags_updated += uids.len() as u64;
+    }
+    if unknown_dest > 0 {
+        report.notes.push(format!(
+            "{unknown_dest} message(s) changed flags on the source but their destination UID is \
+             unknown (no UIDPLUS); flags left as they were"
+        ));
+    }
+
+    // Expunges.
+    let mut vanished: Vec<u32> = known
+        .keys()
+        .copied()
+        .filter(|u| !present.contains(u))
+        .collect();
+    vanished.sort_unstable();
+    let mut forget: Vec<u32> = failed
+        .iter()
+        .map(|f| f.source_uid)
+        .filter(|u| !present.contains(u))
+        .collect();
+    if !vanished.is_empty() {
+        if !delete {
+            report.notes.push(format!(
+                "{} message(s) expunged on the source are kept on the destination (deletions are off)",
+                vanished.len()
+            ));
+        } else if !target.capabilities().uidplus {
+            report.notes.push(format!(
+                "{} message(s) expunged on the source are kept on the destination: it has no \
+                 UIDPLUS, so mailshift cannot remove single messages safely",
+                vanished.len()
+            ));
+        } else {
+            let dest: Vec<u32> = vanished
+                .iter()
+                .filter_map(|u| known.get(u).and_then(|k| k.dest_uid))
+                .collect();
+            for chunk in dest.chunks(1000) {
+                target.expunge(chunk).await?;
+            }
+            report.deleted += dest.len() as u64;
+            for u in &vanished {
+                known.remove(u);
+            }
+            forget.extend(vanished);
+        }
+    }
+    if !updates.is_empty() || !forget.is_empty() {
+        store.apply_changes(state, &updates, &forget).await?;
+    }
+    Ok(full)
+}
+
 async fn fetch(src: &mut dyn MailSource, batch: &[&MessageMeta]) -> Result<Vec<FetchedMessage>> {
     let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
     src.fetch_messages(&uids).await
@@ -202,7 +341,7 @@ async fn recover_pending(
     pending: &PendingBatch,
     target: &mut dyn MailTarget,
     store: &dyn StateStore,
-    state: &mailshift_core::ports::FolderState,
+    state: &FolderState,
     dest_uidvalidity: u32,
 ) -> Result<Vec<u32>> {
     let mut found = Vec::new();
@@ -226,6 +365,10 @@ async fn recover_pending(
                     flags: mailshift_core::flags::FlagSet::from_storage(&item.flags),
                     size: item.size,
                     fingerprint: fp,
+                    header_fingerprint: item
+                        .header_fingerprint
+                        .as_deref()
+                        .and_then(Fingerprint::from_hex),
                 });
             }
         }
@@ -255,12 +398,16 @@ impl Appender<'_> {
         &mut self,
         mut msgs: Vec<FetchedMessage>,
         store: &dyn StateStore,
-        state: &mailshift_core::ports::FolderState,
+        state: &FolderState,
     ) -> Result<BatchOutcome> {
         if msgs.is_empty() {
             return Ok((Vec::new(), Vec::new(), 0));
         }
         let fps: Vec<Fingerprint> = msgs.iter().map(|m| Fingerprint::of(&m.raw)).collect();
+        let hfps: Vec<Fingerprint> = msgs
+            .iter()
+            .map(|m| Fingerprint::of_header(&m.raw))
+            .collect();
         for m in msgs.iter_mut() {
             let dropped = m.flags.restrict_to(&self.permanent);
             if !dropped.is_empty() {
@@ -277,12 +424,13 @@ impl Appender<'_> {
             dest_uidnext: self.next_uid,
             items: msgs
                 .iter()
-                .zip(&fps)
-                .map(|(m, fp)| PendingItem {
+                .zip(fps.iter().zip(&hfps))
+                .map(|(m, (fp, hfp))| PendingItem {
                     source_uid: m.uid,
                     size: m.raw.len() as u32,
                     fingerprint: fp.to_hex(),
                     flags: m.flags.to_storage(),
+                    header_fingerprint: Some(hfp.to_hex()),
                 })
                 .collect(),
         };
@@ -306,11 +454,12 @@ impl Appender<'_> {
             }
         }
         self.append_split(&msgs, &sendable, &mut results).await?;
+        crate::fault::point("after-append");
 
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         let mut bytes = 0u64;
-        for ((m, fp), r) in msgs.iter().zip(&fps).zip(results) {
+        for (((m, fp), hfp), r) in msgs.iter().zip(&fps).zip(&hfps).zip(results) {
             match r {
                 Some(Ok(dest_uid)) => {
                     bytes += m.raw.len() as u64;
@@ -320,6 +469,7 @@ impl Appender<'_> {
                         flags: m.flags.clone(),
                         size: m.raw.len() as u32,
                         fingerprint: *fp,
+                        header_fingerprint: Some(*hfp),
                     });
                 }
                 Some(Err(e)) => bad.push(describe_failure(m, &e)),

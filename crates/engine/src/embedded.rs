@@ -2,6 +2,7 @@
 //! destination, publishes one job per folder on an in-process queue and runs workers over
 //! it: the same worker and job code as the fleet, wired to SQLite and memory.
 
+use crate::reconcile;
 use crate::worker::{Sessions, Worker};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::{FolderPath, FolderRules, map_folders};
@@ -25,6 +26,8 @@ pub struct MigrateOptions {
     pub limits: BatchLimits,
     pub max_attempts: u32,
     pub retry_base: Duration,
+    /// Mirror deletions (expunged messages, removed folders) on the destination.
+    pub delete: bool,
 }
 
 impl Default for MigrateOptions {
@@ -35,6 +38,7 @@ impl Default for MigrateOptions {
             limits: BatchLimits::default(),
             max_attempts: 4,
             retry_base: Duration::from_secs(1),
+            delete: true,
         }
     }
 }
@@ -99,22 +103,57 @@ async fn run(
     let migration_id = store.migration(source, dest).await?;
     let mut existing: HashSet<String> = dst_folders.iter().map(|f| f.raw.clone()).collect();
     existing.insert("INBOX".to_string());
-    let queue = Arc::new(MemoryQueue::new());
+    let mut ready = Vec::new();
     for plan in &mapping.folders {
-        if let Err(e) = ensure_folder(&mut *dst, &plan.dest_path, dst_delim, &mut existing).await {
-            let report = FolderReport::failed(
-                &plan.source_display,
-                &plan.dest_display,
-                &e.kind,
-                format!(
-                    "cannot create destination folder '{}': {}; create it by hand or map it elsewhere with --map",
-                    plan.dest_display, e.message
-                ),
-            );
-            progress.folder_finished(&report);
-            summary.folders.push(report);
-            continue;
+        match ensure_folder(&mut *dst, &plan.dest_path, dst_delim, &mut existing).await {
+            Ok(created) => {
+                if created {
+                    // Remember that this folder is ours (and may be removed with its source).
+                    let mut st = store
+                        .folder(migration_id, &plan.source_raw, &plan.dest_raw)
+                        .await?;
+                    if st.pending.is_none() && !st.dest_created {
+                        st.dest_created = true;
+                        store.apply_changes(&st, &[], &[]).await?;
+                    }
+                }
+                ready.push(plan.clone());
+            }
+            Err(e) => {
+                let report = FolderReport::failed(
+                    &plan.source_display,
+                    &plan.dest_display,
+                    &e.kind,
+                    format!(
+                        "cannot create destination folder '{}': {}; create it by hand or map it elsewhere with --map",
+                        plan.dest_display, e.message
+                    ),
+                );
+                progress.folder_finished(&report);
+                summary.folders.push(report);
+            }
         }
+    }
+
+    // Moves between folders and folders gone from the source, before the folder passes.
+    let listed: HashSet<String> = src_folders.iter().map(|f| f.raw.clone()).collect();
+    let changes = reconcile::mailbox(
+        &mut *src,
+        &mut *dst,
+        &*store,
+        migration_id,
+        &ready,
+        &listed,
+        opts.delete,
+    )
+    .await?;
+    for n in &changes.notes {
+        tracing::info!(note = %n, "reconciliation");
+    }
+    summary.notes.extend(changes.notes);
+
+    let queue = Arc::new(MemoryQueue::new());
+    for plan in &ready {
         queue
             .publish(&FolderJob {
                 id: Uuid::new_v4(),
@@ -124,6 +163,7 @@ async fn run(
                 source_display: plan.source_display.clone(),
                 dest_display: plan.dest_display.clone(),
                 attempt: 1,
+                delete: opts.delete,
             })
             .await?;
     }
@@ -169,26 +209,37 @@ async fn run(
             .position(|o| *o == r.source)
             .unwrap_or(usize::MAX)
     });
+    for r in &mut reports {
+        if let Some(plan) = ready.iter().find(|p| p.source_display == r.source)
+            && let Some(n) = changes.moved_in.get(&plan.source_raw)
+        {
+            r.moved_in = *n;
+        }
+    }
     summary.folders.extend(reports);
     Ok(())
 }
 
-/// Creates a destination folder and its missing ancestors.
+/// Creates a destination folder and its missing ancestors; says whether it created the
+/// folder itself.
 async fn ensure_folder(
     dst: &mut dyn MailTarget,
     path: &FolderPath,
     delim: Option<char>,
     existing: &mut HashSet<String>,
-) -> std::result::Result<(), Error> {
+) -> std::result::Result<bool, Error> {
     let mut chain = path.ancestors();
     chain.push(path.clone());
+    let mut created = false;
     for p in chain {
         let raw = p.to_server(delim);
         if existing.contains(&raw) || p.is_inbox() {
+            created = false;
             continue;
         }
         dst.create_folder(&raw).await?;
         existing.insert(raw);
+        created = true;
     }
-    Ok(())
+    Ok(created)
 }

@@ -2,6 +2,9 @@
 //!
 //! - [`copy`]: one folder pass (list, plan, fetch and append in pipelined batches,
 //!   checkpoint each batch, recover an interrupted batch by fingerprint).
+//! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
+//!   between folders, recreated folders, folders gone from the source).
+//! - [`fault`]: fault points that let crash tests stop a run at an exact place.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
 //!   sessions, retries what is retryable and acknowledges after the checkpoint.
 //! - [`embedded`]: `mailshift migrate` on one machine: plan the folders, create them, put
@@ -12,6 +15,8 @@
 
 pub mod copy;
 pub mod embedded;
+pub mod fault;
+pub mod reconcile;
 pub mod worker;
 
 pub use embedded::{MigrateOptions, migrate};

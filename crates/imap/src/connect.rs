@@ -304,4 +304,8 @@ impl Connector for ImapConnector {
     async fn target(&self) -> mailshift_core::Result<Box<dyn MailTarget>> {
         Ok(Box::new(connect(&self.target).await?))
     }
+
+    async fn target_reader(&self) -> mailshift_core::Result<Box<dyn MailSource>> {
+        Ok(Box::new(connect(&self.target).await?))
+    }
 }

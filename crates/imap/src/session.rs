@@ -6,6 +6,7 @@ use crate::connect::ServerConfig;
 use crate::error::ImapError;
 use crate::raw::{self, Sess, quote};
 use async_trait::async_trait;
+use imap_proto::rfc4315::UidSetMember;
 use imap_proto::{
     AttributeValue, Capability, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
 };
@@ -14,11 +15,12 @@ use mailshift_core::flags::{FlagSet, PermanentFlags};
 use mailshift_core::folder::{ListedFolder, SpecialUse};
 use mailshift_core::plan::MessageMeta;
 use mailshift_core::ports::{
-    AppendItem, Appended, Capabilities, FetchedMessage, FolderStatus, LocatedMessage, MailSource,
-    MailTarget,
+    AppendItem, Appended, Capabilities, FetchedHeader, FetchedMessage, FolderStatus,
+    LocatedMessage, MailSource, MailTarget, Transfer,
 };
 use mailshift_core::uidset;
 use std::future::Future;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 pub struct ImapSession {
@@ -499,6 +501,369 @@ impl ImapSession {
         }
     }
 
+    /// Runs a command on the selected folder, tracking EXISTS/EXPUNGE and collecting
+    /// COPYUID (tagged or untagged, as MOVE sends it).
+    async fn run_tracked(
+        &mut self,
+        cmd: &str,
+        op: &str,
+        copy_uid: &mut Vec<(u32, u32)>,
+    ) -> Result<(), ImapError> {
+        let mut exists = self.exists;
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        let collect = |code: &Option<ResponseCode<'_>>, pairs: &mut Vec<(u32, u32)>| {
+            if let Some(ResponseCode::CopyUid(_, from, to)) = code {
+                let a = uidset::expand(&ranges(from));
+                let b = uidset::expand(&ranges(to));
+                if a.len() == b.len() {
+                    pairs.extend(a.into_iter().zip(b));
+                }
+            }
+        };
+        let tag = self.sess.run_command(cmd).await.map_err(|e| ImapError::Io {
+            op: op.to_string(),
+            reason: e.to_string(),
+        });
+        let tag = match tag {
+            Ok(t) => t,
+            Err(e) => return Err(self.note_error(e)),
+        };
+        let r = loop {
+            let step = raw::read_with(&mut self.sess, op, |resp| match resp {
+                Response::Done {
+                    tag: t,
+                    status: Status::Ok,
+                    outcome,
+                } if *t == tag => {
+                    collect(&outcome.code, &mut pairs);
+                    Some(Ok(()))
+                }
+                Response::Done {
+                    tag: t, outcome, ..
+                } if *t == tag => Some(Err(ImapError::No {
+                    op: op.to_string(),
+                    text: raw::clean(outcome.information.as_deref().unwrap_or("refused")),
+                })),
+                Response::Data {
+                    status: Status::Ok,
+                    outcome,
+                } => {
+                    collect(&outcome.code, &mut pairs);
+                    None
+                }
+                Response::MailboxData(MailboxDatum::Exists(n)) => {
+                    exists = *n;
+                    None
+                }
+                Response::Expunge(_) => {
+                    exists = exists.saturating_sub(1);
+                    None
+                }
+                _ => None,
+            })
+            .await;
+            match step {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.exists = exists;
+        copy_uid.extend(pairs);
+        r.map_err(|e| self.note_error(e))
+    }
+
+    async fn fetch_headers_inner(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>, ImapError> {
+        let folder = self.require_selected("UID FETCH")?.to_string();
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = format!(
+            "UID FETCH {} (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER])",
+            sorted_set(uids)
+        );
+        let mut out = Vec::with_capacity(uids.len());
+        let r = raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("fetching headers of {folder}"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut uid = None;
+                    let mut size = 0;
+                    let mut flags = FlagSet::new();
+                    let mut date = None;
+                    let mut header = None;
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::Rfc822Size(n) => size = *n,
+                            AttributeValue::Flags(f) => {
+                                flags = f.iter().map(|s| s.as_ref()).collect()
+                            }
+                            AttributeValue::InternalDate(d) => date = Some(d.to_string()),
+                            AttributeValue::BodySection { data: Some(d), .. } => {
+                                header = Some(d.to_vec())
+                            }
+                            AttributeValue::BodySection { data: None, .. } => {
+                                header = Some(Vec::new())
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let (Some(uid), Some(internal_date), Some(header)) = (uid, date, header) {
+                        out.push(FetchedHeader {
+                            uid,
+                            size,
+                            flags,
+                            internal_date,
+                            header,
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        out.sort_by_key(|m| m.uid);
+        out.dedup_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    async fn uids_inner(&mut self) -> Result<Vec<u32>, ImapError> {
+        let folder = self.require_selected("UID SEARCH")?.to_string();
+        if self.exists == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(self.exists as usize);
+        raw::command(
+            &mut self.sess,
+            "UID SEARCH ALL",
+            &format!("listing UIDs of {folder}"),
+            |r| {
+                if let Response::MailboxData(MailboxDatum::Search(ids)) = r {
+                    out.extend_from_slice(ids);
+                }
+                Ok(())
+            },
+        )
+        .await
+        .map_err(|e| self.note_error(e))?;
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn changed_since_inner(&mut self, modseq: u64) -> Result<Vec<(u32, FlagSet)>, ImapError> {
+        let folder = self.require_selected("UID FETCH")?.to_string();
+        if self.exists == 0 {
+            return Ok(Vec::new());
+        }
+        let cmd = format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})");
+        let mut out = Vec::new();
+        raw::command(
+            &mut self.sess,
+            &cmd,
+            &format!("listing flag changes of {folder}"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut uid = None;
+                    let mut flags = None;
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::Flags(f) => {
+                                flags = Some(f.iter().map(|s| s.as_ref()).collect::<FlagSet>())
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let (Some(uid), Some(flags)) = (uid, flags) {
+                        out.push((uid, flags));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+        .map_err(|e| self.note_error(e))?;
+        out.sort_by_key(|(u, _)| *u);
+        out.dedup_by_key(|(u, _)| *u);
+        Ok(out)
+    }
+
+    async fn wait_inner(&mut self, timeout: Duration) -> Result<bool, ImapError> {
+        let folder = self.require_selected("IDLE")?.to_string();
+        let op = format!("waiting for new mail in {folder}");
+        let before = self.exists;
+        if !self.caps.idle {
+            tokio::time::sleep(timeout).await;
+            let mut exists = before;
+            raw::command(&mut self.sess, "NOOP", &op, |r| {
+                if let Response::MailboxData(MailboxDatum::Exists(n)) = r {
+                    exists = *n;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| self.note_error(e))?;
+            self.exists = exists;
+            return Ok(exists != before);
+        }
+        let tag = match self.sess.run_command("IDLE").await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self.note_error(ImapError::Io {
+                    op,
+                    reason: e.to_string(),
+                }));
+            }
+        };
+        let mut exists = before;
+        // The go-ahead first, then any EXISTS until the deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = false;
+        let mut idling = false;
+        loop {
+            let read = raw::read_with(&mut self.sess, &op, |resp| match resp {
+                Response::Continue(_) => Some(true),
+                Response::MailboxData(MailboxDatum::Exists(n)) => {
+                    exists = *n;
+                    Some(false)
+                }
+                Response::Expunge(_) => {
+                    exists = exists.saturating_sub(1);
+                    None
+                }
+                _ => None,
+            });
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(Some(true))) => idling = true,
+                Ok(Ok(Some(false))) => {
+                    if exists > before {
+                        changed = true;
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(self.note_error(e)),
+                Err(_) => break,
+            }
+            if !idling && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        let io = |e: std::io::Error| ImapError::Io {
+            op: op.clone(),
+            reason: e.to_string(),
+        };
+        let w = self.sess.get_mut();
+        let sent = async {
+            w.write_all(b"DONE\r\n").await?;
+            w.flush().await
+        }
+        .await;
+        if let Err(e) = sent {
+            return Err(self.note_error(io(e)));
+        }
+        let r = raw::finish(&mut self.sess, &tag, &op, |r| {
+            if let Response::MailboxData(MailboxDatum::Exists(n)) = r {
+                exists = *n;
+            }
+            Ok(())
+        })
+        .await;
+        r.map_err(|e| self.note_error(e))?;
+        self.exists = exists;
+        Ok(changed || exists > before)
+    }
+
+    async fn set_flags_inner(&mut self, uids: &[u32], flags: &FlagSet) -> Result<(), ImapError> {
+        let folder = self.require_selected("UID STORE")?.to_string();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let cmd = format!(
+            "UID STORE {} FLAGS.SILENT {}",
+            sorted_set(uids),
+            flags.to_imap_list()
+        );
+        self.run_tracked(&cmd, &format!("setting flags in {folder}"), &mut Vec::new())
+            .await
+    }
+
+    async fn expunge_inner(&mut self, uids: &[u32]) -> Result<(), ImapError> {
+        let folder = self.require_selected("UID EXPUNGE")?.to_string();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        if !self.caps.uidplus {
+            return Err(ImapError::Unsupported(format!(
+                "{} has no UIDPLUS: mailshift cannot delete single messages in {folder} \
+                 without also expunging messages a user marked \\Deleted",
+                self.cfg.label()
+            )));
+        }
+        let set = sorted_set(uids);
+        let op = format!("deleting messages in {folder}");
+        self.run_tracked(
+            &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+            &op,
+            &mut Vec::new(),
+        )
+        .await?;
+        self.run_tracked(&format!("UID EXPUNGE {set}"), &op, &mut Vec::new())
+            .await
+    }
+
+    async fn transfer_inner(
+        &mut self,
+        uids: &[u32],
+        to: &str,
+        how: Transfer,
+    ) -> Result<Vec<(u32, u32)>, ImapError> {
+        let folder = self.require_selected("UID MOVE")?.to_string();
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = sorted_set(uids);
+        let mut pairs = Vec::new();
+        let op = format!("moving messages from {folder} to {to}");
+        match how {
+            Transfer::Move if self.caps.move_ => {
+                self.run_tracked(&format!("UID MOVE {set} {}", quote(to)?), &op, &mut pairs)
+                    .await?;
+            }
+            Transfer::Move => {
+                self.run_tracked(&format!("UID COPY {set} {}", quote(to)?), &op, &mut pairs)
+                    .await?;
+                self.expunge_inner(uids).await?;
+            }
+            Transfer::Copy => {
+                self.run_tracked(&format!("UID COPY {set} {}", quote(to)?), &op, &mut pairs)
+                    .await?;
+            }
+        }
+        Ok(pairs)
+    }
+
+    async fn delete_folder_inner(&mut self, folder: &str) -> Result<(), ImapError> {
+        if self.selected.as_deref() == Some(folder) {
+            // Some servers refuse to delete the selected folder.
+            self.run_tracked("UNSELECT", "UNSELECT", &mut Vec::new())
+                .await
+                .ok();
+            self.selected = None;
+        }
+        self.run_tracked(
+            &format!("DELETE {}", quote(folder)?),
+            &format!("deleting folder {folder}"),
+            &mut Vec::new(),
+        )
+        .await
+    }
+
     async fn locate_inner(&mut self, from_uid: u32) -> Result<Vec<LocatedMessage>, ImapError> {
         let folder = self.require_selected("UID FETCH")?.to_string();
         // Refresh EXISTS first: messages may have been appended since SELECT.
@@ -560,6 +925,22 @@ impl ImapSession {
     }
 }
 
+fn ranges(set: &[UidSetMember]) -> Vec<(u32, u32)> {
+    set.iter()
+        .map(|m| match m {
+            UidSetMember::Uid(u) => (*u, *u),
+            UidSetMember::UidRange(r) => (*r.start(), *r.end()),
+        })
+        .collect()
+}
+
+fn sorted_set(uids: &[u32]) -> String {
+    let mut v = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    uidset::compress(&v)
+}
+
 fn parse_capabilities(names: &[String]) -> Capabilities {
     let has = |n: &str| names.iter().any(|c| c == n);
     Capabilities {
@@ -607,6 +988,39 @@ impl MailSource for ImapSession {
         self.timed("fetching messages".into(), |s| s.fetch_inner(uids))
             .await
     }
+
+    async fn fetch_headers(&mut self, uids: &[u32]) -> mailshift_core::Result<Vec<FetchedHeader>> {
+        self.timed("fetching headers".into(), |s| s.fetch_headers_inner(uids))
+            .await
+    }
+
+    async fn uids(&mut self) -> mailshift_core::Result<Vec<u32>> {
+        self.timed("UID SEARCH".into(), |s| s.uids_inner()).await
+    }
+
+    async fn changed_since(&mut self, modseq: u64) -> mailshift_core::Result<Vec<(u32, FlagSet)>> {
+        self.timed("listing flag changes".into(), |s| {
+            s.changed_since_inner(modseq)
+        })
+        .await
+    }
+
+    async fn wait_for_change(&mut self, timeout: Duration) -> mailshift_core::Result<bool> {
+        // The command timeout applies on top of the wait itself.
+        let label = self.cfg.label();
+        let after = self.cfg.timeout + timeout;
+        match tokio::time::timeout(after, self.wait_inner(timeout)).await {
+            Ok(r) => r.map_err(|e| mailshift_core::Error::from(e).context(label)),
+            Err(_) => {
+                self.broken = true;
+                Err(mailshift_core::Error::from(ImapError::Timeout {
+                    op: "IDLE".into(),
+                    after,
+                })
+                .context(label))
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -643,5 +1057,34 @@ impl MailTarget for ImapSession {
     async fn locate_since(&mut self, from_uid: u32) -> mailshift_core::Result<Vec<LocatedMessage>> {
         self.timed("locating messages".into(), |s| s.locate_inner(from_uid))
             .await
+    }
+
+    async fn set_flags(&mut self, uids: &[u32], flags: &FlagSet) -> mailshift_core::Result<()> {
+        self.timed("UID STORE".into(), |s| s.set_flags_inner(uids, flags))
+            .await
+    }
+
+    async fn expunge(&mut self, uids: &[u32]) -> mailshift_core::Result<()> {
+        self.timed("UID EXPUNGE".into(), |s| s.expunge_inner(uids))
+            .await
+    }
+
+    async fn transfer(
+        &mut self,
+        uids: &[u32],
+        to: &str,
+        how: Transfer,
+    ) -> mailshift_core::Result<Vec<(u32, u32)>> {
+        self.timed(format!("UID MOVE to {to}"), |s| {
+            s.transfer_inner(uids, to, how)
+        })
+        .await
+    }
+
+    async fn delete_folder(&mut self, folder: &str) -> mailshift_core::Result<()> {
+        self.timed(format!("DELETE {folder}"), |s| {
+            s.delete_folder_inner(folder)
+        })
+        .await
     }
 }

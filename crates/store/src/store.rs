@@ -65,8 +65,11 @@ fn runs<T>(rows: &[T], max_bytes: usize, bytes: impl Fn(&T) -> usize) -> Vec<&[T
 
 /// Estimated Bind bytes of a `message` row: a 4-byte length per value, a 16-byte UUID,
 /// three 8-byte integers, the flags and the 64-character fingerprint.
+/// (source uid, dest uid, flags, size, fingerprint, header fingerprint)
+type MessageRow = (i64, Option<i64>, String, i64, String, Option<String>);
+
 fn message_bytes(c: &CopiedMessage) -> usize {
-    6 * 4 + 16 + 3 * 8 + 64 + c.flags.iter().map(|f| f.len() + 1).sum::<usize>()
+    7 * 4 + 16 + 3 * 8 + 128 + c.flags.iter().map(|f| f.len() + 1).sum::<usize>()
 }
 
 /// Estimated Bind bytes of a `failure` row.
@@ -256,6 +259,7 @@ impl SeaStore {
             source_folder: m.source_folder,
             dest_folder: m.dest_folder,
             pending,
+            dest_created: m.dest_created,
         })
     }
 
@@ -324,6 +328,7 @@ impl SeaStore {
                     highest_uid: Set(0),
                     highest_modseq: Set(None),
                     pending: Set(None),
+                    dest_created: Set(false),
                     updated_at: Set(chrono::Utc::now()),
                 })
                 .on_conflict_do_nothing_on([
@@ -398,50 +403,9 @@ impl SeaStore {
         copied: &[CopiedMessage],
         failed: &[FailedMessage],
     ) -> Result<(), StoreError> {
-        // IMMEDIATE on SQLite: take the write lock at BEGIN (waiting out other processes
-        // with the busy timeout) rather than fail to upgrade mid-transaction. Ignored on
-        // PostgreSQL. Dropping `txn` on an early return rolls it back.
-        let txn = self
-            .db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await
-            .map_err(self.query_err("starting a checkpoint"))?;
+        let txn = self.begin().await?;
 
-        for chunk in runs(copied, self.max_statement_bytes, message_bytes) {
-            let rows = chunk.iter().map(|c| message::ActiveModel {
-                folder_id: Set(state.id),
-                source_uid: Set(i64::from(c.source_uid)),
-                dest_uid: Set(c.dest_uid.map(i64::from)),
-                flags: Set(c.flags.to_storage()),
-                size: Set(i64::from(c.size)),
-                fingerprint: Set(c.fingerprint.to_hex()),
-            });
-            message::Entity::insert_many(rows)
-                .on_conflict(
-                    OnConflict::columns([message::Column::FolderId, message::Column::SourceUid])
-                        .update_columns([
-                            message::Column::DestUid,
-                            message::Column::Flags,
-                            message::Column::Size,
-                            message::Column::Fingerprint,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await
-                .map_err(self.query_err("recording copied messages"))?;
-            failure::Entity::delete_many()
-                .filter(failure::Column::FolderId.eq(state.id))
-                .filter(
-                    failure::Column::SourceUid.is_in(chunk.iter().map(|c| i64::from(c.source_uid))),
-                )
-                .exec(&txn)
-                .await
-                .map_err(self.query_err("forgetting failures of copied messages"))?;
-        }
+        self.insert_messages(&txn, state.id, copied).await?;
 
         for chunk in runs(failed, self.max_statement_bytes, failure_bytes) {
             let rows = chunk.iter().map(|f| failure::ActiveModel {
@@ -466,6 +430,76 @@ impl SeaStore {
                 .map_err(self.query_err("recording refused messages"))?;
         }
 
+        self.save_checkpoint(&txn, state).await?;
+        txn.commit()
+            .await
+            .map_err(self.query_err("committing a checkpoint"))
+    }
+
+    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        // IMMEDIATE on SQLite: take the write lock at BEGIN (waiting out other processes
+        // with the busy timeout) rather than fail to upgrade mid-transaction. Ignored on
+        // PostgreSQL. Dropping the transaction on an early return rolls it back.
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+            .map_err(self.query_err("starting a checkpoint"))
+    }
+
+    /// Upserts map rows and forgets earlier failures of those messages.
+    async fn insert_messages(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        folder_id: Uuid,
+        copied: &[CopiedMessage],
+    ) -> Result<(), StoreError> {
+        for chunk in runs(copied, self.max_statement_bytes, message_bytes) {
+            let rows = chunk.iter().map(|c| message::ActiveModel {
+                folder_id: Set(folder_id),
+                source_uid: Set(i64::from(c.source_uid)),
+                dest_uid: Set(c.dest_uid.map(i64::from)),
+                flags: Set(c.flags.to_storage()),
+                size: Set(i64::from(c.size)),
+                fingerprint: Set(c.fingerprint.to_hex()),
+                header_fingerprint: Set(c.header_fingerprint.map(|f| f.to_hex())),
+            });
+            message::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([message::Column::FolderId, message::Column::SourceUid])
+                        .update_columns([
+                            message::Column::DestUid,
+                            message::Column::Flags,
+                            message::Column::Size,
+                            message::Column::Fingerprint,
+                            message::Column::HeaderFingerprint,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await
+                .map_err(self.query_err("recording copied messages"))?;
+            failure::Entity::delete_many()
+                .filter(failure::Column::FolderId.eq(folder_id))
+                .filter(
+                    failure::Column::SourceUid.is_in(chunk.iter().map(|c| i64::from(c.source_uid))),
+                )
+                .exec(txn)
+                .await
+                .map_err(self.query_err("forgetting failures of copied messages"))?;
+        }
+
+        Ok(())
+    }
+
+    /// Saves the checkpoint fields of `state` and clears its pending batch.
+    async fn save_checkpoint(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        state: &FolderState,
+    ) -> Result<(), StoreError> {
         let modseq = state
             .highest_modseq
             .map(|v| {
@@ -491,10 +525,11 @@ impl SeaStore {
                 i64::from(state.highest_uid).into(),
             )
             .col_expr(folder::Column::HighestModseq, modseq.into())
+            .col_expr(folder::Column::DestCreated, state.dest_created.into())
             .col_expr(folder::Column::Pending, Option::<String>::None.into())
             .col_expr(folder::Column::UpdatedAt, chrono::Utc::now().into())
             .filter(folder::Column::Id.eq(state.id))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(self.query_err("saving a checkpoint"))?;
         if res.rows_affected == 0 {
@@ -503,14 +538,103 @@ impl SeaStore {
                 id: state.id,
             });
         }
+        Ok(())
+    }
+
+    async fn apply_changes_impl(
+        &self,
+        state: &FolderState,
+        flags: &[(u32, FlagSet)],
+        forget: &[u32],
+    ) -> Result<(), StoreError> {
+        let txn = self.begin().await?;
+        let mut by_flags: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        for (uid, f) in flags {
+            by_flags
+                .entry(f.to_storage())
+                .or_default()
+                .push(i64::from(*uid));
+        }
+        for (stored, uids) in by_flags {
+            for chunk in uids.chunks(500) {
+                message::Entity::update_many()
+                    .col_expr(message::Column::Flags, stored.as_str().into())
+                    .filter(message::Column::FolderId.eq(state.id))
+                    .filter(message::Column::SourceUid.is_in(chunk.iter().copied()))
+                    .exec(&txn)
+                    .await
+                    .map_err(self.query_err("updating flags"))?;
+            }
+        }
+        for chunk in forget.chunks(500) {
+            let uids = chunk.iter().map(|u| i64::from(*u));
+            message::Entity::delete_many()
+                .filter(message::Column::FolderId.eq(state.id))
+                .filter(message::Column::SourceUid.is_in(uids.clone()))
+                .exec(&txn)
+                .await
+                .map_err(self.query_err("forgetting expunged messages"))?;
+            failure::Entity::delete_many()
+                .filter(failure::Column::FolderId.eq(state.id))
+                .filter(failure::Column::SourceUid.is_in(uids))
+                .exec(&txn)
+                .await
+                .map_err(self.query_err("forgetting expunged messages"))?;
+        }
+        self.save_checkpoint(&txn, state).await?;
         txn.commit()
             .await
             .map_err(self.query_err("committing a checkpoint"))
     }
 
+    async fn replace_messages_impl(
+        &self,
+        state: &FolderState,
+        messages: &[CopiedMessage],
+    ) -> Result<(), StoreError> {
+        let txn = self.begin().await?;
+        message::Entity::delete_many()
+            .filter(message::Column::FolderId.eq(state.id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("clearing a message map"))?;
+        failure::Entity::delete_many()
+            .filter(failure::Column::FolderId.eq(state.id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("clearing refused messages"))?;
+        self.insert_messages(&txn, state.id, messages).await?;
+        self.save_checkpoint(&txn, state).await?;
+        txn.commit()
+            .await
+            .map_err(self.query_err("committing a checkpoint"))
+    }
+
+    async fn remove_folder_impl(&self, folder_id: Uuid) -> Result<(), StoreError> {
+        let txn = self.begin().await?;
+        message::Entity::delete_many()
+            .filter(message::Column::FolderId.eq(folder_id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a folder"))?;
+        failure::Entity::delete_many()
+            .filter(failure::Column::FolderId.eq(folder_id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a folder"))?;
+        folder::Entity::delete_many()
+            .filter(folder::Column::Id.eq(folder_id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a folder"))?;
+        txn.commit()
+            .await
+            .map_err(self.query_err("removing a folder"))
+    }
+
     async fn copied_impl(&self, folder_id: Uuid) -> Result<Vec<CopiedMessage>, StoreError> {
         // Only the needed columns, decoded as a tuple: no per-row model or UUID decoding.
-        let rows: Vec<(i64, Option<i64>, String, i64, String)> = message::Entity::find()
+        let rows: Vec<MessageRow> = message::Entity::find()
             .select_only()
             .columns([
                 message::Column::SourceUid,
@@ -518,6 +642,7 @@ impl SeaStore {
                 message::Column::Flags,
                 message::Column::Size,
                 message::Column::Fingerprint,
+                message::Column::HeaderFingerprint,
             ])
             .filter(message::Column::FolderId.eq(folder_id))
             .order_by_asc(message::Column::SourceUid)
@@ -526,7 +651,7 @@ impl SeaStore {
             .await
             .map_err(self.query_err("loading the message map"))?;
         rows.into_iter()
-            .map(|(uid, dest_uid, flags, size, fingerprint)| {
+            .map(|(uid, dest_uid, flags, size, fingerprint, header)| {
                 let what = |f: &str| format!("{f} of message {uid}");
                 Ok(CopiedMessage {
                     source_uid: self.u32_of(uid, || what("source uid"))?,
@@ -537,6 +662,7 @@ impl SeaStore {
                     size: self.u32_of(size, || what("size"))?,
                     fingerprint: Fingerprint::from_hex(&fingerprint)
                         .ok_or_else(|| self.corrupt(what("fingerprint")))?,
+                    header_fingerprint: header.as_deref().and_then(Fingerprint::from_hex),
                 })
             })
             .collect()
@@ -607,6 +733,27 @@ impl StateStore for SeaStore {
         failed: &[FailedMessage],
     ) -> mailshift_core::Result<()> {
         Ok(self.commit_batch_impl(state, copied, failed).await?)
+    }
+
+    async fn apply_changes(
+        &self,
+        state: &FolderState,
+        flags: &[(u32, FlagSet)],
+        forget: &[u32],
+    ) -> mailshift_core::Result<()> {
+        Ok(self.apply_changes_impl(state, flags, forget).await?)
+    }
+
+    async fn replace_messages(
+        &self,
+        state: &FolderState,
+        messages: &[CopiedMessage],
+    ) -> mailshift_core::Result<()> {
+        Ok(self.replace_messages_impl(state, messages).await?)
+    }
+
+    async fn remove_folder(&self, folder: Uuid) -> mailshift_core::Result<()> {
+        Ok(self.remove_folder_impl(folder).await?)
     }
 
     async fn copied(&self, folder: Uuid) -> mailshift_core::Result<Vec<CopiedMessage>> {

@@ -127,6 +127,7 @@ fn copied(uid: u32, tag: &str) -> CopiedMessage {
         flags: FlagSet::from_storage(&format!("\\Seen {tag}")),
         size: 1000 + uid,
         fingerprint: Fingerprint::of(format!("message {uid} {tag}").as_bytes()),
+        header_fingerprint: Some(Fingerprint::of(format!("header {uid}").as_bytes())),
     }
 }
 
@@ -245,6 +246,52 @@ mod suite {
         );
     }
 
+    pub async fn changes_replace_and_remove(store: Arc<dyn StateStore>) {
+        let m = store
+            .migration(&endpoint("a.example", "c"), &endpoint("b.example", "c"))
+            .await
+            .unwrap();
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        let mut state = checkpoint(f.clone(), 5);
+        let rows: Vec<CopiedMessage> = (1..=5).map(|u| copied(u, "x")).collect();
+        store
+            .commit_batch(&state, &rows, &[failure(6, "too big")])
+            .await
+            .unwrap();
+
+        // Flag updates and forgetting, in one checkpoint.
+        let flagged = FlagSet::from_storage("\\Flagged");
+        state.dest_created = true;
+        store
+            .apply_changes(&state, &[(2, flagged.clone())], &[3, 6])
+            .await
+            .unwrap();
+        let now = store.copied(f.id).await.unwrap();
+        assert_eq!(uids(&now, |c| c.source_uid), [1, 2, 4, 5]);
+        assert_eq!(now[1].flags, flagged);
+        assert_eq!(now[0].header_fingerprint, rows[0].header_fingerprint);
+        assert!(store.failed(f.id).await.unwrap().is_empty());
+        assert!(store.folder(m, "INBOX", "INBOX").await.unwrap().dest_created);
+
+        // Replacing the map (after a UIDVALIDITY change).
+        let rekeyed: Vec<CopiedMessage> = now
+            .iter()
+            .map(|c| CopiedMessage {
+                source_uid: c.source_uid + 100,
+                ..c.clone()
+            })
+            .collect();
+        store.replace_messages(&state, &rekeyed).await.unwrap();
+        assert_eq!(
+            uids(&store.copied(f.id).await.unwrap(), |c| c.source_uid),
+            [101, 102, 104, 105]
+        );
+
+        store.remove_folder(f.id).await.unwrap();
+        assert!(store.folders(m).await.unwrap().is_empty());
+        assert!(store.copied(f.id).await.unwrap().is_empty());
+    }
+
     pub async fn pending_round_trip(store: Arc<dyn StateStore>) {
         let m = store
             .migration(&endpoint("a.example", "p"), &endpoint("b.example", "p"))
@@ -260,6 +307,7 @@ mod suite {
                     size: uid * 100,
                     fingerprint: Fingerprint::of(&[uid as u8]).to_hex(),
                     flags: "\\Seen $Label \"quoted\"".to_string(),
+                    header_fingerprint: Some(Fingerprint::of(&[uid as u8, 1]).to_hex()),
                 })
                 .collect(),
         };
@@ -390,6 +438,7 @@ mod suite {
             flags: FlagSet::new(),
             size: u32::MAX,
             fingerprint: Fingerprint([0xff; 32]),
+            header_fingerprint: None,
         };
         store
             .commit_batch(&state, std::slice::from_ref(&extreme), &[])
@@ -550,6 +599,7 @@ macro_rules! contract_all {
                 find_or_create_is_idempotent,
                 find_or_create_is_race_safe,
                 pending_round_trip,
+                changes_replace_and_remove,
                 commit_batch_upserts,
                 checkpoint_fields_persist,
                 hundred_thousand_rows,

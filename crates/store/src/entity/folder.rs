@@ -20,6 +20,7 @@ pub struct Model {
     pub highest_modseq: Option<i64>,
     /// JSON of `PendingBatch`: set before an APPEND, cleared by the commit after it.
     pub pending: Option<String>,
+    pub dest_created: bool,
     pub updated_at: ChronoDateTimeUtc,
 }
 

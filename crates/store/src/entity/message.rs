@@ -18,6 +18,7 @@ pub struct Model {
     pub size: i64,
     /// `Fingerprint::to_hex()`: 64 lowercase hex characters.
     pub fingerprint: String,
+    pub header_fingerprint: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
