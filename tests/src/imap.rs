@@ -75,7 +75,7 @@ fn folder_key(name: &str, delimiter: Option<&str>) -> String {
     }
 }
 
-fn flag_string(flag: &Flag<'_>) -> Option<String> {
+pub(crate) fn flag_string(flag: &Flag<'_>) -> Option<String> {
     Some(match flag {
         Flag::Seen => "\\Seen".into(),
         Flag::Answered => "\\Answered".into(),
@@ -203,7 +203,11 @@ async fn multiappend(s: &mut ImapSession, mailbox: &str, msgs: &[Msg]) -> anyhow
 }
 
 /// One APPEND with a synchronising literal; a refusal carries the server's text.
-async fn append_one(s: &mut ImapSession, mailbox: &str, msg: &Msg) -> anyhow::Result<()> {
+pub(crate) async fn append_one(
+    s: &mut ImapSession,
+    mailbox: &str,
+    msg: &Msg,
+) -> anyhow::Result<()> {
     let tag = s
         .run_command(format!(
             "APPEND {} {} \"{}\" {{{}}}",

@@ -10,6 +10,8 @@
 pub mod corpus;
 pub mod dovecot;
 pub mod imap;
+pub mod ops;
+pub mod pair;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

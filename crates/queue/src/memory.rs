@@ -142,6 +142,7 @@ mod tests {
             source_display: name.into(),
             dest_display: name.into(),
             attempt: 1,
+            delete: true,
         }
     }
 

@@ -271,7 +271,13 @@ mod suite {
         assert_eq!(now[1].flags, flagged);
         assert_eq!(now[0].header_fingerprint, rows[0].header_fingerprint);
         assert!(store.failed(f.id).await.unwrap().is_empty());
-        assert!(store.folder(m, "INBOX", "INBOX").await.unwrap().dest_created);
+        assert!(
+            store
+                .folder(m, "INBOX", "INBOX")
+                .await
+                .unwrap()
+                .dest_created
+        );
 
         // Replacing the map (after a UIDVALIDITY change).
         let rekeyed: Vec<CopiedMessage> = now
