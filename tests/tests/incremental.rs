@@ -243,6 +243,19 @@ async fn uidvalidity_reset_on_the_source_creates_no_duplicates() {
         text(&out)
     );
     assert_mirrored(&pair, "destination after a UIDVALIDITY reset").await;
+
+    // The same on the destination side: found again by content, nothing re-uploaded.
+    ops::recreate_folder(pair.dst.port(), "alice", DST_PW, "Projects")
+        .await
+        .unwrap();
+    let out = pair.migrate(&["--json"]);
+    assert!(
+        out.status.success(),
+        "pass after the destination reset failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(total(&json(&out), "copied"), 0, "{}", text(&out));
+    assert_mirrored(&pair, "destination after its own UIDVALIDITY reset").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,4 +361,36 @@ async fn follow_copies_new_mail_within_seconds() {
     assert!(arrived, "new mail did not arrive within 10 s ({waited:?})");
     assert!(status.is_some(), "--follow did not stop on Ctrl-C");
     assert_mirrored(&pair, "destination while following").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adopt_existing_recognises_mail_copied_by_another_tool() {
+    let pair = Pair::new(DovecotOptions::default());
+    let spec = CorpusSpec {
+        seed: 31,
+        messages: 300,
+        big_attachments: 0,
+    };
+    let before = populate(&pair, &spec).await;
+    // An earlier run of another tool already copied INBOX.
+    let corpus = corpus::generate(&spec);
+    let inbox = corpus
+        .iter()
+        .find(|f| f.path == ["INBOX"])
+        .expect("corpus INBOX");
+    for m in &inbox.messages {
+        imap::append(pair.dst.port(), "alice", DST_PW, "INBOX", m)
+            .await
+            .unwrap();
+    }
+
+    let out = pair.migrate(&["--adopt-existing", "--json"]);
+    assert!(out.status.success(), "migrate failed:\n{}", text(&out));
+    let total_msgs: usize = before.values().map(Vec::len).sum();
+    assert_eq!(
+        total(&json(&out), "copied") as usize,
+        total_msgs - inbox.messages.len(),
+        "INBOX was adopted, not copied again"
+    );
+    assert_mirrored(&pair, "destination after adopting").await;
 }

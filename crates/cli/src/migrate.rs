@@ -73,6 +73,11 @@ pub struct MigrateArgs {
     /// on the source stay; moves become copies
     #[arg(long)]
     no_delete: bool,
+    /// Before copying a folder the first time, recognise messages already on the
+    /// destination (from another tool or an earlier manual copy) by their full content
+    /// and don't copy them again
+    #[arg(long)]
+    adopt_existing: bool,
     /// Keep running incremental passes (new mail within seconds via IDLE on the source
     /// INBOX) until Ctrl-C
     #[arg(long)]
@@ -178,6 +183,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let connector: Arc<dyn Connector> = Arc::new(connector);
     let store: Arc<dyn StateStore> = Arc::new(store);
     opts.delete = !args.no_delete;
+    opts.adopt_existing = args.adopt_existing;
     if args.follow {
         return follow(&args, &source, &dest, connector, store, opts).await;
     }

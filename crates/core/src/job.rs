@@ -21,4 +21,8 @@ pub struct FolderJob {
     /// dual reception and with `--no-delete`: then nothing is ever removed there.
     #[serde(default)]
     pub delete: bool,
+    /// On a folder's first pass, recognise messages already on the destination (another
+    /// tool's earlier copy) by full content and record them instead of appending again.
+    #[serde(default)]
+    pub adopt_existing: bool,
 }

@@ -174,8 +174,27 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     }
 
     let batches = plan::batches(&todo, limits);
+    // --adopt-existing: index what the destination folder already holds, once.
+    let adopt = if job.adopt_existing && known.is_empty() && state.highest_uid == 0 {
+        let mut by_fp: HashMap<Fingerprint, Vec<u32>> = HashMap::new();
+        for m in target
+            .locate_since(1)
+            .await
+            .map_err(|e| e.context(format!("destination folder '{dst_name}'")))?
+            .into_iter()
+            .rev()
+        {
+            by_fp.entry(m.fingerprint).or_default().push(m.uid);
+        }
+        Some(by_fp)
+    } else {
+        None
+    };
     let mut appender = Appender {
         target,
+        adopt,
+        adopted: 0,
+        adopted_bytes: 0,
         folder: &job.dest_folder,
         display: dst_name,
         permanent: dstat.permanent_flags.clone(),
@@ -210,6 +229,16 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         for f in bad {
             report.failures.push(f);
         }
+    }
+    if appender.adopted > 0 {
+        report.copied = report.copied.saturating_sub(appender.adopted);
+        report.copied_bytes = report.copied_bytes.saturating_sub(appender.adopted_bytes);
+        report.already_done += appender.adopted;
+        report.notes.push(format!(
+            "{} message(s) were already on the destination (same content) and were adopted, \
+             not appended again",
+            appender.adopted
+        ));
     }
     report.notes.append(&mut appender.notes);
     Ok(())
@@ -382,6 +411,10 @@ async fn recover_pending(
 /// refusal is pinned on single messages.
 struct Appender<'a> {
     target: &'a mut dyn MailTarget,
+    /// Destination messages by content that a message about to be appended may match.
+    adopt: Option<HashMap<Fingerprint, Vec<u32>>>,
+    adopted: u64,
+    adopted_bytes: u64,
     folder: &'a str,
     display: &'a str,
     permanent: PermanentFlags,
@@ -441,6 +474,17 @@ impl Appender<'_> {
         let limit = self.target.capabilities().append_limit;
         let mut sendable = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
+            if let Some(uid) = self
+                .adopt
+                .as_mut()
+                .and_then(|a| a.get_mut(&fps[i]))
+                .and_then(Vec::pop)
+            {
+                results[i] = Some(Ok(Some(uid)));
+                self.adopted += 1;
+                self.adopted_bytes += m.raw.len() as u64;
+                continue;
+            }
             match limit {
                 Some(l) if m.raw.len() as u64 > l => {
                     results[i] = Some(Err(Error::new(

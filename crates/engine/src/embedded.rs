@@ -28,6 +28,8 @@ pub struct MigrateOptions {
     pub retry_base: Duration,
     /// Mirror deletions (expunged messages, removed folders) on the destination.
     pub delete: bool,
+    /// Recognise mail already on the destination (by full content) on first passes.
+    pub adopt_existing: bool,
 }
 
 impl Default for MigrateOptions {
@@ -39,6 +41,7 @@ impl Default for MigrateOptions {
             max_attempts: 4,
             retry_base: Duration::from_secs(1),
             delete: true,
+            adopt_existing: false,
         }
     }
 }
@@ -164,6 +167,7 @@ async fn run(
                 dest_display: plan.dest_display.clone(),
                 attempt: 1,
                 delete: opts.delete,
+                adopt_existing: opts.adopt_existing,
             })
             .await?;
     }

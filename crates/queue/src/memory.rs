@@ -143,6 +143,7 @@ mod tests {
             dest_display: name.into(),
             attempt: 1,
             delete: true,
+            adopt_existing: false,
         }
     }
 
