@@ -2,20 +2,17 @@
 //! destination, publishes one job per folder on an in-process queue and runs workers over
 //! it: the same worker and job code as the fleet, wired to SQLite and memory.
 
-use crate::reconcile;
+use crate::pass::PassOptions;
 use crate::worker::{Sessions, Worker};
 use mailshift_core::endpoint::Endpoint;
-use mailshift_core::folder::{FolderPath, FolderRules, map_folders};
-use mailshift_core::job::FolderJob;
+use mailshift_core::folder::FolderRules;
 use mailshift_core::plan::BatchLimits;
-use mailshift_core::ports::{Connector, JobQueue, MailSource, MailTarget, Progress, StateStore};
-use mailshift_core::report::{FolderError, FolderReport, MigrationSummary};
-use mailshift_core::{Error, Result};
+use mailshift_core::ports::{Connector, JobQueue, Progress, StateStore};
+use mailshift_core::report::{FolderError, MigrationSummary};
+use mailshift_core::Result;
 use mailshift_queue::MemoryQueue;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Knobs of one migration run.
 #[derive(Clone, Debug)]
@@ -88,88 +85,29 @@ async fn run(
             return Ok(());
         }
     };
-    let (src_folders, src_delim) = MailSource::list_folders(&mut *src).await?;
-    let (dst_folders, dst_delim) = MailTarget::list_folders(&mut *dst).await?;
-    let mapping = map_folders(
-        &src_folders,
-        src_delim,
-        &dst_folders,
-        dst_delim,
-        &opts.rules,
-    )?;
-    summary.excluded = mapping.excluded.clone();
-    summary.notes = mapping.notes.clone();
-    for n in &mapping.notes {
-        tracing::info!(note = %n, "folder mapping");
-    }
-
-    let migration_id = store.migration(source, dest).await?;
-    let mut existing: HashSet<String> = dst_folders.iter().map(|f| f.raw.clone()).collect();
-    existing.insert("INBOX".to_string());
-    let mut ready = Vec::new();
-    for plan in &mapping.folders {
-        match ensure_folder(&mut *dst, &plan.dest_path, dst_delim, &mut existing).await {
-            Ok(created) => {
-                if created {
-                    // Remember that this folder is ours (and may be removed with its source).
-                    let mut st = store
-                        .folder(migration_id, &plan.source_raw, &plan.dest_raw)
-                        .await?;
-                    if st.pending.is_none() && !st.dest_created {
-                        st.dest_created = true;
-                        store.apply_changes(&st, &[], &[]).await?;
-                    }
-                }
-                ready.push(plan.clone());
-            }
-            Err(e) => {
-                let report = FolderReport::failed(
-                    &plan.source_display,
-                    &plan.dest_display,
-                    &e.kind,
-                    format!(
-                        "cannot create destination folder '{}': {}; create it by hand or map it elsewhere with --map",
-                        plan.dest_display, e.message
-                    ),
-                );
-                progress.folder_finished(&report);
-                summary.folders.push(report);
-            }
-        }
-    }
-
-    // Moves between folders and folders gone from the source, before the folder passes.
-    let listed: HashSet<String> = src_folders.iter().map(|f| f.raw.clone()).collect();
-    let changes = reconcile::mailbox(
+    let pass = crate::pass::prepare(
         &mut *src,
         &mut *dst,
         &*store,
-        migration_id,
-        &ready,
-        &listed,
-        opts.delete,
+        source,
+        dest,
+        &PassOptions {
+            rules: opts.rules.clone(),
+            delete: opts.delete,
+            adopt_existing: opts.adopt_existing,
+        },
     )
     .await?;
-    for n in &changes.notes {
-        tracing::info!(note = %n, "reconciliation");
+    summary.excluded = pass.excluded.clone();
+    summary.notes = pass.notes.clone();
+    for r in &pass.failed {
+        progress.folder_finished(r);
     }
-    summary.notes.extend(changes.notes);
+    summary.folders.extend(pass.failed.iter().cloned());
 
     let queue = Arc::new(MemoryQueue::new());
-    for plan in &ready {
-        queue
-            .publish(&FolderJob {
-                id: Uuid::new_v4(),
-                migration_id,
-                source_folder: plan.source_raw.clone(),
-                dest_folder: plan.dest_raw.clone(),
-                source_display: plan.source_display.clone(),
-                dest_display: plan.dest_display.clone(),
-                attempt: 1,
-                delete: opts.delete,
-                adopt_existing: opts.adopt_existing,
-            })
-            .await?;
+    for job in &pass.jobs {
+        queue.publish(job).await?;
     }
     queue.close();
 
@@ -182,7 +120,7 @@ async fn run(
         target: dst,
     });
     let mut tasks = Vec::new();
-    for _ in 0..opts.connections.max(1).min(mapping.folders.len().max(1)) {
+    for _ in 0..opts.connections.max(1).min(pass.jobs.len().max(1)) {
         let worker = worker.clone();
         let queue = queue.clone();
         let sessions = first.take();
@@ -201,49 +139,7 @@ async fn run(
             }),
         }
     }
-    // Report in plan order (INBOX first, then the tree).
-    let order: Vec<&str> = mapping
-        .folders
-        .iter()
-        .map(|p| p.source_display.as_str())
-        .collect();
-    reports.sort_by_key(|r| {
-        order
-            .iter()
-            .position(|o| *o == r.source)
-            .unwrap_or(usize::MAX)
-    });
-    for r in &mut reports {
-        if let Some(plan) = ready.iter().find(|p| p.source_display == r.source)
-            && let Some(n) = changes.moved_in.get(&plan.source_raw)
-        {
-            r.moved_in = *n;
-        }
-    }
+    pass.finish_reports(&mut reports);
     summary.folders.extend(reports);
     Ok(())
-}
-
-/// Creates a destination folder and its missing ancestors; says whether it created the
-/// folder itself.
-async fn ensure_folder(
-    dst: &mut dyn MailTarget,
-    path: &FolderPath,
-    delim: Option<char>,
-    existing: &mut HashSet<String>,
-) -> std::result::Result<bool, Error> {
-    let mut chain = path.ancestors();
-    chain.push(path.clone());
-    let mut created = false;
-    for p in chain {
-        let raw = p.to_server(delim);
-        if existing.contains(&raw) || p.is_inbox() {
-            created = false;
-            continue;
-        }
-        dst.create_folder(&raw).await?;
-        existing.insert(raw);
-        created = true;
-    }
-    Ok(created)
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`copy`]: one folder pass (list, plan, fetch and append in pipelined batches,
 //!   checkpoint each batch, recover an interrupted batch by fingerprint).
+//! - [`pass`]: preparing a mailbox pass (folder mapping, creation, reconciliation) into
+//!   one job per folder, for the in-process queue or RabbitMQ alike.
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
@@ -16,6 +18,7 @@
 pub mod copy;
 pub mod embedded;
 pub mod fault;
+pub mod pass;
 pub mod reconcile;
 pub mod worker;
 

@@ -1,0 +1,171 @@
+//! Preparing one incremental pass of a mailbox: list both servers' folders, map them,
+//! create what is missing on the destination, reconcile moves and vanished folders, and
+//! produce one [`FolderJob`] per folder. Embedded mode puts the jobs on an in-process
+//! queue; the fleet's scheduler publishes them to RabbitMQ. Same code, same decisions.
+
+use crate::reconcile;
+use mailshift_core::endpoint::Endpoint;
+use mailshift_core::folder::{FolderPath, FolderPlan, FolderRules, map_folders};
+use mailshift_core::job::FolderJob;
+use mailshift_core::ports::{MailSource, MailTarget, StateStore};
+use mailshift_core::report::FolderReport;
+use mailshift_core::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// The choices that shape a pass.
+#[derive(Clone, Debug, Default)]
+pub struct PassOptions {
+    pub rules: FolderRules,
+    /// Mirror deletions (expunges, moves as moves, vanished folders).
+    pub delete: bool,
+    pub adopt_existing: bool,
+}
+
+/// A planned pass.
+#[derive(Debug)]
+pub struct PreparedPass {
+    pub migration_id: Uuid,
+    /// One job per folder, INBOX first, then the tree.
+    pub jobs: Vec<FolderJob>,
+    /// Folders that could not be prepared (e.g. cannot be created on the destination).
+    pub failed: Vec<FolderReport>,
+    pub excluded: Vec<String>,
+    pub notes: Vec<String>,
+    /// Messages moved on the destination, by source folder (raw name).
+    pub moved_in: HashMap<String, u64>,
+    order: Vec<String>,
+}
+
+impl PreparedPass {
+    /// Puts folder reports in plan order and adds what the reconciliation did.
+    pub fn finish_reports(&self, reports: &mut [FolderReport]) {
+        reports.sort_by_key(|r| {
+            self.order
+                .iter()
+                .position(|o| *o == r.source)
+                .unwrap_or(usize::MAX)
+        });
+        for r in reports.iter_mut() {
+            if let Some(job) = self.jobs.iter().find(|j| j.source_display == r.source)
+                && let Some(n) = self.moved_in.get(&job.source_folder)
+            {
+                r.moved_in = *n;
+            }
+        }
+    }
+}
+
+pub async fn prepare(
+    src: &mut dyn MailSource,
+    dst: &mut dyn MailTarget,
+    store: &dyn StateStore,
+    source: &Endpoint,
+    dest: &Endpoint,
+    opts: &PassOptions,
+) -> Result<PreparedPass> {
+    let (src_folders, src_delim) = MailSource::list_folders(src).await?;
+    let (dst_folders, dst_delim) = MailTarget::list_folders(dst).await?;
+    let mapping = map_folders(
+        &src_folders,
+        src_delim,
+        &dst_folders,
+        dst_delim,
+        &opts.rules,
+    )?;
+    for n in &mapping.notes {
+        tracing::info!(note = %n, "folder mapping");
+    }
+    let migration_id = store.migration(source, dest).await?;
+    let mut existing: HashSet<String> = dst_folders.iter().map(|f| f.raw.clone()).collect();
+    existing.insert("INBOX".to_string());
+    let mut ready: Vec<FolderPlan> = Vec::new();
+    let mut failed = Vec::new();
+    for plan in &mapping.folders {
+        match ensure_folder(dst, &plan.dest_path, dst_delim, &mut existing).await {
+            Ok(created) => {
+                if created {
+                    // Remember that this folder is ours (and may be removed with its source).
+                    let mut st = store
+                        .folder(migration_id, &plan.source_raw, &plan.dest_raw)
+                        .await?;
+                    if st.pending.is_none() && !st.dest_created {
+                        st.dest_created = true;
+                        store.apply_changes(&st, &[], &[]).await?;
+                    }
+                }
+                ready.push(plan.clone());
+            }
+            Err(e) => failed.push(FolderReport::failed(
+                &plan.source_display,
+                &plan.dest_display,
+                &e.kind,
+                format!(
+                    "cannot create destination folder '{}': {}; create it by hand or map it elsewhere with --map",
+                    plan.dest_display, e.message
+                ),
+            )),
+        }
+    }
+
+    // Moves between folders and folders gone from the source, before the folder passes.
+    let listed: HashSet<String> = src_folders.iter().map(|f| f.raw.clone()).collect();
+    let changes =
+        reconcile::mailbox(src, dst, store, migration_id, &ready, &listed, opts.delete).await?;
+    for n in &changes.notes {
+        tracing::info!(note = %n, "reconciliation");
+    }
+    let mut notes = mapping.notes.clone();
+    notes.extend(changes.notes);
+    let jobs = ready
+        .iter()
+        .map(|plan| FolderJob {
+            id: Uuid::new_v4(),
+            migration_id,
+            source_folder: plan.source_raw.clone(),
+            dest_folder: plan.dest_raw.clone(),
+            source_display: plan.source_display.clone(),
+            dest_display: plan.dest_display.clone(),
+            attempt: 1,
+            delete: opts.delete,
+            adopt_existing: opts.adopt_existing,
+        })
+        .collect();
+    Ok(PreparedPass {
+        migration_id,
+        jobs,
+        failed,
+        excluded: mapping.excluded.clone(),
+        notes,
+        moved_in: changes.moved_in,
+        order: mapping
+            .folders
+            .iter()
+            .map(|p| p.source_display.clone())
+            .collect(),
+    })
+}
+
+/// Creates a destination folder and its missing ancestors; says whether it created the
+/// folder itself.
+async fn ensure_folder(
+    dst: &mut dyn MailTarget,
+    path: &FolderPath,
+    delim: Option<char>,
+    existing: &mut HashSet<String>,
+) -> std::result::Result<bool, Error> {
+    let mut chain = path.ancestors();
+    chain.push(path.clone());
+    let mut created = false;
+    for p in chain {
+        let raw = p.to_server(delim);
+        if existing.contains(&raw) || p.is_inbox() {
+            created = false;
+            continue;
+        }
+        dst.create_folder(&raw).await?;
+        existing.insert(raw);
+        created = true;
+    }
+    Ok(created)
+}
