@@ -12,6 +12,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
+mod m0002_fleet;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -19,6 +20,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_initial::Migration)]
+        vec![
+            Box::new(m0001_initial::Migration),
+            Box::new(m0002_fleet::Migration),
+        ]
     }
 }

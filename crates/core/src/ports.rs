@@ -267,6 +267,111 @@ pub trait StateStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------
+// The fleet's mailboxes
+
+/// How a registered mailbox's passes run (stored as JSON with the mailbox).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MailboxOptions {
+    #[serde(default)]
+    pub maps: Vec<String>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Mirror deletions (off in dual reception).
+    #[serde(default)]
+    pub delete: bool,
+    #[serde(default)]
+    pub adopt_existing: bool,
+}
+
+/// A mailbox registered with the fleet (no credentials: see [`MailboxCredentials`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRecord {
+    pub id: Uuid,
+    pub migration_id: Uuid,
+    pub batch: Option<String>,
+    /// `Endpoint` strings (no password ever).
+    pub source: String,
+    pub dest: String,
+    pub options: MailboxOptions,
+    /// `pending`, `syncing`, `synced` or `failed`.
+    pub status: String,
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub last_pass_at: Option<i64>,
+    pub next_pass_at: Option<i64>,
+}
+
+/// Decrypted passwords of a mailbox, only ever held in memory.
+#[derive(Clone)]
+pub struct MailboxCredentials {
+    pub source_password: secrecy::SecretString,
+    pub dest_password: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for MailboxCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MailboxCredentials([redacted])")
+    }
+}
+
+/// Registered mailboxes, their credentials (sealed at rest) and folder leases.
+#[async_trait]
+pub trait MailboxStore: Send + Sync {
+    /// Registers a mailbox (or updates the one with the same endpoints).
+    async fn add_mailbox(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        batch: Option<&str>,
+        options: &MailboxOptions,
+        credentials: &MailboxCredentials,
+    ) -> Result<MailboxRecord>;
+    async fn mailboxes(&self, batch: Option<&str>) -> Result<Vec<MailboxRecord>>;
+    async fn mailbox_credentials(
+        &self,
+        migration: Uuid,
+    ) -> Result<(MailboxRecord, MailboxCredentials)>;
+    /// Records the outcome of a pass (or its start) and when the next one is due.
+    async fn set_mailbox_status(
+        &self,
+        id: Uuid,
+        status: &str,
+        error: Option<&str>,
+        next_pass_at: Option<i64>,
+    ) -> Result<()>;
+    /// Takes (or renews) the lease of one folder for `owner`; false if another worker
+    /// holds an unexpired lease.
+    async fn claim_folder(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool>;
+    async fn release_folder(&self, migration: Uuid, source_folder: &str, owner: &str)
+    -> Result<()>;
+}
+
+/// Finds the servers of a migration: one fixed pair in embedded mode, the stored
+/// mailbox's in the fleet.
+#[async_trait]
+pub trait Connectors: Send + Sync {
+    async fn connector(&self, migration: Uuid) -> Result<std::sync::Arc<dyn Connector>>;
+}
+
+/// Embedded mode: every job belongs to the one migration.
+pub struct OneConnector(pub std::sync::Arc<dyn Connector>);
+
+#[async_trait]
+impl Connectors for OneConnector {
+    async fn connector(&self, _: Uuid) -> Result<std::sync::Arc<dyn Connector>> {
+        Ok(self.0.clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Job queue
 
 /// A job handed to a worker; acknowledge it once its effects are checkpointed.

@@ -4,12 +4,12 @@
 
 use crate::pass::PassOptions;
 use crate::worker::{Sessions, Worker};
+use mailshift_core::Result;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::plan::BatchLimits;
-use mailshift_core::ports::{Connector, JobQueue, Progress, StateStore};
+use mailshift_core::ports::{Connector, JobQueue, OneConnector, Progress, StateStore};
 use mailshift_core::report::{FolderError, MigrationSummary};
-use mailshift_core::Result;
 use mailshift_queue::MemoryQueue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +111,12 @@ async fn run(
     }
     queue.close();
 
-    let mut worker = Worker::new(connector, store, progress, opts.limits);
+    let mut worker = Worker::new(
+        Arc::new(OneConnector(connector)),
+        store,
+        progress,
+        opts.limits,
+    );
     worker.max_attempts = opts.max_attempts;
     worker.retry_base = opts.retry_base;
     let worker = Arc::new(worker);

@@ -6,6 +6,7 @@
 //!   one job per folder, for the in-process queue or RabbitMQ alike.
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
+//! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
 //!   sessions, retries what is retryable and acknowledges after the checkpoint.
@@ -18,6 +19,7 @@
 pub mod copy;
 pub mod embedded;
 pub mod fault;
+pub mod fleet;
 pub mod pass;
 pub mod reconcile;
 pub mod worker;

@@ -5,7 +5,7 @@
 use crate::copy::{FolderPass, copy_folder};
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
-    Connector, Delivery, JobQueue, MailSource, MailTarget, Progress, StateStore,
+    Connectors, Delivery, JobQueue, MailSource, MailTarget, MailboxStore, Progress, StateStore,
 };
 use mailshift_core::report::FolderReport;
 use mailshift_core::{ErrorKind, Result};
@@ -20,8 +20,20 @@ pub struct Sessions {
     pub target: Box<dyn MailTarget>,
 }
 
+/// Fleet mode: folder leases in the shared database, so two workers never copy the same
+/// folder at once, and a killed worker's folder is taken over once its lease expires.
+#[derive(Clone)]
+pub struct Leases {
+    pub store: Arc<dyn MailboxStore>,
+    /// This worker's name (host and process), stored with its leases.
+    pub owner: String,
+    /// Lease length; renewed every third of it while the pass runs.
+    pub ttl: Duration,
+}
+
 pub struct Worker {
-    pub connector: Arc<dyn Connector>,
+    pub connectors: Arc<dyn Connectors>,
+    pub leases: Option<Leases>,
     pub store: Arc<dyn StateStore>,
     pub progress: Arc<dyn Progress>,
     pub limits: BatchLimits,
@@ -35,13 +47,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        connector: Arc<dyn Connector>,
+        connectors: Arc<dyn Connectors>,
         store: Arc<dyn StateStore>,
         progress: Arc<dyn Progress>,
         limits: BatchLimits,
     ) -> Self {
         Worker {
-            connector,
+            connectors,
+            leases: None,
             store,
             progress,
             limits,
@@ -51,8 +64,9 @@ impl Worker {
         }
     }
 
-    async fn connect(&self) -> Result<Sessions> {
-        let (s, t) = tokio::join!(self.connector.source(), self.connector.target());
+    async fn connect(&self, migration: Uuid) -> Result<Sessions> {
+        let connector = self.connectors.connector(migration).await?;
+        let (s, t) = tokio::join!(connector.source(), connector.target());
         Ok(Sessions {
             source: s?,
             target: t?,
@@ -67,17 +81,71 @@ impl Worker {
         exp.min(Duration::from_secs(60))
     }
 
-    /// Runs jobs until the queue is drained. `sessions` may bring already open sessions.
+    /// Takes the folder's lease (fleet mode) and keeps it alive while the pass runs.
+    /// `Ok(None)`: another worker holds it.
+    async fn lease(&self, d: &Delivery) -> Result<Option<Option<tokio::task::JoinHandle<()>>>> {
+        let Some(l) = &self.leases else {
+            return Ok(Some(None));
+        };
+        let job = &d.job;
+        // The lease lives on the folder's checkpoint row.
+        self.store
+            .folder(job.migration_id, &job.source_folder, &job.dest_folder)
+            .await?;
+        if !l
+            .store
+            .claim_folder(job.migration_id, &job.source_folder, &l.owner, l.ttl)
+            .await?
+        {
+            return Ok(None);
+        }
+        let (l, job) = (l.clone(), job.clone());
+        Ok(Some(Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(l.ttl / 3).await;
+                if let Err(e) = l
+                    .store
+                    .claim_folder(job.migration_id, &job.source_folder, &l.owner, l.ttl)
+                    .await
+                {
+                    tracing::warn!(folder = %job.source_display, error = %e, "cannot renew a folder lease");
+                }
+            }
+        }))))
+    }
+
+    /// Runs jobs until the queue is drained (or closed). `sessions` may bring already open
+    /// sessions for the migration of the first job.
     pub async fn run(
         &self,
         queue: &dyn JobQueue,
-        mut sessions: Option<Sessions>,
+        sessions: Option<Sessions>,
     ) -> Result<Vec<FolderReport>> {
         let mut reports = Vec::new();
+        let mut pooled: Option<(Option<Uuid>, Sessions)> = sessions.map(|s| (None, s));
         while let Some(delivery) = queue.receive().await? {
-            let s = match sessions.take() {
-                Some(s) => Ok(s),
-                None => self.connect().await,
+            let migration = delivery.job.migration_id;
+            let heartbeat = match self.lease(&delivery).await {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    // Someone else is copying this folder: try again once they are done,
+                    // without counting it as a failed attempt.
+                    let mut again = delivery.clone();
+                    again.job.attempt = again.job.attempt.saturating_sub(1);
+                    let wait = self.leases.as_ref().map(|l| l.ttl / 2).unwrap_or_default();
+                    queue.retry(&again, wait).await?;
+                    continue;
+                }
+                Err(e) => {
+                    queue
+                        .retry(&delivery, self.backoff(delivery.job.attempt, &e.kind))
+                        .await?;
+                    continue;
+                }
+            };
+            let s = match pooled.take() {
+                Some((m, s)) if m.is_none() || m == Some(migration) => Ok(s),
+                _ => self.connect(migration).await,
             };
             let (mut report, err, keep) = match s {
                 Ok(mut s) => {
@@ -95,7 +163,7 @@ impl Worker {
                         err.as_ref().map(|e| &e.kind),
                         Some(ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Throttled(_))
                     );
-                    (report, err, keep.then_some(s))
+                    (report, err, keep.then_some((Some(migration), s)))
                 }
                 Err(e) => {
                     let job = &delivery.job;
@@ -109,7 +177,20 @@ impl Worker {
                     (report, Some(e), None)
                 }
             };
-            sessions = keep;
+            pooled = keep;
+            if let Some(h) = heartbeat {
+                h.abort();
+            }
+            if let Some(l) = &self.leases {
+                let job = &delivery.job;
+                if let Err(e) = l
+                    .store
+                    .release_folder(job.migration_id, &job.source_folder, &l.owner)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
+                }
+            }
             if let Some(e) = &err
                 && e.is_retryable()
                 && delivery.job.attempt < self.max_attempts

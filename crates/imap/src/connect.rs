@@ -309,3 +309,36 @@ impl Connector for ImapConnector {
         Ok(Box::new(connect(&self.target).await?))
     }
 }
+
+/// Fleet mode: the servers and credentials of a migration come from the registered
+/// mailbox (credentials opened from the store only when a session is needed).
+pub struct FleetConnectors {
+    pub store: std::sync::Arc<dyn mailshift_core::ports::MailboxStore>,
+    pub timeout: Duration,
+    /// Extra CA certificate trusted for both sides (tests, private CAs).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[async_trait]
+impl mailshift_core::ports::Connectors for FleetConnectors {
+    async fn connector(
+        &self,
+        migration: uuid::Uuid,
+    ) -> mailshift_core::Result<std::sync::Arc<dyn Connector>> {
+        let (m, creds) = self.store.mailbox_credentials(migration).await?;
+        let config = |endpoint: &str, password: SecretString, side: Side| {
+            Ok::<_, mailshift_core::Error>(ServerConfig {
+                endpoint: endpoint.parse()?,
+                password,
+                side,
+                allow_plaintext: m.options.allow_plaintext,
+                ca_file: self.ca_file.clone(),
+                timeout: self.timeout,
+            })
+        };
+        Ok(std::sync::Arc::new(ImapConnector {
+            source: config(&m.source, creds.source_password, Side::Source)?,
+            target: config(&m.dest, creds.dest_password, Side::Destination)?,
+        }))
+    }
+}

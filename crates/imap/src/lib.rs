@@ -13,6 +13,6 @@ mod error;
 mod raw;
 mod session;
 
-pub use connect::{ImapConnector, ServerConfig, Side};
+pub use connect::{FleetConnectors, ImapConnector, ServerConfig, Side};
 pub use error::ImapError;
 pub use session::ImapSession;

@@ -29,6 +29,15 @@ pub enum StoreError {
     /// The folder row a caller referred to does not exist.
     #[error("state database {place}: no folder with id {id}")]
     NoFolder { place: String, id: Uuid },
+    /// Sealing or opening credentials failed (no key, wrong key).
+    #[error("state database {place}: {source}")]
+    Secret {
+        place: String,
+        source: crate::secrets::SecretError,
+    },
+    /// No mailbox is registered for a migration.
+    #[error("state database {place}: no mailbox for migration {id}")]
+    NoMailbox { place: String, id: Uuid },
     /// A stored value cannot be decoded (out-of-range number, bad fingerprint, bad JSON).
     #[error("state database {place}: corrupt {what}")]
     Corrupt { place: String, what: String },
@@ -50,6 +59,8 @@ impl From<StoreError> for Error {
         let kind = match e {
             // Only `SeaStore::connect` returns it: the user must fix the URL.
             StoreError::Url { .. } => ErrorKind::Usage,
+            // Configuration, not a transient failure: retrying cannot help.
+            StoreError::Secret { .. } | StoreError::NoMailbox { .. } => ErrorKind::Usage,
             _ => ErrorKind::Store,
         };
         Error::new(kind, e.to_string())

@@ -26,7 +26,10 @@
 
 pub mod entity;
 mod error;
+mod fleet;
+pub mod secrets;
 mod store;
 
 pub use error::StoreError;
+pub use secrets::{SecretError, SecretKey};
 pub use store::SeaStore;

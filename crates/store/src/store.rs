@@ -80,10 +80,12 @@ fn failure_bytes(f: &FailedMessage) -> usize {
 /// The sea-orm state store. Cheap to clone: clones share the pool.
 #[derive(Clone, Debug)]
 pub struct SeaStore {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
     /// The database as named in messages: the SQLite file path, or the PostgreSQL URL
     /// without password (see `error::describe`). Set once at connect time.
-    place: String,
+    pub(crate) place: String,
+    /// Seals and opens mailbox credentials (fleet mode); None in embedded mode.
+    pub(crate) key: Option<crate::secrets::SecretKey>,
     /// Parameter bytes per multi-row statement: [`PG_STATEMENT_BYTES`] on PostgreSQL,
     /// unbounded on SQLite (no socket in between).
     max_statement_bytes: usize,
@@ -123,6 +125,12 @@ impl SeaStore {
             true,
         )
         .await
+    }
+
+    /// The key that seals mailbox credentials (needed to add or run fleet mailboxes).
+    pub fn with_key(mut self, key: crate::secrets::SecretKey) -> SeaStore {
+        self.key = Some(key);
+        self
     }
 
     /// The underlying connection (pool), e.g. for ad-hoc queries in tests or tools. On
@@ -184,6 +192,7 @@ impl SeaStore {
         Ok(SeaStore {
             db,
             place,
+            key: None,
             max_statement_bytes,
         })
     }
@@ -213,7 +222,7 @@ impl SeaStore {
         }
     }
 
-    fn query_err(&self, op: &'static str) -> impl Fn(DbErr) -> StoreError + '_ {
+    pub(crate) fn query_err(&self, op: &'static str) -> impl Fn(DbErr) -> StoreError + '_ {
         move |source| StoreError::Query {
             place: self.place.clone(),
             op,
@@ -221,7 +230,7 @@ impl SeaStore {
         }
     }
 
-    fn corrupt(&self, what: String) -> StoreError {
+    pub(crate) fn corrupt(&self, what: String) -> StoreError {
         StoreError::Corrupt {
             place: self.place.clone(),
             what,
@@ -329,6 +338,8 @@ impl SeaStore {
                     highest_modseq: Set(None),
                     pending: Set(None),
                     dest_created: Set(false),
+                    lease_owner: Set(None),
+                    lease_until: Set(None),
                     updated_at: Set(chrono::Utc::now()),
                 })
                 .on_conflict_do_nothing_on([

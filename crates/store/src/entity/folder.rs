@@ -21,6 +21,8 @@ pub struct Model {
     /// JSON of `PendingBatch`: set before an APPEND, cleared by the commit after it.
     pub pending: Option<String>,
     pub dest_created: bool,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<ChronoDateTimeUtc>,
     pub updated_at: ChronoDateTimeUtc,
 }
 

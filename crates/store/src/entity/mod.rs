@@ -4,5 +4,6 @@
 
 pub mod failure;
 pub mod folder;
+pub mod mailbox;
 pub mod message;
 pub mod migration;

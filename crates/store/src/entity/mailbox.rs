@@ -1,0 +1,26 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "mailbox")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub migration_id: Uuid,
+    pub batch: Option<String>,
+    pub source: String,
+    pub dest: String,
+    /// Sealed with the fleet key (`crate::secrets`), never plaintext.
+    pub source_secret: String,
+    pub dest_secret: String,
+    pub options: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub last_pass_at: Option<ChronoDateTimeUtc>,
+    pub next_pass_at: Option<ChronoDateTimeUtc>,
+    pub created_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

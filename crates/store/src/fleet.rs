@@ -1,0 +1,279 @@
+//! The fleet's tables on [`SeaStore`]: registered mailboxes with sealed credentials, and
+//! folder leases (a worker holds a folder while it copies it; an expired lease, say of a
+//! killed worker, may be taken over).
+
+use crate::entity::{folder, mailbox};
+use crate::error::StoreError;
+use crate::store::SeaStore;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mailshift_core::endpoint::Endpoint;
+use mailshift_core::ports::{
+    MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
+};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn to_unix(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp())
+}
+
+impl SeaStore {
+    fn key(&self) -> Result<&crate::secrets::SecretKey, StoreError> {
+        self.key.as_ref().ok_or_else(|| StoreError::Secret {
+            place: self.place.clone(),
+            source: crate::secrets::SecretError::Missing,
+        })
+    }
+
+    fn to_record(&self, m: &mailbox::Model) -> Result<MailboxRecord, StoreError> {
+        let options: MailboxOptions = serde_json::from_str(&m.options)
+            .map_err(|e| self.corrupt(format!("options of mailbox {}: {e}", m.id)))?;
+        Ok(MailboxRecord {
+            id: m.id,
+            migration_id: m.migration_id,
+            batch: m.batch.clone(),
+            source: m.source.clone(),
+            dest: m.dest.clone(),
+            options,
+            status: m.status.clone(),
+            last_error: m.last_error.clone(),
+            last_pass_at: to_unix(m.last_pass_at),
+            next_pass_at: to_unix(m.next_pass_at),
+        })
+    }
+
+    async fn find_mailbox(&self, migration: Uuid) -> Result<mailbox::Model, StoreError> {
+        mailbox::Entity::find()
+            .filter(mailbox::Column::MigrationId.eq(migration))
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a mailbox"))?
+            .ok_or_else(|| StoreError::NoMailbox {
+                place: self.place.clone(),
+                id: migration,
+            })
+    }
+
+    async fn add_mailbox_impl(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        batch: Option<&str>,
+        options: &MailboxOptions,
+        credentials: &MailboxCredentials,
+    ) -> Result<MailboxRecord, StoreError> {
+        let key = self.key()?;
+        let migration = self
+            .migration(source, dest)
+            .await
+            .map_err(|e| self.corrupt(e.message))?;
+        let options_json = serde_json::to_string(options)
+            .map_err(|e| self.corrupt(format!("mailbox options: {e}")))?;
+        let row = mailbox::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            migration_id: Set(migration),
+            batch: Set(batch.map(str::to_string)),
+            source: Set(source.to_string()),
+            dest: Set(dest.to_string()),
+            source_secret: Set(key.seal(&credentials.source_password)),
+            dest_secret: Set(key.seal(&credentials.dest_password)),
+            options: Set(options_json),
+            status: Set("pending".into()),
+            last_error: Set(None),
+            last_pass_at: Set(None),
+            next_pass_at: Set(Some(Utc::now())),
+            created_at: Set(Utc::now()),
+        };
+        mailbox::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(mailbox::Column::MigrationId)
+                    .update_columns([
+                        mailbox::Column::Batch,
+                        mailbox::Column::SourceSecret,
+                        mailbox::Column::DestSecret,
+                        mailbox::Column::Options,
+                        mailbox::Column::NextPassAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(self.query_err("registering a mailbox"))?;
+        let m = self.find_mailbox(migration).await?;
+        self.to_record(&m)
+    }
+
+    async fn mailboxes_impl(&self, batch: Option<&str>) -> Result<Vec<MailboxRecord>, StoreError> {
+        let mut q = mailbox::Entity::find().order_by_asc(mailbox::Column::CreatedAt);
+        if let Some(b) = batch {
+            q = q.filter(mailbox::Column::Batch.eq(b));
+        }
+        q.all(&self.db)
+            .await
+            .map_err(self.query_err("listing mailboxes"))?
+            .iter()
+            .map(|m| self.to_record(m))
+            .collect()
+    }
+
+    async fn credentials_impl(
+        &self,
+        migration: Uuid,
+    ) -> Result<(MailboxRecord, MailboxCredentials), StoreError> {
+        let key = self.key()?;
+        let m = self.find_mailbox(migration).await?;
+        let open = |s: &str| {
+            key.open(s).map_err(|e| StoreError::Secret {
+                place: self.place.clone(),
+                source: e,
+            })
+        };
+        let creds = MailboxCredentials {
+            source_password: open(&m.source_secret)?,
+            dest_password: open(&m.dest_secret)?,
+        };
+        Ok((self.to_record(&m)?, creds))
+    }
+
+    async fn set_status_impl(
+        &self,
+        id: Uuid,
+        status: &str,
+        error: Option<&str>,
+        next_pass_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let next = next_pass_at.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+        let mut q = mailbox::Entity::update_many()
+            .col_expr(mailbox::Column::Status, Expr::value(status))
+            .col_expr(
+                mailbox::Column::LastError,
+                Expr::value(error.map(str::to_string)),
+            )
+            .col_expr(mailbox::Column::NextPassAt, Expr::value(next));
+        if status != "syncing" {
+            q = q.col_expr(mailbox::Column::LastPassAt, Expr::value(Some(Utc::now())));
+        }
+        q.filter(mailbox::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("updating a mailbox's status"))?;
+        Ok(())
+    }
+
+    async fn claim_impl(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        // One conditional UPDATE: atomic on both backends, whoever matches wins.
+        let res = folder::Entity::update_many()
+            .col_expr(
+                folder::Column::LeaseOwner,
+                Expr::value(Some(owner.to_string())),
+            )
+            .col_expr(folder::Column::LeaseUntil, Expr::value(Some(until)))
+            .filter(folder::Column::MigrationId.eq(migration))
+            .filter(folder::Column::SourceFolder.eq(source_folder))
+            .filter(
+                Condition::any()
+                    .add(folder::Column::LeaseOwner.is_null())
+                    .add(folder::Column::LeaseOwner.eq(owner))
+                    .add(folder::Column::LeaseUntil.lt(now)),
+            )
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("claiming a folder"))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    async fn release_impl(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        folder::Entity::update_many()
+            .col_expr(
+                folder::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                folder::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(folder::Column::MigrationId.eq(migration))
+            .filter(folder::Column::SourceFolder.eq(source_folder))
+            .filter(folder::Column::LeaseOwner.eq(owner))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("releasing a folder"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MailboxStore for SeaStore {
+    async fn add_mailbox(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        batch: Option<&str>,
+        options: &MailboxOptions,
+        credentials: &MailboxCredentials,
+    ) -> mailshift_core::Result<MailboxRecord> {
+        Ok(self
+            .add_mailbox_impl(source, dest, batch, options, credentials)
+            .await?)
+    }
+
+    async fn mailboxes(&self, batch: Option<&str>) -> mailshift_core::Result<Vec<MailboxRecord>> {
+        Ok(self.mailboxes_impl(batch).await?)
+    }
+
+    async fn mailbox_credentials(
+        &self,
+        migration: Uuid,
+    ) -> mailshift_core::Result<(MailboxRecord, MailboxCredentials)> {
+        Ok(self.credentials_impl(migration).await?)
+    }
+
+    async fn set_mailbox_status(
+        &self,
+        id: Uuid,
+        status: &str,
+        error: Option<&str>,
+        next_pass_at: Option<i64>,
+    ) -> mailshift_core::Result<()> {
+        Ok(self
+            .set_status_impl(id, status, error, next_pass_at)
+            .await?)
+    }
+
+    async fn claim_folder(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> mailshift_core::Result<bool> {
+        Ok(self
+            .claim_impl(migration, source_folder, owner, lease)
+            .await?)
+    }
+
+    async fn release_folder(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+    ) -> mailshift_core::Result<()> {
+        Ok(self.release_impl(migration, source_folder, owner).await?)
+    }
+}
