@@ -1,9 +1,11 @@
 //! The `mailshift` binary: parses the command line, wires adapters to the engine, and
 //! prints what happened. The only crate that uses anyhow and touches the terminal.
 
+mod fleet;
 mod migrate;
 mod output;
 mod progress;
+mod queue;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,18 @@ enum Command {
         could not be copied (listed at the end; a re-run retries them); 2 on bad usage."
     )]
     Migrate(Box<migrate::MigrateArgs>),
+    /// Fleet database: apply schema migrations, create a credentials key
+    #[command(subcommand)]
+    Db(fleet::DbCommand),
+    /// Fleet: register mailboxes to migrate
+    #[command(subcommand)]
+    Mailbox(fleet::MailboxCommand),
+    /// Fleet: where every registered mailbox stands
+    Status(Box<fleet::StatusArgs>),
+    /// Fleet: plan passes of due mailboxes and publish their folder jobs to RabbitMQ
+    Scheduler(Box<fleet::SchedulerArgs>),
+    /// Fleet: take folder jobs from RabbitMQ and copy mail (run as many as you like)
+    Worker(Box<fleet::WorkerArgs>),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +70,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => migrate::run(*args).await,
+            Command::Db(cmd) => fleet::db(cmd).await,
+            Command::Mailbox(cmd) => fleet::mailbox(cmd).await,
+            Command::Status(args) => fleet::status(*args).await,
+            Command::Scheduler(args) => fleet::scheduler(*args).await,
+            Command::Worker(args) => fleet::worker(*args).await,
         }
     });
     match result {

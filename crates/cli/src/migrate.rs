@@ -109,7 +109,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn password(
+pub(crate) fn password(
     file: &Option<PathBuf>,
     var: &str,
     side: &str,

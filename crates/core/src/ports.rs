@@ -393,6 +393,12 @@ pub trait JobQueue: Send + Sync {
     async fn ack(&self, delivery: &Delivery) -> Result<()>;
     /// Try the job again after `delay` (with `attempt` incremented).
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<()>;
+    /// The job failed for good: keep it aside with `reason` (a dead-letter queue) and
+    /// forget it here. Queues without one just acknowledge it.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let _ = reason;
+        self.ack(delivery).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------

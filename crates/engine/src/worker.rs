@@ -208,7 +208,19 @@ impl Worker {
                 continue;
             }
             self.settle(&delivery, &mut report);
-            queue.ack(&delivery).await?;
+            match (&err, &self.leases) {
+                (Some(e), Some(l)) => {
+                    // Fleet: keep the job aside and show the error on the mailbox.
+                    let reason = format!("folder '{}': {}", delivery.job.source_display, e.message);
+                    queue.dead_letter(&delivery, &reason).await?;
+                    if let Ok((m, _)) = l.store.mailbox_credentials(migration).await {
+                        l.store
+                            .set_mailbox_status(m.id, "failed", Some(&reason), m.next_pass_at)
+                            .await?;
+                    }
+                }
+                _ => queue.ack(&delivery).await?,
+            }
             reports.push(report);
         }
         Ok(reports)

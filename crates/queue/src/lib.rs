@@ -1,7 +1,9 @@
-//! Job queues. [`MemoryQueue`] is the in-process queue of the embedded mode; it has the
-//! semantics the RabbitMQ queue has in the fleet (deliver, ack after checkpoint, retry with
-//! delay), so the worker code cannot tell them apart.
+//! Job queues. [`MemoryQueue`] is the in-process queue of the embedded mode; [`AmqpQueue`]
+//! is the fleet's, on RabbitMQ. Both have the same semantics (deliver, ack after the
+//! checkpoint, retry with delay, dead-letter), so the worker code cannot tell them apart.
 
+mod amqp;
 mod memory;
 
+pub use amqp::AmqpQueue;
 pub use memory::MemoryQueue;

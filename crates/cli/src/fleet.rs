@@ -1,0 +1,359 @@
+//! Fleet mode's commands: `db`, `mailbox add`, `status`, `scheduler`, `worker`. State in
+//! PostgreSQL, jobs on RabbitMQ; the same engine as `migrate`.
+
+use crate::migrate::password;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use mailshift_core::endpoint::Endpoint;
+use mailshift_core::plan::BatchLimits;
+use mailshift_core::ports::{
+    Connectors, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress, StateStore,
+};
+use mailshift_engine::fleet::Scheduler;
+use mailshift_engine::worker::{Leases, Worker};
+use mailshift_imap::FleetConnectors;
+use mailshift_store::{SeaStore, SecretKey};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the fleet keeps its state and its key.
+#[derive(Args, Clone)]
+pub struct FleetDb {
+    /// PostgreSQL URL of the fleet's database
+    #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+    database: String,
+    /// Do not apply schema migrations at start (see `mailshift db migrate`)
+    #[arg(long)]
+    no_migrate: bool,
+    /// File holding the credentials key (otherwise MAILSHIFT_SECRET_KEY)
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
+}
+
+impl FleetDb {
+    async fn open(&self, need_key: bool) -> anyhow::Result<SeaStore> {
+        let store = SeaStore::connect(&self.database, !self.no_migrate).await?;
+        let key = match &self.secret_key_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the key file {}", f.display()))?,
+            ),
+            None => std::env::var("MAILSHIFT_SECRET_KEY").ok(),
+        };
+        match key {
+            Some(k) => Ok(store.with_key(SecretKey::from_base64(&k)?)),
+            None if need_key => Err(mailshift_store::SecretError::Missing.into()),
+            None => Ok(store),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations to the fleet's database
+    Migrate {
+        #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+        database: String,
+    },
+    /// Print a new random credentials key (base64) for MAILSHIFT_SECRET_KEY
+    NewKey,
+}
+
+pub async fn db(cmd: DbCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DbCommand::Migrate { database } => {
+            SeaStore::connect(&database, true).await?;
+            eprintln!("database schema is up to date");
+        }
+        DbCommand::NewKey => println!("{}", SecretKey::generate()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum MailboxCommand {
+    /// Register a mailbox for migration (its first pass runs at the next scheduler round)
+    Add(Box<MailboxAdd>),
+}
+
+#[derive(Args)]
+pub struct MailboxAdd {
+    #[command(flatten)]
+    db: FleetDb,
+    /// Old server: imap://USER@HOST[:PORT] or imaps://USER@HOST[:PORT]
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// New server, same form
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// File holding the old server's password (otherwise MAILSHIFT_FROM_PASSWORD)
+    #[arg(long, value_name = "FILE")]
+    from_password_file: Option<PathBuf>,
+    /// File holding the new server's password (otherwise MAILSHIFT_TO_PASSWORD)
+    #[arg(long, value_name = "FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Group mailboxes into a named batch
+    #[arg(long, value_name = "NAME")]
+    batch: Option<String>,
+    #[arg(long = "map", value_name = "SRC=DST")]
+    maps: Vec<String>,
+    #[arg(long = "exclude", value_name = "REGEX")]
+    excludes: Vec<String>,
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Never remove anything from the destination
+    #[arg(long)]
+    no_delete: bool,
+}
+
+pub async fn mailbox(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
+    let MailboxCommand::Add(a) = cmd;
+    let source: Endpoint = a.from.parse().context("--from")?;
+    let dest: Endpoint = a.to.parse().context("--to")?;
+    // Validate the folder rules now rather than at the first pass.
+    mailshift_core::folder::FolderRules::new(&a.maps, &a.excludes)?;
+    let creds = MailboxCredentials {
+        source_password: password(
+            &a.from_password_file,
+            "MAILSHIFT_FROM_PASSWORD",
+            "source",
+            "--from-password-file",
+        )?,
+        dest_password: password(
+            &a.to_password_file,
+            "MAILSHIFT_TO_PASSWORD",
+            "destination",
+            "--to-password-file",
+        )?,
+    };
+    let store = a.db.open(true).await?;
+    let options = MailboxOptions {
+        maps: a.maps.clone(),
+        excludes: a.excludes.clone(),
+        allow_plaintext: a.allow_plaintext,
+        delete: !a.no_delete,
+        adopt_existing: false,
+    };
+    let m = store
+        .add_mailbox(&source, &dest, a.batch.as_deref(), &options, &creds)
+        .await?;
+    eprintln!("registered mailbox {} -> {} ({})", m.source, m.dest, m.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    #[arg(long, value_name = "NAME")]
+    batch: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(false).await?;
+    let mut rows = Vec::new();
+    for m in store.mailboxes(a.batch.as_deref()).await? {
+        let folders = store.folders(m.migration_id).await?;
+        let mut messages = 0usize;
+        let mut refused = 0usize;
+        for f in &folders {
+            messages += store.copied(f.id).await?.len();
+            refused += store.failed(f.id).await?.len();
+        }
+        rows.push(serde_json::json!({
+            "id": m.id,
+            "batch": m.batch,
+            "source": m.source,
+            "dest": m.dest,
+            "status": m.status,
+            "folders": folders.len(),
+            "messages_copied": messages,
+            "messages_refused": refused,
+            "last_error": m.last_error,
+            "last_pass_at": m.last_pass_at,
+            "next_pass_at": m.next_pass_at,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<40} {:<9} {:>7} {:>9} {:>7}  error",
+            "mailbox (source)", "status", "folders", "copied", "refused"
+        );
+        for r in &rows {
+            println!(
+                "{:<40} {:<9} {:>7} {:>9} {:>7}  {}",
+                r["source"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["folders"],
+                r["messages_copied"],
+                r["messages_refused"],
+                r["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where jobs go.
+#[derive(Args, Clone)]
+pub struct FleetQueue {
+    /// RabbitMQ URL
+    #[arg(long, env = "MAILSHIFT_AMQP_URL", value_name = "URL")]
+    amqp: String,
+    /// Queue name (several fleets can share a broker)
+    #[arg(long, default_value = "mailshift.jobs", value_name = "NAME")]
+    queue: String,
+}
+
+#[derive(Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    #[command(flatten)]
+    queue: FleetQueue,
+    /// Time between incremental passes of a mailbox, in seconds
+    #[arg(long, default_value_t = 4 * 3600, value_name = "SECS")]
+    interval: u64,
+    /// Plan one round (every mailbox, due or not) and exit
+    #[arg(long)]
+    once: bool,
+    /// Seconds an IMAP command may take
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    timeout: u64,
+}
+
+fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
+    Arc::new(FleetConnectors {
+        store: Arc::new(store.clone()),
+        timeout: Duration::from_secs(timeout.max(1)),
+        ca_file: std::env::var_os("MAILSHIFT_CA_FILE").map(PathBuf::from),
+    })
+}
+
+pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    crate::init_logging("info");
+    let store = a.db.open(true).await?;
+    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;
+    let s = Scheduler {
+        state: Arc::new(store.clone()),
+        mailboxes: Arc::new(store.clone()),
+        connectors: connectors(&store, a.timeout),
+        queue,
+        interval: Duration::from_secs(a.interval.max(1)),
+    };
+    if a.once {
+        let r = s.round(true).await?;
+        eprintln!(
+            "scheduled {} job(s) for {} mailbox(es); {} could not be planned",
+            r.jobs, r.mailboxes, r.failed
+        );
+        return Ok(if r.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    loop {
+        tokio::select! {
+            r = s.round(false) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e.message, "scheduling round failed");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    #[command(flatten)]
+    queue: FleetQueue,
+    /// Folder jobs run at once (each holds one connection to each server)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    concurrency: usize,
+    /// Seconds an IMAP command may take
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    timeout: u64,
+    /// Attempts of a job before it goes to the dead-letter queue
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_attempts: u32,
+    /// Exit once the queue stays empty this many seconds (for batch runs and tests)
+    #[arg(long, value_name = "SECS")]
+    exit_when_idle: Option<u64>,
+}
+
+pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    crate::init_logging("info");
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let store = a.db.open(true).await?;
+    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;
+    let queue: Arc<dyn JobQueue> = match a.exit_when_idle {
+        Some(secs) => Arc::new(crate::queue::IdleExit::new(
+            queue,
+            Duration::from_secs(secs),
+        )),
+        None => queue,
+    };
+    let owner = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+        std::process::id()
+    );
+    let mut w = Worker::new(
+        connectors(&store, a.timeout),
+        Arc::new(store.clone()) as Arc<dyn StateStore>,
+        Arc::new(NoProgress),
+        BatchLimits::default(),
+    );
+    w.max_attempts = a.max_attempts;
+    w.leases = Some(Leases {
+        store: Arc::new(store.clone()) as Arc<dyn MailboxStore>,
+        owner,
+        ttl: Duration::from_secs(60),
+    });
+    let w = Arc::new(w);
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (w, q) = (w.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move { w.run(&*q, None).await }));
+    }
+    let mut ok = true;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(reports)) => {
+                for r in reports {
+                    tracing::info!(folder = %r.source, copied = r.copied, status = ?r.status, "folder pass done");
+                }
+            }
+            Ok(Err(e)) => {
+                ok = false;
+                tracing::error!(error = %e.message, "worker stopped");
+            }
+            Err(e) => {
+                ok = false;
+                tracing::error!(error = %e, "worker task ended abnormally");
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
