@@ -394,3 +394,96 @@ async fn adopt_existing_recognises_mail_copied_by_another_tool() {
     );
     assert_mirrored(&pair, "destination after adopting").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_what_was_changed_by_hand_on_the_destination() {
+    let pair = Pair::new(DovecotOptions::default());
+    populate(
+        &pair,
+        &CorpusSpec {
+            seed: 17,
+            messages: 300,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let out = pair.migrate(&[]);
+    assert!(out.status.success(), "migrate failed:\n{}", text(&out));
+    let verify = |extra: &[&str]| {
+        let mut c = pair.command(&[]);
+        // `command` is for migrate; build the verify command line from its parts.
+        let args: Vec<String> = c
+            .get_args()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let state_at = args.iter().position(|a| a == "--state").unwrap();
+        let mut v = std::process::Command::new(mailshift_tests::mailshift_bin());
+        v.arg("verify");
+        for (i, a) in args.iter().enumerate() {
+            if i != state_at && i != state_at + 1 {
+                v.arg(a);
+            }
+        }
+        v.args(extra)
+            .env("MAILSHIFT_FROM_PASSWORD", SRC_PW)
+            .env("MAILSHIFT_TO_PASSWORD", DST_PW)
+            .stdin(Stdio::null());
+        let _ = &mut c;
+        let out = v.output().unwrap();
+        assert_no_secrets(&out);
+        out
+    };
+    let out = verify(&[]);
+    assert!(
+        out.status.success(),
+        "verify after a migration:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("in sync: "), "{}", text(&out));
+
+    // By hand on the destination: one message deleted, one flag changed.
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    let gone = dst["INBOX"][0].clone();
+    let flagged = dst["Projects"][0].clone();
+    ops::run(
+        pair.dst.port(),
+        "alice",
+        DST_PW,
+        &[
+            "SELECT INBOX".to_string(),
+            format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", gone.uid),
+            format!("UID EXPUNGE {}", gone.uid),
+            "SELECT Projects".to_string(),
+            format!(
+                "UID STORE {} FLAGS.SILENT ({})",
+                flagged.uid,
+                if flagged.flags.iter().any(|f| f == "\\Flagged") {
+                    ""
+                } else {
+                    "\\Flagged"
+                }
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let out = verify(&[]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("folder 'INBOX': missing on the destination")
+            && report.contains(&gone.subject),
+        "names the deleted message by folder and subject:\n{report}"
+    );
+    assert!(
+        report.contains("folder 'Projects'") && report.contains(&flagged.subject),
+        "names the re-flagged message by folder and subject:\n{report}"
+    );
+    let out = verify(&["--json", "--deep"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["in_sync"], false);
+}

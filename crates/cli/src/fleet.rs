@@ -1,7 +1,7 @@
 //! Fleet mode's commands: `db`, `mailbox add`, `status`, `scheduler`, `worker`. State in
 //! PostgreSQL, jobs on RabbitMQ; the same engine as `migrate`.
 
-use crate::migrate::password;
+use crate::servers::password;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use mailshift_core::endpoint::Endpoint;

@@ -6,6 +6,8 @@ mod migrate;
 mod output;
 mod progress;
 mod queue;
+mod servers;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +43,9 @@ enum Command {
         could not be copied (listed at the end; a re-run retries them); 2 on bad usage."
     )]
     Migrate(Box<migrate::MigrateArgs>),
+    /// Compare both servers folder by folder (independently of any state) and say what
+    /// is missing, extra or different; exit 0 only when in sync
+    Verify(Box<verify::VerifyArgs>),
     /// Fleet database: apply schema migrations, create a credentials key
     #[command(subcommand)]
     Db(fleet::DbCommand),
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => migrate::run(*args).await,
+            Command::Verify(args) => verify::run(*args).await,
             Command::Db(cmd) => fleet::db(cmd).await,
             Command::Mailbox(cmd) => fleet::mailbox(cmd).await,
             Command::Status(args) => fleet::status(*args).await,

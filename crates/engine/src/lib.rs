@@ -8,6 +8,7 @@
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
+//! - [`verify`]: comparing both servers independently of stored state.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
 //!   sessions, retries what is retryable and acknowledges after the checkpoint.
 //! - [`embedded`]: `mailshift migrate` on one machine: plan the folders, create them, put
@@ -22,6 +23,7 @@ pub mod fault;
 pub mod fleet;
 pub mod pass;
 pub mod reconcile;
+pub mod verify;
 pub mod worker;
 
 pub use embedded::{MigrateOptions, migrate};
