@@ -66,11 +66,12 @@ fn instant(s: &str) -> Option<i64> {
     let (time, zone) = rest.trim().split_once(' ')?;
     let mut d = date.split('-');
     let day: i64 = d.next()?.trim().parse().ok()?;
+    let month_name = d.next()?;
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ]
     .iter()
-    .position(|m| m.eq_ignore_ascii_case(d.next().unwrap_or("")))? as i64
+    .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
         + 1;
     let year: i64 = d.next()?.parse().ok()?;
     let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
