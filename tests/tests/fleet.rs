@@ -81,6 +81,131 @@ struct Fleet {
     queue: String,
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for q in ["", ".delay", ".dead"] {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_queue", &format!("{}{q}", self.queue)])
+                .output();
+        }
+    }
+}
+
+/// Servers, a fleet database and queue, and `users` registered with a corpus each.
+struct Setup {
+    src: Dovecot,
+    dst: Dovecot,
+    fleet: Fleet,
+    users: Vec<String>,
+    before: Vec<imap::Snapshot>,
+}
+
+fn src_pw(u: &str) -> String {
+    format!("src-{u}-Pw1")
+}
+
+fn dst_pw(u: &str) -> String {
+    format!("dst-{u}-Pw1")
+}
+
+impl Setup {
+    async fn new(users: &[&str], messages: usize) -> Setup {
+        let folders = corpus::standard_folders();
+        let src = Dovecot::start(DovecotOptions {
+            delimiter: '.',
+            special_use: special_use_options(&folders, '.'),
+            ..Default::default()
+        })
+        .unwrap();
+        let dst = Dovecot::start(DovecotOptions::default()).unwrap();
+        let key = String::from_utf8(
+            Command::new(mailshift_bin())
+                .args(["db", "new-key"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        let fleet = Fleet {
+            db: Db::create(),
+            key,
+            queue: format!("mailshift.test.{}", uuid_like()),
+        };
+        let out = fleet.run(&["db", "migrate"], &[]);
+        assert!(out.status.success(), "db migrate: {}", text(&out));
+        // All users before the first login: Dovecot re-reads its passwd file by mtime.
+        for u in users {
+            src.add_user(u, &src_pw(u));
+            dst.add_user(u, &dst_pw(u));
+        }
+        let mut before = Vec::new();
+        for (i, u) in users.iter().enumerate() {
+            let corpus = corpus::generate(&CorpusSpec {
+                seed: 100 + i as u64,
+                messages,
+                big_attachments: 0,
+            });
+            imap::populate(src.port(), u, &src_pw(u), &corpus)
+                .await
+                .unwrap();
+            before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
+            fleet.add(&src, &dst, u, &src_pw(u), &dst_pw(u));
+        }
+        Setup {
+            src,
+            dst,
+            fleet,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            before,
+        }
+    }
+
+    /// Every mailbox's destination equals its source as it was.
+    async fn assert_all_mirrored(&self) {
+        for (i, u) in self.users.iter().enumerate() {
+            let got = imap::snapshot(self.dst.port(), u, &dst_pw(u))
+                .await
+                .unwrap();
+            assert_same(&self.before[i], &got, &format!("mailbox {u}"));
+        }
+    }
+
+    async fn destination_total(&self) -> usize {
+        let mut n = 0;
+        for u in &self.users {
+            if let Ok(s) = imap::snapshot(self.dst.port(), u, &dst_pw(u)).await {
+                n += s.values().map(Vec::len).sum::<usize>();
+            }
+        }
+        n
+    }
+
+    fn worker(&self, extra: &[&str]) -> std::process::Child {
+        let mut args = vec!["worker", "--queue", &self.fleet.queue];
+        args.extend_from_slice(extra);
+        self.fleet
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn schedule(&self) -> Output {
+        self.fleet
+            .run(&["scheduler", "--once", "--queue", &self.fleet.queue], &[])
+    }
+}
+
+fn finish(worker: std::process::Child) {
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success(), "worker: {}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains("-Pw1"), "a password in the worker's output");
+}
+
 impl Fleet {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mailshift_bin());
@@ -91,6 +216,34 @@ impl Fleet {
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         c
+    }
+
+    fn add(&self, src: &Dovecot, dst: &Dovecot, user: &str, spw: &str, dpw: &str) {
+        let out = self.run(
+            &[
+                "mailbox",
+                "add",
+                "--from",
+                &src.url(user),
+                "--to",
+                &dst.url(user),
+                "--allow-plaintext",
+                "--batch",
+                "test",
+            ],
+            &[
+                ("MAILSHIFT_FROM_PASSWORD", spw),
+                ("MAILSHIFT_TO_PASSWORD", dpw),
+            ],
+        );
+        assert!(out.status.success(), "mailbox add: {}", text(&out));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"], &[]);
+        assert!(out.status.success(), "status: {}", text(&out));
+        assert!(!text(&out).contains("-Pw1"));
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
@@ -107,86 +260,18 @@ async fn mailboxes_migrated_by_two_workers_over_rabbitmq_and_postgres() {
     if skip() {
         return;
     }
-    let folders = corpus::standard_folders();
-    let src = Dovecot::start(DovecotOptions {
-        delimiter: '.',
-        special_use: special_use_options(&folders, '.'),
-        ..Default::default()
-    })
-    .unwrap();
-    let dst = Dovecot::start(DovecotOptions::default()).unwrap();
-    let key = String::from_utf8(
-        Command::new(mailshift_bin())
-            .args(["db", "new-key"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let fleet = Fleet {
-        db: Db::create(),
-        key,
-        queue: format!("mailshift.test.{}", uuid_like()),
-    };
-    let out = fleet.run(&["db", "migrate"], &[]);
-    assert!(out.status.success(), "db migrate: {}", text(&out));
-
-    let users = ["alice", "bob", "carol"];
-    // All users before the first login: Dovecot re-reads its passwd file by mtime.
-    for u in users {
-        src.add_user(u, &format!("src-{u}-Pw1"));
-        dst.add_user(u, &format!("dst-{u}-Pw1"));
-    }
-    src.add_user("dave", "src-dave-Pw1");
-    dst.add_user("dave", "dst-dave-Pw1");
-    let mut before = Vec::new();
-    for (i, u) in users.iter().enumerate() {
-        let (spw, dpw) = (format!("src-{u}-Pw1"), format!("dst-{u}-Pw1"));
-        let corpus = corpus::generate(&CorpusSpec {
-            seed: 100 + i as u64,
-            messages: 250,
-            big_attachments: 0,
-        });
-        imap::populate(src.port(), u, &spw, &corpus).await.unwrap();
-        before.push(imap::snapshot(src.port(), u, &spw).await.unwrap());
-        let out = fleet.run(
-            &[
-                "mailbox",
-                "add",
-                "--from",
-                &src.url(u),
-                "--to",
-                &dst.url(u),
-                "--allow-plaintext",
-                "--batch",
-                "test",
-            ],
-            &[
-                ("MAILSHIFT_FROM_PASSWORD", &spw),
-                ("MAILSHIFT_TO_PASSWORD", &dpw),
-            ],
-        );
-        assert!(out.status.success(), "mailbox add: {}", text(&out));
-    }
+    let setup = Setup::new(&["alice", "bob", "carol"], 250).await;
+    let fleet = &setup.fleet;
     // A mailbox whose destination password is wrong.
-    let out = fleet.run(
-        &[
-            "mailbox",
-            "add",
-            "--from",
-            &src.url("dave"),
-            "--to",
-            &dst.url("dave"),
-            "--allow-plaintext",
-        ],
-        &[
-            ("MAILSHIFT_FROM_PASSWORD", "src-dave-Pw1"),
-            ("MAILSHIFT_TO_PASSWORD", "not-daves-password"),
-        ],
+    setup.src.add_user("dave", "src-dave-Pw1");
+    setup.dst.add_user("dave", "dst-dave-Pw1");
+    fleet.add(
+        &setup.src,
+        &setup.dst,
+        "dave",
+        "src-dave-Pw1",
+        "not-daves-password",
     );
-    assert!(out.status.success(), "mailbox add: {}", text(&out));
 
     // No plaintext password at rest.
     let secrets = psql(
@@ -197,7 +282,7 @@ async fn mailboxes_migrated_by_two_workers_over_rabbitmq_and_postgres() {
         assert!(!secrets.contains(pw), "plaintext password in the database");
     }
 
-    let out = fleet.run(&["scheduler", "--once", "--queue", &fleet.queue], &[]);
+    let out = setup.schedule();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -205,39 +290,14 @@ async fn mailboxes_migrated_by_two_workers_over_rabbitmq_and_postgres() {
         text(&out)
     );
     let workers: Vec<_> = (0..2)
-        .map(|_| {
-            fleet
-                .cmd(&[
-                    "worker",
-                    "--queue",
-                    &fleet.queue,
-                    "--concurrency",
-                    "2",
-                    "--exit-when-idle",
-                    "5",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| setup.worker(&["--concurrency", "2", "--exit-when-idle", "5"]))
         .collect();
     for w in workers {
-        let out = w.wait_with_output().unwrap();
-        assert!(out.status.success(), "worker: {}", text(&out));
-        let all = text(&out);
-        assert!(!all.contains("Pw1") && !all.contains("not-daves-password"));
+        finish(w);
     }
+    setup.assert_all_mirrored().await;
 
-    for (i, u) in users.iter().enumerate() {
-        let got = imap::snapshot(dst.port(), u, &format!("dst-{u}-Pw1"))
-            .await
-            .unwrap();
-        assert_same(&before[i], &got, &format!("mailbox {u}"));
-    }
-    let out = fleet.run(&["status", "--json"], &[]);
-    assert!(out.status.success(), "status: {}", text(&out));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = fleet.status();
     let rows = status.as_array().unwrap();
     assert_eq!(rows.len(), 4);
     let dave = rows
@@ -252,11 +312,134 @@ async fn mailboxes_migrated_by_two_workers_over_rabbitmq_and_postgres() {
             .contains("destination"),
         "the error names the side: {status:#}"
     );
-    assert!(!text(&out).contains("Pw1"));
     for r in rows.iter().filter(|r| r["source"] != dave["source"]) {
         assert_eq!(r["messages_copied"], 250, "{status:#}");
     }
-    let _ = Command::new("rabbitmqctl")
-        .args(["delete_queue", &fleet.queue])
-        .output();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_worker_and_dropped_broker_connections_lose_and_duplicate_nothing() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["erin", "frank", "grace"], 500).await;
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let total: usize = setup
+        .before
+        .iter()
+        .map(|s| s.values().map(Vec::len).sum::<usize>())
+        .sum();
+    // Small batches so the work lasts; short leases so the killed worker's folders are
+    // taken over quickly.
+    let slow = [
+        "--concurrency",
+        "2",
+        "--batch-messages",
+        "10",
+        "--lease-secs",
+        "4",
+        "--exit-when-idle",
+        "10",
+    ];
+    let mut first = setup.worker(&slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while setup.destination_total().await < 150 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    first.kill().unwrap(); // SIGKILL, mid-batch
+    first.wait().unwrap();
+    let copied_by_first = setup.destination_total().await;
+    assert!(
+        copied_by_first < total,
+        "the first worker finished everything"
+    );
+
+    let others: Vec<_> = (0..2).map(|_| setup.worker(&slow)).collect();
+    let before_drop = setup.destination_total().await;
+    while setup.destination_total().await < before_drop + 150 {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The broker drops every connection (as on a restart); workers reconnect.
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "close_all_connections",
+            "mailshift test: simulated broker restart",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rabbitmqctl: {}", text(&out));
+    for w in others {
+        finish(w);
+    }
+    setup.assert_all_mirrored().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_keeps_failing_ends_in_the_dead_letter_queue() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["heidi", "ivan"], 120).await;
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    // "scheduled N job(s) for 2 mailbox(es)": both mailboxes have the same folders.
+    let jobs: usize = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("scheduled "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no job count: {}", text(&out)));
+    // After the jobs were published, heidi's destination password is changed.
+    setup.dst.set_password("heidi", "changed-by-the-admin");
+    let w = setup.worker(&[
+        "--concurrency",
+        "4",
+        "--max-attempts",
+        "2",
+        "--exit-when-idle",
+        "8",
+    ]);
+    finish(w);
+
+    let queues = Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "messages", "-q"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&queues.stdout).into_owned();
+    let dead: usize = listing
+        .lines()
+        .find_map(|l| {
+            let (name, n) = l.split_once('\t')?;
+            (name == format!("{}.dead", setup.fleet.queue)).then(|| n.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        dead,
+        jobs / 2,
+        "every heidi job is dead-lettered:\n{listing}"
+    );
+    let status = setup.fleet.status();
+    let heidi = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"].as_str().unwrap_or("").contains("heidi"))
+        .unwrap()
+        .clone();
+    assert_eq!(heidi["status"], "failed", "{status:#}");
+    assert!(
+        heidi["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("destination"),
+        "{status:#}"
+    );
+    // ivan is unaffected.
+    let got = imap::snapshot(setup.dst.port(), "ivan", &dst_pw("ivan"))
+        .await
+        .unwrap();
+    assert_same(&setup.before[1], &got, "mailbox ivan");
 }

@@ -294,6 +294,13 @@ pub struct WorkerArgs {
     /// Exit once the queue stays empty this many seconds (for batch runs and tests)
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<u64>,
+    /// Seconds a folder lease lasts without renewal: after a crash, how long until
+    /// another worker may take the folder over
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    lease_secs: u64,
+    /// Messages per batch (one fetch and one MULTIAPPEND each)
+    #[arg(long, value_name = "N", default_value_t = BatchLimits::default().max_messages, hide_short_help = true)]
+    batch_messages: usize,
 }
 
 pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -319,13 +326,16 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         connectors(&store, a.timeout),
         Arc::new(store.clone()) as Arc<dyn StateStore>,
         Arc::new(NoProgress),
-        BatchLimits::default(),
+        BatchLimits {
+            max_messages: a.batch_messages.max(1),
+            ..BatchLimits::default()
+        },
     );
     w.max_attempts = a.max_attempts;
     w.leases = Some(Leases {
         store: Arc::new(store.clone()) as Arc<dyn MailboxStore>,
         owner,
-        ttl: Duration::from_secs(60),
+        ttl: Duration::from_secs(a.lease_secs.max(3)),
     });
     let w = Arc::new(w);
     let mut tasks = Vec::new();

@@ -98,8 +98,11 @@ fn main() -> ExitCode {
 pub(crate) fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
-    let filter = EnvFilter::try_new(format!("{base},async_imap=info,imap_proto=info"))
-        .unwrap_or_else(|_| EnvFilter::new(default));
+    // sqlx reports PostgreSQL's NOTICEs ("relation already exists, skipping") at info.
+    let filter = EnvFilter::try_new(format!(
+        "sqlx=warn,sea_orm_migration=warn,{base},async_imap=info,imap_proto=info"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

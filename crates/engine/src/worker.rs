@@ -191,8 +191,10 @@ impl Worker {
                     tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
                 }
             }
+            // In the fleet a refused login may be a lockout or a password being changed:
+            // worth a few tries before the job is set aside.
             if let Some(e) = &err
-                && e.is_retryable()
+                && (e.is_retryable() || (self.leases.is_some() && e.kind == ErrorKind::Auth))
                 && delivery.job.attempt < self.max_attempts
             {
                 let delay = self.backoff(delivery.job.attempt, &e.kind);
