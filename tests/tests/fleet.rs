@@ -443,3 +443,51 @@ async fn a_job_that_keeps_failing_ends_in_the_dead_letter_queue() {
         .unwrap();
     assert_same(&setup.before[1], &got, "mailbox ivan");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_work_back_and_a_rolling_restart_loses_nothing() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["judy", "karl"], 400).await;
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let slow = [
+        "--concurrency",
+        "2",
+        "--batch-messages",
+        "10",
+        "--exit-when-idle",
+        "10",
+    ];
+    let first = setup.worker(&slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while setup.destination_total().await < 100 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = std::time::Instant::now();
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "worker after SIGTERM: {}", text(&out));
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(8),
+        "SIGTERM took {:?}",
+        stopped.elapsed()
+    );
+    let total: usize = setup
+        .before
+        .iter()
+        .map(|s| s.values().map(Vec::len).sum::<usize>())
+        .sum();
+    assert!(
+        setup.destination_total().await < total,
+        "nothing was left to hand back"
+    );
+    // The replacement picks up the handed-back jobs (no lease to wait for: released).
+    finish(setup.worker(&["--concurrency", "2", "--exit-when-idle", "5"]));
+    setup.assert_all_mirrored().await;
+}

@@ -338,6 +338,27 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         ttl: Duration::from_secs(a.lease_secs.max(3)),
     });
     let w = Arc::new(w);
+    {
+        // SIGTERM or Ctrl-C: finish the batches in flight, checkpoint, hand the rest
+        // back to the queue, exit. A rolling restart loses nothing.
+        let stop = w.stop.clone();
+        tokio::spawn(async move {
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down after the current batches");
+            stop.request();
+        });
+    }
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
         let (w, q) = (w.clone(), queue.clone());

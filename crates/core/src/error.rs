@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Queue,
     /// A folder's UIDVALIDITY changed: the stored checkpoint no longer applies.
     UidValidityChanged,
+    /// The pass was asked to stop (shutdown) after a checkpoint; the job is handed back.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -67,6 +69,7 @@ impl ErrorKind {
             ErrorKind::Store => "store",
             ErrorKind::Queue => "queue",
             ErrorKind::UidValidityChanged => "uidvalidity-changed",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct FolderPass<'a> {
     pub store: &'a dyn StateStore,
     pub progress: &'a dyn Progress,
     pub limits: BatchLimits,
+    /// Set when the process is shutting down: the pass stops after the batch in flight
+    /// is checkpointed.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Runs the pass; never fails as a whole: problems end up in the report.
@@ -63,6 +66,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         store,
         progress,
         limits,
+        stop,
     } = pass;
     let src_name = &job.source_display;
     let dst_name = &job.dest_display;
@@ -228,6 +232,20 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         progress.copied(src_name, (ok.len() + bad.len()) as u64, bytes);
         for f in bad {
             report.failures.push(f);
+        }
+        if i + 1 < batches.len()
+            && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // The prefetched batch is simply dropped: nothing of it reached the
+            // destination, and the checkpoint is exact.
+            return Err(Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "stopped after a checkpoint at UID {} (shutting down); the job goes back \
+                     to the queue",
+                    state.highest_uid
+                ),
+            ));
         }
     }
     if appender.adopted > 0 {

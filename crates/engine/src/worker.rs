@@ -14,6 +14,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A shutdown request shared by a process's workers.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.requested() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// A logged-in pair of sessions, kept between jobs of the same mailbox.
 pub struct Sessions {
     pub source: Box<dyn MailSource>,
@@ -41,6 +67,9 @@ pub struct Worker {
     pub max_attempts: u32,
     /// First retry delay; doubles with each attempt (capped at 60 s).
     pub retry_base: Duration,
+    /// Graceful shutdown: once set, running passes stop after their current batch and no
+    /// new job is taken; interrupted jobs go back to the queue.
+    pub stop: Arc<Shutdown>,
     /// Messages copied by attempts that later failed, so the final report counts them.
     carried: Mutex<HashMap<Uuid, (u64, u64)>>,
 }
@@ -60,6 +89,7 @@ impl Worker {
             limits,
             max_attempts: 4,
             retry_base: Duration::from_secs(1),
+            stop: Arc::new(Shutdown::default()),
             carried: Mutex::new(HashMap::new()),
         }
     }
@@ -123,7 +153,17 @@ impl Worker {
     ) -> Result<Vec<FolderReport>> {
         let mut reports = Vec::new();
         let mut pooled: Option<(Option<Uuid>, Sessions)> = sessions.map(|s| (None, s));
-        while let Some(delivery) = queue.receive().await? {
+        loop {
+            if self.stop.requested() {
+                break;
+            }
+            let received = tokio::select! {
+                r = queue.receive() => r?,
+                _ = self.stop.wait() => None,
+            };
+            let Some(delivery) = received else {
+                break;
+            };
             let migration = delivery.job.migration_id;
             let heartbeat = match self.lease(&delivery).await {
                 Ok(Some(h)) => h,
@@ -156,6 +196,7 @@ impl Worker {
                         store: &*self.store,
                         progress: &*self.progress,
                         limits: self.limits,
+                        stop: Some(&self.stop.flag),
                     })
                     .await;
                     // After a network or protocol failure the session state is unknown.
@@ -190,6 +231,16 @@ impl Worker {
                 {
                     tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
                 }
+            }
+            if let Some(e) = &err
+                && e.kind == ErrorKind::Interrupted
+            {
+                // Not a failure: hand the job back untouched for another worker.
+                let mut again = delivery.clone();
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                self.carry(&delivery, &report);
+                queue.retry(&again, Duration::ZERO).await?;
+                continue;
             }
             // In the fleet a refused login may be a lockout or a password being changed:
             // worth a few tries before the job is set aside.
