@@ -13,6 +13,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_fleet;
+mod m0003_host_slots;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_fleet::Migration),
+            Box::new(m0003_host_slots::Migration),
         ]
     }
 }

@@ -400,7 +400,7 @@ async fn a_job_that_keeps_failing_ends_in_the_dead_letter_queue() {
         "--max-attempts",
         "2",
         "--exit-when-idle",
-        "8",
+        "15",
     ]);
     finish(w);
 
@@ -489,5 +489,71 @@ async fn sigterm_hands_work_back_and_a_rolling_restart_loses_nothing() {
     );
     // The replacement picks up the handed-back jobs (no lease to wait for: released).
     finish(setup.worker(&["--concurrency", "2", "--exit-when-idle", "5"]));
+    setup.assert_all_mirrored().await;
+}
+
+/// Established TCP connections whose local (server) port is `port`, from /proc/net/tcp.
+fn established_to(port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    let mut n = 0;
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for l in table.lines().skip(1) {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "01" {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_host_limit_holds_across_all_workers() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["leo", "mia", "ned"], 300).await;
+    let host = format!("127.0.0.1:{}", setup.src.port());
+    let out = setup.fleet.run(&["host", "limit", &host, "2"], &[]);
+    assert!(out.status.success(), "host limit: {}", text(&out));
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let (watching, peak, port) = (watching.clone(), peak.clone(), setup.src.port());
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(established_to(port), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            setup.worker(&[
+                "--concurrency",
+                "3",
+                "--batch-messages",
+                "50",
+                "--exit-when-idle",
+                "5",
+            ])
+        })
+        .collect();
+    for w in workers {
+        finish(w);
+    }
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    watcher.join().unwrap();
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&peak),
+        "{peak} connections were open to the source at once (limit 2)"
+    );
     setup.assert_all_mirrored().await;
 }

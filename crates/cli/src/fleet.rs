@@ -6,10 +6,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::plan::BatchLimits;
+use mailshift_core::ports::HostSlots;
 use mailshift_core::ports::{
     Connectors, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress, StateStore,
 };
 use mailshift_engine::fleet::Scheduler;
+use mailshift_engine::limits::{LimitedConnectors, Limits};
 use mailshift_engine::worker::{Leases, Worker};
 use mailshift_imap::FleetConnectors;
 use mailshift_store::{SeaStore, SecretKey};
@@ -228,12 +230,71 @@ pub struct SchedulerArgs {
     timeout: u64,
 }
 
+/// The fleet's connectors: credentials from the store, every session inside a
+/// fleet-wide connection slot of its server (`mailshift host limit`).
 fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
-    Arc::new(FleetConnectors {
+    let inner = Arc::new(FleetConnectors {
         store: Arc::new(store.clone()),
         timeout: Duration::from_secs(timeout.max(1)),
         ca_file: std::env::var_os("MAILSHIFT_CA_FILE").map(PathBuf::from),
+    });
+    Arc::new(LimitedConnectors {
+        inner,
+        limits: Arc::new(Limits {
+            slots: Arc::new(store.clone()),
+            owner: process_name(),
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(600),
+        }),
     })
+}
+
+fn process_name() -> String {
+    format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "mailshift".into()),
+        std::process::id()
+    )
+}
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Cap the connections all workers together open to one server
+    Limit {
+        #[command(flatten)]
+        db: FleetDb,
+        /// The server as HOST:PORT (as in the mailbox URLs, e.g. old.example:993)
+        host: String,
+        /// Maximum simultaneous connections
+        #[arg(required_unless_present = "remove")]
+        max: Option<u32>,
+        /// Remove the limit
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
+    let HostCommand::Limit {
+        db,
+        host,
+        max,
+        remove,
+    } = cmd;
+    if !host.contains(':') {
+        bail!("write the server as HOST:PORT, e.g. {host}:993");
+    }
+    let store = db.open(false).await?;
+    let max = if remove { None } else { max };
+    if max == Some(0) {
+        bail!("a limit of 0 connections would stop every migration from {host}; use at least 1");
+    }
+    store.set_host_limit(&host, max).await?;
+    match max {
+        Some(n) => eprintln!("at most {n} connection(s) to {host}, fleet-wide"),
+        None => eprintln!("no connection limit for {host}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
@@ -317,11 +378,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         )),
         None => queue,
     };
-    let owner = format!(
-        "{}:{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
-        std::process::id()
-    );
+    let owner = process_name();
     let mut w = Worker::new(
         connectors(&store, a.timeout),
         Arc::new(store.clone()) as Arc<dyn StateStore>,

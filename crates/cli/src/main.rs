@@ -52,6 +52,9 @@ enum Command {
     /// Fleet: register mailboxes to migrate
     #[command(subcommand)]
     Mailbox(fleet::MailboxCommand),
+    /// Fleet: per-server connection limits
+    #[command(subcommand)]
+    Host(fleet::HostCommand),
     /// Fleet: where every registered mailbox stands
     Status(Box<fleet::StatusArgs>),
     /// Fleet: plan passes of due mailboxes and publish their folder jobs to RabbitMQ
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(*args).await,
             Command::Db(cmd) => fleet::db(cmd).await,
             Command::Mailbox(cmd) => fleet::mailbox(cmd).await,
+            Command::Host(cmd) => fleet::host(cmd).await,
             Command::Status(args) => fleet::status(*args).await,
             Command::Scheduler(args) => fleet::scheduler(*args).await,
             Command::Worker(args) => fleet::worker(*args).await,

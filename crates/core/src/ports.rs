@@ -158,6 +158,8 @@ pub trait Connector: Send + Sync {
     async fn target(&self) -> Result<Box<dyn MailTarget>>;
     /// The destination opened for reading only (EXAMINE, BODY.PEEK), for verification.
     async fn target_reader(&self) -> Result<Box<dyn MailSource>>;
+    /// `host:port` of (source, destination), the keys of connection limits.
+    fn hosts(&self) -> (String, String);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,6 +354,26 @@ pub trait MailboxStore: Send + Sync {
     ) -> Result<bool>;
     async fn release_folder(&self, migration: Uuid, source_folder: &str, owner: &str)
     -> Result<()>;
+}
+
+/// Fleet-wide connection slots per server (`host:port`): a connection is opened only in
+/// a slot leased from the shared database.
+#[async_trait]
+pub trait HostSlots: Send + Sync {
+    /// Sets (or with `None` removes) a host's limit.
+    async fn set_host_limit(&self, host: &str, max: Option<u32>) -> Result<()>;
+    /// Leases a free slot for `owner`: `Ok(None)` when all are taken, `Ok(Some(None))`
+    /// when the host has no limit, `Ok(Some(Some(slot)))` otherwise.
+    async fn acquire_slot(
+        &self,
+        host: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Option<u32>>>;
+    /// Extends a held slot's lease; false if it was lost (expired and taken).
+    async fn renew_slot(&self, host: &str, slot: u32, owner: &str, lease: Duration)
+    -> Result<bool>;
+    async fn release_slot(&self, host: &str, slot: u32, owner: &str) -> Result<()>;
 }
 
 /// Finds the servers of a migration: one fixed pair in embedded mode, the stored

@@ -7,6 +7,7 @@
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
+//! - [`limits`]: fleet-wide per-server connection limits (leased slots).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
 //! - [`verify`]: comparing both servers independently of stored state.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
@@ -21,6 +22,7 @@ pub mod copy;
 pub mod embedded;
 pub mod fault;
 pub mod fleet;
+pub mod limits;
 pub mod pass;
 pub mod reconcile;
 pub mod verify;

@@ -96,11 +96,11 @@ impl Worker {
 
     async fn connect(&self, migration: Uuid) -> Result<Sessions> {
         let connector = self.connectors.connector(migration).await?;
-        let (s, t) = tokio::join!(connector.source(), connector.target());
-        Ok(Sessions {
-            source: s?,
-            target: t?,
-        })
+        // One after the other, always the source first: with connection limits on both
+        // servers, two tasks can then never each hold the slot the other waits for.
+        let source = connector.source().await?;
+        let target = connector.target().await?;
+        Ok(Sessions { source, target })
     }
 
     fn backoff(&self, attempt: u32, kind: &ErrorKind) -> Duration {
@@ -218,7 +218,9 @@ impl Worker {
                     (report, Some(e), None)
                 }
             };
-            pooled = keep;
+            // In the fleet, sessions are not kept while waiting for the next job: they may
+            // hold connection slots that a job already delivered to another task needs.
+            pooled = if self.leases.is_some() { None } else { keep };
             if let Some(h) = heartbeat {
                 h.abort();
             }

@@ -308,6 +308,13 @@ impl Connector for ImapConnector {
     async fn target_reader(&self) -> mailshift_core::Result<Box<dyn MailSource>> {
         Ok(Box::new(connect(&self.target).await?))
     }
+
+    fn hosts(&self) -> (String, String) {
+        (
+            self.source.endpoint.host_port(),
+            self.target.endpoint.host_port(),
+        )
+    }
 }
 
 /// Fleet mode: the servers and credentials of a migration come from the registered

@@ -2,14 +2,14 @@
 //! folder leases (a worker holds a folder while it copies it; an expired lease, say of a
 //! killed worker, may be taken over).
 
-use crate::entity::{folder, mailbox};
+use crate::entity::{folder, host_limit, host_slot, mailbox};
 use crate::error::StoreError;
 use crate::store::SeaStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::ports::{
-    MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
+    HostSlots, MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
 };
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
@@ -275,5 +275,156 @@ impl MailboxStore for SeaStore {
         owner: &str,
     ) -> mailshift_core::Result<()> {
         Ok(self.release_impl(migration, source_folder, owner).await?)
+    }
+}
+
+impl SeaStore {
+    async fn set_host_limit_impl(&self, host: &str, max: Option<u32>) -> Result<(), StoreError> {
+        match max {
+            Some(n) => {
+                host_limit::Entity::insert(host_limit::ActiveModel {
+                    host: Set(host.to_string()),
+                    max_connections: Set(i32::try_from(n).unwrap_or(i32::MAX)),
+                })
+                .on_conflict(
+                    OnConflict::column(host_limit::Column::Host)
+                        .update_column(host_limit::Column::MaxConnections)
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(self.query_err("setting a host limit"))?;
+            }
+            None => {
+                host_limit::Entity::delete_by_id(host.to_string())
+                    .exec(&self.db)
+                    .await
+                    .map_err(self.query_err("removing a host limit"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn acquire_slot_impl(
+        &self,
+        host: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Option<u32>>, StoreError> {
+        let Some(limit) = host_limit::Entity::find_by_id(host.to_string())
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a host limit"))?
+        else {
+            return Ok(Some(None));
+        };
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        for slot in 0..limit.max_connections.max(0) {
+            // Slot rows appear on first use; the primary key makes that race-safe.
+            host_slot::Entity::insert(host_slot::ActiveModel {
+                host: Set(host.to_string()),
+                slot: Set(slot),
+                owner: Set(None),
+                lease_until: Set(None),
+            })
+            .on_conflict_do_nothing_on([host_slot::Column::Host, host_slot::Column::Slot])
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(self.query_err("creating a host slot"))?;
+            let res = host_slot::Entity::update_many()
+                .col_expr(
+                    host_slot::Column::Owner,
+                    Expr::value(Some(owner.to_string())),
+                )
+                .col_expr(host_slot::Column::LeaseUntil, Expr::value(Some(until)))
+                .filter(host_slot::Column::Host.eq(host))
+                .filter(host_slot::Column::Slot.eq(slot))
+                .filter(
+                    Condition::any()
+                        .add(host_slot::Column::Owner.is_null())
+                        .add(host_slot::Column::LeaseUntil.lt(now)),
+                )
+                .exec(&self.db)
+                .await
+                .map_err(self.query_err("leasing a host slot"))?;
+            if res.rows_affected == 1 {
+                return Ok(Some(Some(slot as u32)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn renew_slot_impl(
+        &self,
+        host: &str,
+        slot: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let res = host_slot::Entity::update_many()
+            .col_expr(host_slot::Column::LeaseUntil, Expr::value(Some(until)))
+            .filter(host_slot::Column::Host.eq(host))
+            .filter(host_slot::Column::Slot.eq(slot as i32))
+            .filter(host_slot::Column::Owner.eq(owner))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("renewing a host slot"))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    async fn release_slot_impl(
+        &self,
+        host: &str,
+        slot: u32,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        host_slot::Entity::update_many()
+            .col_expr(
+                host_slot::Column::Owner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                host_slot::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(host_slot::Column::Host.eq(host))
+            .filter(host_slot::Column::Slot.eq(slot as i32))
+            .filter(host_slot::Column::Owner.eq(owner))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("releasing a host slot"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl HostSlots for SeaStore {
+    async fn set_host_limit(&self, host: &str, max: Option<u32>) -> mailshift_core::Result<()> {
+        Ok(self.set_host_limit_impl(host, max).await?)
+    }
+
+    async fn acquire_slot(
+        &self,
+        host: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> mailshift_core::Result<Option<Option<u32>>> {
+        Ok(self.acquire_slot_impl(host, owner, lease).await?)
+    }
+
+    async fn renew_slot(
+        &self,
+        host: &str,
+        slot: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> mailshift_core::Result<bool> {
+        Ok(self.renew_slot_impl(host, slot, owner, lease).await?)
+    }
+
+    async fn release_slot(&self, host: &str, slot: u32, owner: &str) -> mailshift_core::Result<()> {
+        Ok(self.release_slot_impl(host, slot, owner).await?)
     }
 }

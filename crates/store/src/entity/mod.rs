@@ -4,6 +4,8 @@
 
 pub mod failure;
 pub mod folder;
+pub mod host_limit;
+pub mod host_slot;
 pub mod mailbox;
 pub mod message;
 pub mod migration;
