@@ -19,3 +19,8 @@ ci:
 lint:
     cargo fmt --all
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark: mailshift vs a minimal copier on loopback Dovecot (MAILSHIFT_BENCH_MESSAGES, MAILSHIFT_BENCH_RUNS)
+bench:
+    cargo build --release -p mailshift
+    cargo bench -p mailshift-tests --bench migrate

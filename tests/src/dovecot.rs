@@ -54,6 +54,9 @@ pub struct DovecotOptions {
     /// Also listen with implicit TLS and offer STARTTLS, with a throwaway CA and a server
     /// certificate for `localhost` / `127.0.0.1`.
     pub tls: bool,
+    /// fsync mail as a production server does (`mail_fsync = optimized`); off by default
+    /// so tests run fast. Benchmarks turn it on.
+    pub fsync: bool,
 }
 
 impl Default for DovecotOptions {
@@ -64,6 +67,7 @@ impl Default for DovecotOptions {
             max_mail_size: None,
             capability: None,
             tls: false,
+            fsync: false,
         }
     }
 }
@@ -289,11 +293,12 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          mail_gid = {gid}\n\
          first_valid_uid = {uid}\n\
          first_valid_gid = {gid}\n\
-         mail_fsync = never\n\
+         mail_fsync = {fsync}\n\
          mail_max_userip_connections = 500\n\
          passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n}}\n\
          userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}",
         name = l.name,
+        fsync = if opts.fsync { "optimized" } else { "never" },
         uid = l.uid,
         gid = l.gid,
     );

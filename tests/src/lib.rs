@@ -7,6 +7,7 @@
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod baseline;
 pub mod corpus;
 pub mod dovecot;
 pub mod imap;
