@@ -362,15 +362,31 @@ async fn killed_worker_and_dropped_broker_connections_lose_and_duplicate_nothing
         assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(60));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // The broker drops every connection (as on a restart); workers reconnect.
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "close_all_connections",
-            "mailshift test: simulated broker restart",
-        ])
+    // The broker drops the workers' connections (as on a restart); they reconnect.
+    // (Only this test's connections: other tests share the broker.)
+    let listing = Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "rabbitmqctl: {}", text(&out));
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let mut closed = 0;
+    for line in listing.lines().filter(|l| l.contains(&setup.fleet.queue)) {
+        let pid = line.split('\t').next().unwrap_or("");
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "close_connection",
+                pid,
+                "mailshift test: simulated broker restart",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rabbitmqctl: {}", text(&out));
+        closed += 1;
+    }
+    assert!(
+        closed >= 2,
+        "no worker connection found to close:\n{listing}"
+    );
     for w in others {
         finish(w);
     }

@@ -79,9 +79,14 @@ impl AmqpQueue {
     }
 
     async fn open_once(&self, epoch: u64) -> Result<Live> {
-        let conn = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| err(&self.url, "cannot connect", e))?;
+        // Named after the queue and process, so operators (and tests) can tell workers apart.
+        let name = format!("mailshift {} pid {}", self.queue, std::process::id());
+        let conn = Connection::connect(
+            &self.url,
+            ConnectionProperties::default().with_connection_name(name.as_str().into()),
+        )
+        .await
+        .map_err(|e| err(&self.url, "cannot connect", e))?;
         let channel = conn
             .create_channel()
             .await
