@@ -351,3 +351,48 @@ fn help_teaches() {
     }
     let _ = Path::new("");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_after_a_checkpoint_and_a_rerun_finishes() {
+    let pair = Pair::new(DovecotOptions::default());
+    let before = populate(
+        &pair,
+        &CorpusSpec {
+            seed: 12,
+            messages: 1200,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let child = pair
+        .command(&["--connections", "1", "--batch-messages", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailshift");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_destination(&pair).await < 50 {
+        assert!(Instant::now() < deadline, "no progress on the destination");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("stopped on request"), "{}", text(&out));
+    let total: usize = before.values().map(Vec::len).sum();
+    assert!(count_destination(&pair).await < total);
+
+    let out = pair.migrate(&[]);
+    assert!(out.status.success(), "re-run failed:\n{}", text(&out));
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &dst,
+        "destination after Ctrl-C + re-run",
+    );
+}

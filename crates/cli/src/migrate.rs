@@ -8,6 +8,7 @@ use clap::Args;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{Connector, NoProgress, StateStore};
+use mailshift_engine::worker::Shutdown;
 use mailshift_engine::{MigrateOptions, migrate};
 use mailshift_store::SeaStore;
 use std::path::PathBuf;
@@ -97,6 +98,17 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn StateStore> = Arc::new(store);
     opts.delete = !args.no_delete;
     opts.adopt_existing = args.adopt_existing;
+    // First Ctrl-C: finish the batches in flight, checkpoint, stop. Second: abort.
+    let stop = Arc::new(Shutdown::default());
+    opts.stop = Some(stop.clone());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nmailshift: stopping after the batches in flight (Ctrl-C again to abort)");
+            stop.request();
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        }
+    });
     if args.follow {
         return follow(&args, &source, &dest, connector, store, opts).await;
     }
@@ -124,18 +136,7 @@ async fn follow(
     store: Arc<dyn StateStore>,
     opts: MigrateOptions,
 ) -> anyhow::Result<ExitCode> {
-    let stop = Arc::new(tokio::sync::Notify::new());
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("mailshift: stopping after the current pass (Ctrl-C again to abort)");
-                stop.notify_waiters();
-                let _ = tokio::signal::ctrl_c().await;
-                std::process::exit(130);
-            }
-        });
-    }
+    let stop = opts.stop.clone().unwrap_or_default();
     let mut pass = 0u64;
     let mut last_complete;
     loop {
@@ -150,6 +151,14 @@ async fn follow(
         )
         .await;
         last_complete = summary.is_complete();
+        if stop.requested() {
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                output::print_summary(&summary);
+            }
+            break;
+        }
         if args.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
@@ -159,7 +168,7 @@ async fn follow(
             eprintln!("{}", output::pass_line(pass, &summary));
         }
         let waited = tokio::select! {
-            _ = stop.notified() => None,
+            _ = stop.wait() => None,
             r = wait_for_mail(&*connector, args.interval) => Some(r),
         };
         match waited {
@@ -167,7 +176,7 @@ async fn follow(
             Some(Err(e)) => {
                 tracing::warn!(error = %e.message, "waiting for new mail failed; polling instead");
                 tokio::select! {
-                    _ = stop.notified() => break,
+                    _ = stop.wait() => break,
                     _ = tokio::time::sleep(args.interval) => {}
                 }
             }

@@ -3,7 +3,7 @@
 //! it: the same worker and job code as the fleet, wired to SQLite and memory.
 
 use crate::pass::PassOptions;
-use crate::worker::{Sessions, Worker};
+use crate::worker::{Sessions, Shutdown, Worker};
 use mailshift_core::Result;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
@@ -27,6 +27,8 @@ pub struct MigrateOptions {
     pub delete: bool,
     /// Recognise mail already on the destination (by full content) on first passes.
     pub adopt_existing: bool,
+    /// Ctrl-C: running passes stop after the batch in flight is checkpointed.
+    pub stop: Option<Arc<Shutdown>>,
 }
 
 impl Default for MigrateOptions {
@@ -39,6 +41,7 @@ impl Default for MigrateOptions {
             retry_base: Duration::from_secs(1),
             delete: true,
             adopt_existing: false,
+            stop: None,
         }
     }
 }
@@ -119,6 +122,9 @@ async fn run(
     );
     worker.max_attempts = opts.max_attempts;
     worker.retry_base = opts.retry_base;
+    if let Some(stop) = &opts.stop {
+        worker.stop = stop.clone();
+    }
     let worker = Arc::new(worker);
     let mut first = Some(Sessions {
         source: src,
@@ -145,6 +151,18 @@ async fn run(
         }
     }
     pass.finish_reports(&mut reports);
+    if opts.stop.as_ref().is_some_and(|s| s.requested()) {
+        let unfinished = pass.jobs.len().saturating_sub(reports.len());
+        if unfinished > 0 {
+            summary.errors.push(FolderError {
+                kind: "interrupted".into(),
+                message: format!(
+                    "stopped on request: {unfinished} folder(s) not finished (everything \
+                     copied so far is checkpointed); run the same command again to continue"
+                ),
+            });
+        }
+    }
     summary.folders.extend(reports);
     Ok(())
 }

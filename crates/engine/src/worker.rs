@@ -15,7 +15,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A shutdown request shared by a process's workers.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Shutdown {
     flag: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
@@ -31,7 +31,7 @@ impl Shutdown {
         self.flag.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    async fn wait(&self) {
+    pub async fn wait(&self) {
         let notified = self.notify.notified();
         if self.requested() {
             return;
