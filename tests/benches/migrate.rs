@@ -30,12 +30,22 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs `mailshift migrate` into `dst_user`; returns (seconds, peak RSS in KiB).
 fn mailshift(src: &Dovecot, dst: &Dovecot, dst_user: &str, state: &std::path::Path) -> (f64, u64) {
+    mailshift_as(src, "alice", dst, dst_user, state)
+}
+
+fn mailshift_as(
+    src: &Dovecot,
+    src_user: &str,
+    dst: &Dovecot,
+    dst_user: &str,
+    state: &std::path::Path,
+) -> (f64, u64) {
     let started = Instant::now();
     let mut child = Command::new(mailshift_bin())
         .args([
             "migrate",
             "--from",
-            &src.url("alice"),
+            &src.url(src_user),
             "--to",
             &dst.url(dst_user),
         ])
@@ -74,17 +84,158 @@ fn mailshift(src: &Dovecot, dst: &Dovecot, dst_user: &str, state: &std::path::Pa
     (started.elapsed().as_secs_f64(), peak)
 }
 
+/// Messages on the destination (STATUS, not a download: the big folder is big).
 async fn count(dst: &Dovecot, user: &str) -> usize {
-    imap::snapshot(dst.port(), user, DST_PW)
+    let mut s = imap::login(dst.port(), user, DST_PW).await.unwrap();
+    let names: Vec<_> = {
+        use futures::TryStreamExt;
+        s.list(Some(""), Some("*"))
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
+    };
+    let mut n = 0;
+    for name in names {
+        if let Ok(mb) = s.examine(&name).await {
+            n += mb.exists as usize;
+        }
+    }
+    s.logout().await.ok();
+    n
+}
+
+/// All messages of a generated corpus in one INBOX.
+fn one_folder(messages: usize, seed: u64) -> Vec<corpus::CorpusFolder> {
+    let all: Vec<corpus::Msg> = corpus::generate(&CorpusSpec {
+        seed,
+        messages,
+        big_attachments: 0,
+    })
+    .into_iter()
+    .flat_map(|f| f.messages)
+    .collect();
+    vec![corpus::CorpusFolder {
+        path: vec!["INBOX".into()],
+        special_use: None,
+        messages: all,
+    }]
+}
+
+/// `MAILSHIFT_BENCH_SCALE=N`: per-folder throughput of a 3,000- vs an N-message INBOX,
+/// the no-op pass on the big one, and peak RSS there and with one 40 MiB message.
+async fn scale(n: usize) {
+    let src = Dovecot::start(DovecotOptions::default()).unwrap();
+    let dst = Dovecot::start(DovecotOptions {
+        fsync: true,
+        ..Default::default()
+    })
+    .unwrap();
+    for u in ["small", "big", "huge"] {
+        src.add_user(u, SRC_PW);
+        dst.add_user(u, DST_PW);
+    }
+    eprintln!("bench: filling a 3,000- and a {n}-message INBOX ...");
+    imap::populate(src.port(), "small", SRC_PW, &one_folder(3000, 5))
         .await
-        .unwrap()
-        .values()
-        .map(Vec::len)
-        .sum()
+        .unwrap();
+    imap::populate(src.port(), "big", SRC_PW, &one_folder(n, 6))
+        .await
+        .unwrap();
+    // One 40 MiB message among a few small ones.
+    let mut huge = one_folder(20, 7);
+    let mut raw = b"From: bench@example.org\r\nTo: huge@example.org\r\nSubject: 40 MiB\r\n\
+                    MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n\
+                    Content-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    while raw.len() < 40 * 1024 * 1024 {
+        raw.extend_from_slice(line);
+    }
+    huge[0].messages.push(corpus::Msg {
+        raw,
+        flags: vec![],
+        internal_date: "01-Jan-2024 00:00:00 +0000".into(),
+    });
+    imap::populate(src.port(), "huge", SRC_PW, &huge)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, rss_s) = mailshift_as(&src, "small", &dst, "small", &dir.path().join("s.db"));
+    let big_state = dir.path().join("b.db");
+    let (tb, rss_b) = mailshift_as(&src, "big", &dst, "big", &big_state);
+    let mut noop: Vec<f64> = (0..3)
+        .map(|_| mailshift_as(&src, "big", &dst, "big", &big_state).0)
+        .collect();
+    let (_, rss_h) = mailshift_as(&src, "huge", &dst, "huge", &dir.path().join("h.db"));
+    assert_eq!(count(&dst, "big").await, n);
+
+    let (rate_s, rate_b) = (3000.0 / ts, n as f64 / tb);
+    let noop_m = median(&mut noop);
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    let ok = |c: bool| if c { "PASS" } else { "MISS" };
+    println!("\nmailshift scale bench: one INBOX of 3,000 vs {n} messages\n");
+    println!("{:<40} {:>12}  target", "measure", "value");
+    println!(
+        "{:<40} {:>10.0}/s",
+        "copy rate, 3,000-message folder", rate_s
+    );
+    println!(
+        "{:<40} {:>10.0}/s  >= 90% of the small folder's {}",
+        format!("copy rate, {n}-message folder"),
+        rate_b,
+        ok(rate_b >= 0.9 * rate_s)
+    );
+    println!(
+        "{:<40} {:>11.2}s  <= 3 s {}",
+        format!("no-op pass, {n}-message folder"),
+        noop_m,
+        ok(noop_m <= 3.0)
+    );
+    println!("{:<40} {:>9.1}MiB", "peak RSS, 3,000 messages", mib(rss_s));
+    println!(
+        "{:<40} {:>9.1}MiB  <= 64 MiB + 2 x largest {}",
+        format!("peak RSS, {n} messages"),
+        mib(rss_b),
+        ok(mib(rss_b) <= 64.0 + 2.0 * 4.0)
+    );
+    println!(
+        "{:<40} {:>9.1}MiB  <= 64 + 2 x 40 MiB {}",
+        "peak RSS, one 40 MiB message",
+        mib(rss_h),
+        ok(mib(rss_h) <= 144.0)
+    );
+    let json = serde_json::json!({
+        "messages": n,
+        "rate_small_per_sec": rate_s,
+        "rate_big_per_sec": rate_b,
+        "noop_big_secs": noop,
+        "peak_rss_kib": {"small": rss_s, "big": rss_b, "huge_40mib": rss_h},
+    });
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("scale.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    println!("\nwritten to target/bench/scale.json");
 }
 
 #[tokio::main]
 async fn main() {
+    if let Some(n) = std::env::var("MAILSHIFT_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        scale(n).await;
+        return;
+    }
     let messages = env_usize("MAILSHIFT_BENCH_MESSAGES", 3000);
     let runs = env_usize("MAILSHIFT_BENCH_RUNS", 3).max(1);
     let folders = corpus::standard_folders();

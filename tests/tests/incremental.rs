@@ -273,7 +273,14 @@ async fn killed_between_append_and_checkpoint_then_rerun_is_exact() {
     // The third batch is accepted by the destination, then the process dies before its
     // checkpoint: deterministic, unlike a timed kill.
     let out = pair
-        .command(&["--connections", "1", "--batch-messages", "25"])
+        .command(&[
+            "--connections",
+            "1",
+            "--batch-messages",
+            "25",
+            "--list-window",
+            "60",
+        ])
         .env("MAILSHIFT_FAULT", "after-append:3")
         .output()
         .unwrap();
@@ -283,7 +290,7 @@ async fn killed_between_append_and_checkpoint_then_rerun_is_exact() {
         text(&out)
     );
     let partial = count_destination(&pair).await;
-    assert!(partial >= 75, "only {partial} messages on the destination");
+    assert!(partial >= 50, "only {partial} messages on the destination");
 
     let out = pair.migrate(&["--json"]);
     assert!(out.status.success(), "re-run failed:\n{}", text(&out));

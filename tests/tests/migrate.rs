@@ -96,7 +96,14 @@ async fn killed_mid_copy_then_rerun_loses_and_duplicates_nothing() {
     .await;
     // Small batches and one connection make the copy long enough to be caught mid-way.
     let mut child = pair
-        .command(&["--connections", "1", "--batch-messages", "10"])
+        .command(&[
+            "--connections",
+            "1",
+            "--batch-messages",
+            "10",
+            "--list-window",
+            "70",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -35,6 +35,9 @@ pub struct MigrateArgs {
     /// Messages per batch (one fetch and one MULTIAPPEND each)
     #[arg(long, value_name = "N", default_value_t = BatchLimits::default().max_messages, hide_short_help = true)]
     batch_messages: usize,
+    /// UIDs listed at a time when looking for new messages
+    #[arg(long, value_name = "N", default_value_t = BatchLimits::default().list_window, hide = true)]
+    list_window: usize,
     /// Print a machine-readable summary on stdout instead of the table
     #[arg(long)]
     json: bool,
@@ -90,6 +93,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         connections: usize::from(args.connections),
         limits: BatchLimits {
             max_messages: args.batch_messages.max(1),
+            list_window: args.list_window.max(1),
             ..BatchLimits::default()
         },
         ..MigrateOptions::default()

@@ -10,8 +10,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// A normalised, ordered set of flags (no `\Recent`, system flags in canonical case).
+///
+/// A sorted boxed-slice-per-flag vector rather than a `BTreeSet`: a folder listing holds
+/// one per message, and a B-tree node costs ~300 bytes even for a single `\Seen` (a
+/// 100,000-message folder would spend ~30 MB on flag sets alone).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct FlagSet(BTreeSet<String>);
+pub struct FlagSet(Vec<Box<str>>);
 
 const SYSTEM: [&str; 5] = ["\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen"];
 
@@ -28,22 +32,28 @@ impl FlagSet {
                 return;
             }
             if let Some(sys) = SYSTEM.iter().find(|s| s[1..].eq_ignore_ascii_case(name)) {
-                self.0.insert((*sys).to_string());
+                self.add(sys);
             }
             // Unknown backslash flags are server extensions; they cannot be APPENDed.
             return;
         }
         if is_atom(flag) {
-            self.0.insert(flag.to_string());
+            self.add(flag);
+        }
+    }
+
+    fn add(&mut self, flag: &str) {
+        if let Err(at) = self.0.binary_search_by(|f| (**f).cmp(flag)) {
+            self.0.insert(at, flag.into());
         }
     }
 
     pub fn contains(&self, flag: &str) -> bool {
-        self.0.contains(flag)
+        self.0.binary_search_by(|f| (**f).cmp(flag)).is_ok()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.0.iter().map(|f| &**f)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,9 +80,7 @@ impl FlagSet {
             .filter(|k| !permanent.keywords.contains(*k))
             .map(str::to_string)
             .collect();
-        for d in &dropped {
-            self.0.remove(d);
-        }
+        self.0.retain(|f| !dropped.iter().any(|d| **d == **f));
         dropped
     }
 

@@ -21,6 +21,9 @@ pub struct BatchLimits {
     pub max_messages: usize,
     /// A single message larger than this still travels, alone in its batch.
     pub max_bytes: u64,
+    /// New messages are listed (metadata only) this many UIDs at a time, so memory does
+    /// not grow with the folder.
+    pub list_window: usize,
 }
 
 impl Default for BatchLimits {
@@ -31,6 +34,7 @@ impl Default for BatchLimits {
         BatchLimits {
             max_messages: 400,
             max_bytes: 4 << 20,
+            list_window: 5_000,
         }
     }
 }

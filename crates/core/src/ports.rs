@@ -109,6 +109,8 @@ pub trait MailSource: Send {
     /// UID, size, flags and internal date of messages with UID >= `from_uid` in the
     /// examined folder, ascending by UID.
     async fn list_messages(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>>;
+    /// The same for exactly these UIDs (absent ones skipped), ascending.
+    async fn list_messages_of(&mut self, uids: &[u32]) -> Result<Vec<MessageMeta>>;
     /// Full raw bodies of the given UIDs in the examined folder. Messages expunged in the
     /// meantime are simply absent from the result.
     async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>>;

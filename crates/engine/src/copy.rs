@@ -77,6 +77,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     let mut state = store
         .folder(job.migration_id, &job.source_folder, &job.dest_folder)
         .await?;
+    let loaded = state.clone();
     let dstat = target
         .select(&job.dest_folder)
         .await
@@ -158,26 +159,50 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .min()
         .unwrap_or(u32::MAX)
         .min(state.highest_uid.saturating_add(1));
-    let listing = match full_listing {
-        Some(all) => all.into_iter().filter(|m| m.uid >= from).collect(),
-        None => source
-            .list_messages(from)
-            .await
-            .map_err(|e| e.context(format!("source folder '{src_name}'")))?,
+    // New messages are listed in windows of UIDs, so memory stays bounded however big
+    // the folder is (a full listing, when sync_existing needed one, is reused).
+    let windows: Vec<Vec<u32>> = match &full_listing {
+        Some(_) => vec![Vec::new()],
+        None => {
+            let uids: Vec<u32> = source
+                .uids()
+                .await
+                .map_err(|e| e.context(format!("source folder '{src_name}'")))?
+                .into_iter()
+                .filter(|u| *u >= from && (*u > state.highest_uid || failed.contains(u)))
+                .filter(|u| !copied.contains(u))
+                .collect();
+            uids.chunks(limits.list_window.max(1))
+                .map(<[u32]>::to_vec)
+                .collect()
+        }
     };
-    let todo = plan::pending_messages(&listing, state.highest_uid, &copied, &failed);
-    report.already_done = u64::from(sstat.exists).saturating_sub(todo.len() as u64);
-    let todo_bytes: u64 = todo.iter().map(|m| u64::from(m.size)).sum();
-    progress.folder_started(src_name, todo.len() as u64, todo_bytes);
-    if todo.is_empty() {
-        if let Some(max) = listing.last().map(|m| m.uid) {
+    let pending_total: u64 = match &full_listing {
+        Some(all) => plan::pending_messages(all, state.highest_uid, &copied, &failed).len() as u64,
+        None => windows.iter().map(|w| w.len() as u64).sum(),
+    };
+    report.already_done = u64::from(sstat.exists).saturating_sub(pending_total);
+    progress.folder_started(src_name, pending_total, 0);
+    if pending_total == 0 {
+        let max = match &full_listing {
+            Some(all) => all.last().map(|m| m.uid),
+            None => source
+                .uids()
+                .await
+                .map_err(|e| e.context(format!("source folder '{src_name}'")))?
+                .last()
+                .copied(),
+        };
+        if let Some(max) = max {
             state.highest_uid = state.highest_uid.max(max);
         }
-        store.commit_batch(&state, &[], &[]).await?;
+        // Nothing copied and nothing changed: no checkpoint to write.
+        if state != loaded {
+            store.commit_batch(&state, &[], &[]).await?;
+        }
         return Ok(());
     }
 
-    let batches = plan::batches(&todo, limits);
     // --adopt-existing: index what the destination folder already holds, once.
     let adopt = if job.adopt_existing && known.is_empty() && state.highest_uid == 0 {
         let mut by_fp: HashMap<Fingerprint, Vec<u32>> = HashMap::new();
@@ -206,38 +231,43 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         uidvalidity: dstat.uidvalidity,
         notes: Vec::new(),
     };
-    let mut next = Some(fetch(source, &batches[0]).await);
-    for i in 0..batches.len() {
-        let fetched = match next.take() {
-            Some(r) => r.map_err(|e| e.context(format!("source folder '{src_name}'")))?,
-            None => Vec::new(),
-        };
-        let batch_max_uid = batches[i].last().map(|m| m.uid).unwrap_or(0);
-        let (prefetched, outcome) = if i + 1 < batches.len() {
-            let (p, o) = tokio::join!(
-                fetch(&mut *source, &batches[i + 1]),
-                appender.append_batch(fetched, store, &state)
-            );
-            (Some(p), o)
-        } else {
-            (None, appender.append_batch(fetched, store, &state).await)
-        };
-        next = prefetched;
-        let (ok, bad, bytes) = outcome?;
-        state.highest_uid = state.highest_uid.max(batch_max_uid);
-        let failed: Vec<FailedMessage> = bad.iter().map(to_failed).collect();
-        store.commit_batch(&state, &ok, &failed).await?;
-        report.copied += ok.len() as u64;
-        report.copied_bytes += bytes;
-        progress.copied(src_name, (ok.len() + bad.len()) as u64, bytes);
-        for f in bad {
-            report.failures.push(f);
+    let mut full_listing = full_listing;
+    for window in windows {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) && report.copied > 0 {
+            return Err(Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "stopped after a checkpoint at UID {} (shutting down); the job goes back \
+                     to the queue",
+                    state.highest_uid
+                ),
+            ));
         }
-        if i + 1 < batches.len()
-            && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            // The prefetched batch is simply dropped: nothing of it reached the
-            // destination, and the checkpoint is exact.
+        let listing = match full_listing.take() {
+            Some(all) => all.into_iter().filter(|m| m.uid >= from).collect(),
+            None => source
+                .list_messages_of(&window)
+                .await
+                .map_err(|e| e.context(format!("source folder '{src_name}'")))?,
+        };
+        let todo = plan::pending_messages(&listing, state.highest_uid, &copied, &failed);
+        if todo.is_empty() {
+            continue;
+        }
+        let stopped = copy_window(
+            &todo,
+            source,
+            &mut appender,
+            store,
+            &mut state,
+            progress,
+            limits,
+            stop,
+            report,
+            src_name,
+        )
+        .await?;
+        if stopped {
             return Err(Error::new(
                 ErrorKind::Interrupted,
                 format!(
@@ -260,6 +290,60 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     }
     report.notes.append(&mut appender.notes);
     Ok(())
+}
+
+/// Copies one window of messages in pipelined batches (fetch N+1 while appending N),
+/// checkpointing each batch. Returns true if it stopped early on a shutdown request.
+#[allow(clippy::too_many_arguments)]
+async fn copy_window(
+    todo: &[&MessageMeta],
+    source: &mut dyn MailSource,
+    appender: &mut Appender<'_>,
+    store: &dyn StateStore,
+    state: &mut FolderState,
+    progress: &dyn Progress,
+    limits: BatchLimits,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    report: &mut FolderReport,
+    src_name: &str,
+) -> Result<bool> {
+    let batches = plan::batches(todo, limits);
+    let mut next = Some(fetch(source, &batches[0]).await);
+    for i in 0..batches.len() {
+        let fetched = match next.take() {
+            Some(r) => r.map_err(|e| e.context(format!("source folder '{src_name}'")))?,
+            None => Vec::new(),
+        };
+        let batch_max_uid = batches[i].last().map(|m| m.uid).unwrap_or(0);
+        let (prefetched, outcome) = if i + 1 < batches.len() {
+            let (p, o) = tokio::join!(
+                fetch(&mut *source, &batches[i + 1]),
+                appender.append_batch(fetched, store, state)
+            );
+            (Some(p), o)
+        } else {
+            (None, appender.append_batch(fetched, store, state).await)
+        };
+        next = prefetched;
+        let (ok, bad, bytes) = outcome?;
+        state.highest_uid = state.highest_uid.max(batch_max_uid);
+        let failed: Vec<FailedMessage> = bad.iter().map(to_failed).collect();
+        store.commit_batch(state, &ok, &failed).await?;
+        report.copied += ok.len() as u64;
+        report.copied_bytes += bytes;
+        progress.copied(src_name, (ok.len() + bad.len()) as u64, bytes);
+        for f in bad {
+            report.failures.push(f);
+        }
+        if i + 1 < batches.len()
+            && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // The prefetched batch is simply dropped: nothing of it reached the
+            // destination, and the checkpoint is exact.
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Brings earlier-copied messages in line with the source: flag changes (CONDSTORE

@@ -187,6 +187,9 @@ impl MailSource for Guarded<dyn MailSource> {
     async fn list_messages(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>> {
         self.inner.list_messages(from_uid).await
     }
+    async fn list_messages_of(&mut self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
+        self.inner.list_messages_of(uids).await
+    }
     async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>> {
         self.inner.fetch_messages(uids).await
     }

@@ -236,12 +236,19 @@ impl ImapSession {
     }
 
     async fn list_messages_inner(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>, ImapError> {
+        let from = from_uid.max(1);
+        self.list_set(&format!("{from}:*"), from).await
+    }
+
+    /// UID, size, flags and date of the messages in a UID set, ascending; UIDs below
+    /// `min_uid` are dropped (`N:*` returns the highest message even below N).
+    async fn list_set(&mut self, set: &str, min_uid: u32) -> Result<Vec<MessageMeta>, ImapError> {
         let folder = self.require_selected("UID FETCH")?.to_string();
-        if self.exists == 0 {
+        if self.exists == 0 || set.is_empty() {
             return Ok(Vec::new());
         }
-        let from = from_uid.max(1);
-        let cmd = format!("UID FETCH {from}:* (UID RFC822.SIZE FLAGS INTERNALDATE)");
+        let from = min_uid;
+        let cmd = format!("UID FETCH {set} (UID RFC822.SIZE FLAGS INTERNALDATE)");
         let mut out = Vec::with_capacity(self.exists as usize);
         let r = raw::command(
             &mut self.sess,
@@ -977,6 +984,14 @@ impl MailSource for ImapSession {
     async fn list_messages(&mut self, from_uid: u32) -> mailshift_core::Result<Vec<MessageMeta>> {
         self.timed("listing messages".into(), |s| {
             s.list_messages_inner(from_uid)
+        })
+        .await
+    }
+
+    async fn list_messages_of(&mut self, uids: &[u32]) -> mailshift_core::Result<Vec<MessageMeta>> {
+        let set = sorted_set(uids);
+        self.timed("listing messages".into(), |s| async move {
+            s.list_set(&set, 1).await
         })
         .await
     }
