@@ -115,6 +115,7 @@ mod tests {
             BatchLimits {
                 max_messages: 2,
                 max_bytes: 50,
+                ..BatchLimits::default()
             },
         );
         let uids: Vec<Vec<u32>> = b
