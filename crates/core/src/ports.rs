@@ -345,12 +345,13 @@ pub trait MailboxStore: Send + Sync {
         error: Option<&str>,
         next_pass_at: Option<i64>,
     ) -> Result<()>;
-    /// Takes (or renews) the lease of one folder for `owner`; false if another worker
-    /// holds an unexpired lease.
+    /// Takes (or renews) the lease of one folder for `owner`, creating the folder's
+    /// checkpoint row if it has none; false if another worker holds an unexpired lease.
     async fn claim_folder(
         &self,
         migration: Uuid,
         source_folder: &str,
+        dest_folder: &str,
         owner: &str,
         lease: Duration,
     ) -> Result<bool>;

@@ -118,13 +118,16 @@ impl Worker {
             return Ok(Some(None));
         };
         let job = &d.job;
-        // The lease lives on the folder's checkpoint row.
-        self.store
-            .folder(job.migration_id, &job.source_folder, &job.dest_folder)
-            .await?;
+        // The lease lives on the folder's checkpoint row (created by the claim if new).
         if !l
             .store
-            .claim_folder(job.migration_id, &job.source_folder, &l.owner, l.ttl)
+            .claim_folder(
+                job.migration_id,
+                &job.source_folder,
+                &job.dest_folder,
+                &l.owner,
+                l.ttl,
+            )
             .await?
         {
             return Ok(None);
@@ -135,7 +138,13 @@ impl Worker {
                 tokio::time::sleep(l.ttl / 3).await;
                 if let Err(e) = l
                     .store
-                    .claim_folder(job.migration_id, &job.source_folder, &l.owner, l.ttl)
+                    .claim_folder(
+                        job.migration_id,
+                        &job.source_folder,
+                        &job.dest_folder,
+                        &l.owner,
+                        l.ttl,
+                    )
                     .await
                 {
                     tracing::warn!(folder = %job.source_display, error = %e, "cannot renew a folder lease");

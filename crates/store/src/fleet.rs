@@ -11,7 +11,7 @@ use mailshift_core::endpoint::Endpoint;
 use mailshift_core::ports::{
     HostSlots, MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
 };
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use std::time::Duration;
 use uuid::Uuid;
@@ -167,30 +167,44 @@ impl SeaStore {
         &self,
         migration: Uuid,
         source_folder: &str,
+        dest_folder: &str,
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        // One conditional UPDATE: atomic on both backends, whoever matches wins.
-        let res = folder::Entity::update_many()
-            .col_expr(
-                folder::Column::LeaseOwner,
-                Expr::value(Some(owner.to_string())),
+        // One statement, atomic on both backends: create the folder's row already leased,
+        // or take the lease of the existing row if it is free, expired or ours.
+        let row = folder::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            migration_id: Set(migration),
+            source_folder: Set(source_folder.to_string()),
+            dest_folder: Set(dest_folder.to_string()),
+            source_uidvalidity: Set(None),
+            dest_uidvalidity: Set(None),
+            highest_uid: Set(0),
+            highest_modseq: Set(None),
+            pending: Set(None),
+            dest_created: Set(false),
+            lease_owner: Set(Some(owner.to_string())),
+            lease_until: Set(Some(until)),
+            updated_at: Set(now),
+        };
+        let free = Expr::col((folder::Entity, folder::Column::LeaseOwner))
+            .is_null()
+            .or(Expr::col((folder::Entity, folder::Column::LeaseOwner)).eq(owner))
+            .or(Expr::col((folder::Entity, folder::Column::LeaseUntil)).lt(now));
+        let res = folder::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([folder::Column::MigrationId, folder::Column::SourceFolder])
+                    .update_columns([folder::Column::LeaseOwner, folder::Column::LeaseUntil])
+                    .action_and_where(free)
+                    .to_owned(),
             )
-            .col_expr(folder::Column::LeaseUntil, Expr::value(Some(until)))
-            .filter(folder::Column::MigrationId.eq(migration))
-            .filter(folder::Column::SourceFolder.eq(source_folder))
-            .filter(
-                Condition::any()
-                    .add(folder::Column::LeaseOwner.is_null())
-                    .add(folder::Column::LeaseOwner.eq(owner))
-                    .add(folder::Column::LeaseUntil.lt(now)),
-            )
-            .exec(&self.db)
+            .exec_without_returning(&self.db)
             .await
             .map_err(self.query_err("claiming a folder"))?;
-        Ok(res.rows_affected == 1)
+        Ok(res == 1)
     }
 
     async fn release_impl(
@@ -260,11 +274,12 @@ impl MailboxStore for SeaStore {
         &self,
         migration: Uuid,
         source_folder: &str,
+        dest_folder: &str,
         owner: &str,
         lease: Duration,
     ) -> mailshift_core::Result<bool> {
         Ok(self
-            .claim_impl(migration, source_folder, owner, lease)
+            .claim_impl(migration, source_folder, dest_folder, owner, lease)
             .await?)
     }
 
@@ -320,7 +335,7 @@ impl SeaStore {
         };
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        for slot in 0..limit.max_connections.max(0) {
+        for slot in 0..Ord::max(limit.max_connections, 0) {
             // Slot rows appear on first use; the primary key makes that race-safe.
             host_slot::Entity::insert(host_slot::ActiveModel {
                 host: Set(host.to_string()),

@@ -92,7 +92,16 @@ impl Fixture {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let store: Arc<dyn StateStore> = Arc::new(self.store.clone());
-        let outcome = tokio::spawn(test(store)).await;
+        self.run_sea(move |_| test(store)).await
+    }
+
+    /// Like `run`, with the concrete store (for the fleet's traits).
+    async fn run_sea<F, Fut>(self, test: F)
+    where
+        F: FnOnce(SeaStore) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(test(self.store.clone())).await;
         let _ = self.store.connection().clone().close().await;
         if let Some((admin, name)) = &self.pg_drop {
             let dropped = admin
@@ -619,6 +628,212 @@ contract_all! {
     sqlite => async { Some(Fixture::sqlite().await) },
     postgres => Fixture::postgres(),
 }
+
+/// The fleet's tables: sealed credentials, folder leases, connection slots.
+mod fleet_suite {
+    use super::*;
+    use mailshift_core::ports::{HostSlots, MailboxCredentials, MailboxOptions, MailboxStore};
+    use mailshift_store::SecretKey;
+    use secrecy::{ExposeSecret, SecretString};
+
+    pub async fn sealed_mailboxes(store: SeaStore) {
+        let (a, b) = (
+            endpoint("old.example", "zoe"),
+            endpoint("new.example", "zoe"),
+        );
+        let creds = MailboxCredentials {
+            source_password: SecretString::from("old-secret-pw"),
+            dest_password: SecretString::from("new-secret-pw"),
+        };
+        // No key, no stored passwords.
+        let err = store
+            .add_mailbox(&a, &b, None, &MailboxOptions::default(), &creds)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("MAILSHIFT_SECRET_KEY"),
+            "{}",
+            err.message
+        );
+
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = store
+            .add_mailbox(&a, &b, Some("acme"), &MailboxOptions::default(), &creds)
+            .await
+            .unwrap();
+        assert_eq!(m.status, "pending");
+        let (again, opened) = store.mailbox_credentials(m.migration_id).await.unwrap();
+        assert_eq!(again.id, m.id);
+        assert_eq!(opened.source_password.expose_secret(), "old-secret-pw");
+        assert_eq!(opened.dest_password.expose_secret(), "new-secret-pw");
+        assert_eq!(store.mailboxes(Some("acme")).await.unwrap().len(), 1);
+        assert!(store.mailboxes(Some("other")).await.unwrap().is_empty());
+        store
+            .set_mailbox_status(m.id, "failed", Some("login refused"), Some(42))
+            .await
+            .unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.last_error.as_deref(),
+                row.next_pass_at
+            ),
+            ("failed", Some("login refused"), Some(42))
+        );
+    }
+
+    pub async fn folder_leases(store: SeaStore) {
+        let m = store
+            .migration(&endpoint("a.example", "l"), &endpoint("b.example", "l"))
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(60);
+        // A claim creates the checkpoint row if needed.
+        assert!(
+            store
+                .claim_folder(m, "INBOX", "INBOX", "w1", ttl)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.folders(m).await.unwrap().len(), 1);
+        assert!(
+            !store
+                .claim_folder(m, "INBOX", "INBOX", "w2", ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_folder(m, "INBOX", "INBOX", "w1", ttl)
+                .await
+                .unwrap(),
+            "renew"
+        );
+        store.release_folder(m, "INBOX", "w2").await.unwrap(); // not w2's: no effect
+        assert!(
+            !store
+                .claim_folder(m, "INBOX", "INBOX", "w2", ttl)
+                .await
+                .unwrap()
+        );
+        store.release_folder(m, "INBOX", "w1").await.unwrap();
+        assert!(
+            store
+                .claim_folder(m, "INBOX", "INBOX", "w2", ttl)
+                .await
+                .unwrap()
+        );
+        // An expired lease may be taken over.
+        assert!(
+            store
+                .claim_folder(m, "Sent", "Sent", "w1", Duration::ZERO)
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            store
+                .claim_folder(m, "Sent", "Sent", "w2", ttl)
+                .await
+                .unwrap()
+        );
+        // The checkpoint itself is untouched by leases.
+        let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
+        assert_eq!((f.highest_uid, f.pending), (0, None));
+    }
+
+    pub async fn host_slots(store: SeaStore) {
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            store
+                .acquire_slot("free.example:993", "w1", ttl)
+                .await
+                .unwrap(),
+            Some(None),
+            "no limit, no slot needed"
+        );
+        store
+            .set_host_limit("old.example:993", Some(2))
+            .await
+            .unwrap();
+        let a = store
+            .acquire_slot("old.example:993", "w1", ttl)
+            .await
+            .unwrap();
+        let b = store
+            .acquire_slot("old.example:993", "w2", ttl)
+            .await
+            .unwrap();
+        assert!(matches!((a, b), (Some(Some(x)), Some(Some(y))) if x != y));
+        assert_eq!(
+            store
+                .acquire_slot("old.example:993", "w3", ttl)
+                .await
+                .unwrap(),
+            None
+        );
+        let Some(Some(slot)) = a else { unreachable!() };
+        assert!(
+            store
+                .renew_slot("old.example:993", slot, "w1", ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .renew_slot("old.example:993", slot, "w3", ttl)
+                .await
+                .unwrap()
+        );
+        store
+            .release_slot("old.example:993", slot, "w1")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .acquire_slot("old.example:993", "w3", ttl)
+                .await
+                .unwrap(),
+            Some(Some(_))
+        ));
+        store.set_host_limit("old.example:993", None).await.unwrap();
+        assert_eq!(
+            store
+                .acquire_slot("old.example:993", "w4", ttl)
+                .await
+                .unwrap(),
+            Some(None)
+        );
+    }
+}
+
+macro_rules! fleet_contract {
+    ($backend:ident, $fixture:expr, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    if let Some(fixture) = $fixture.await {
+                        fixture.run_sea(fleet_suite::$test).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+fleet_contract!(
+    fleet_sqlite,
+    async { Some(Fixture::sqlite().await) },
+    [sealed_mailboxes, folder_leases, host_slots,]
+);
+fleet_contract!(
+    fleet_postgres,
+    Fixture::postgres(),
+    [sealed_mailboxes, folder_leases, host_slots,]
+);
 
 // ---------------------------------------------------------------------------------------
 
