@@ -22,5 +22,10 @@ lint:
 
 # Benchmark: mailshift vs a minimal copier on loopback Dovecot (MAILSHIFT_BENCH_MESSAGES, MAILSHIFT_BENCH_RUNS)
 bench:
+    command -v dovecot >/dev/null || ./scripts/install-dovecot
     cargo build --release -p mailshift
     cargo bench -p mailshift-tests --bench migrate
+
+# Fleet control plane: 10,000 no-op folder jobs through RabbitMQ and PostgreSQL
+bench-fleet:
+    cargo bench -p mailshift --bench fleet
