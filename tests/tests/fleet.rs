@@ -573,3 +573,59 @@ async fn a_per_host_limit_holds_across_all_workers() {
     );
     setup.assert_all_mirrored().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_folder_is_shared_by_several_workers_in_uid_slices() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["olga"], 1500).await;
+    let total: usize = setup.before[0].values().map(Vec::len).sum();
+    let inbox = setup.before[0]["INBOX"].len();
+    assert!(inbox > 300, "INBOX has {inbox}");
+    let out = setup.fleet.run(
+        &[
+            "scheduler",
+            "--once",
+            "--queue",
+            &setup.fleet.queue,
+            "--split-above",
+            "100",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            setup.worker(&[
+                "--concurrency",
+                "1",
+                "--batch-messages",
+                "20",
+                "--exit-when-idle",
+                "6",
+            ])
+        })
+        .collect();
+    let mut with_inbox_slices = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker: {}", text(&out));
+        if String::from_utf8_lossy(&out.stderr).contains("INBOX [UIDs ") {
+            with_inbox_slices += 1;
+        }
+    }
+    assert!(
+        with_inbox_slices >= 2,
+        "INBOX slices ran on {with_inbox_slices} worker(s)"
+    );
+    setup.assert_all_mirrored().await;
+
+    // The next pass folds the slices into the folders' checkpoints and copies nothing.
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    finish(setup.worker(&["--concurrency", "2", "--exit-when-idle", "5"]));
+    setup.assert_all_mirrored().await;
+    let status = setup.fleet.status();
+    assert_eq!(status[0]["messages_copied"], total, "{status:#}");
+}

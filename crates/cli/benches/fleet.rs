@@ -217,6 +217,7 @@ async fn main() {
                         attempt: 1,
                         delete: true,
                         adopt_existing: false,
+                        uid_range: None,
                     })
                     .await
                     .unwrap();

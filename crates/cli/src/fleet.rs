@@ -225,6 +225,10 @@ pub struct SchedulerArgs {
     /// Plan one round (every mailbox, due or not) and exit
     #[arg(long)]
     once: bool,
+    /// Split a folder's first copy into UID-range jobs of this many messages when it is
+    /// bigger, so several workers share it (0: never split)
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    split_above: usize,
     /// Seconds an IMAP command may take
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -307,6 +311,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         connectors: connectors(&store, a.timeout),
         queue,
         interval: Duration::from_secs(a.interval.max(1)),
+        split_above: (a.split_above > 0).then_some(a.split_above),
     };
     if a.once {
         let r = s.round(true).await?;

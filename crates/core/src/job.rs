@@ -25,4 +25,47 @@ pub struct FolderJob {
     /// tool's earlier copy) by full content and record them instead of appending again.
     #[serde(default)]
     pub adopt_existing: bool,
+    /// A slice of a huge folder's first copy: only source UIDs in `lo..=hi`, with its own
+    /// checkpoint row (see [`range_key`]), so several workers share one big folder.
+    #[serde(default)]
+    pub uid_range: Option<(u32, u32)>,
+}
+
+/// Separates a folder name from a UID range in a range checkpoint's key. A control
+/// character: no IMAP mailbox name can contain it.
+pub const RANGE_SEPARATOR: char = '\u{1}';
+
+/// The checkpoint key of a UID-range slice of `folder`.
+pub fn range_key(folder: &str, lo: u32, hi: u32) -> String {
+    format!("{folder}{RANGE_SEPARATOR}{lo}-{hi}")
+}
+
+/// `(folder, lo, hi)` of a range checkpoint key; `None` for a plain folder.
+pub fn parse_range_key(key: &str) -> Option<(&str, u32, u32)> {
+    let (folder, range) = key.split_once(RANGE_SEPARATOR)?;
+    let (lo, hi) = range.split_once('-')?;
+    Some((folder, lo.parse().ok()?, hi.parse().ok()?))
+}
+
+impl FolderJob {
+    /// Where this job's checkpoint lives: the folder's own, or its range's.
+    pub fn state_key(&self) -> String {
+        match self.uid_range {
+            Some((lo, hi)) => range_key(&self.source_folder, lo, hi),
+            None => self.source_folder.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_keys_round_trip() {
+        let k = range_key("INBOX", 1, 20_000);
+        assert_eq!(parse_range_key(&k), Some(("INBOX", 1, 20_000)));
+        assert_eq!(parse_range_key("INBOX"), None);
+        assert_eq!(parse_range_key("Archive.2023"), None);
+    }
 }

@@ -266,6 +266,10 @@ pub trait StateStore: Send + Sync {
     -> Result<()>;
     /// Forgets a folder whose source is gone, with its map.
     async fn remove_folder(&self, folder: Uuid) -> Result<()>;
+    /// In one transaction: moves the map and failures of checkpoint `from` (a finished
+    /// UID-range slice) to checkpoint `into`. `from` stays, empty and finished, so a
+    /// redelivered slice job finds nothing left to do.
+    async fn merge_folder(&self, into: Uuid, from: Uuid) -> Result<()>;
     async fn copied(&self, folder: Uuid) -> Result<Vec<CopiedMessage>>;
     async fn failed(&self, folder: Uuid) -> Result<Vec<FailedMessage>>;
 }

@@ -9,7 +9,7 @@ use crate::reconcile;
 use mailshift_core::fingerprint::Fingerprint;
 use mailshift_core::flags::FlagSet;
 use mailshift_core::flags::PermanentFlags;
-use mailshift_core::job::FolderJob;
+use mailshift_core::job::{FolderJob, parse_range_key};
 use mailshift_core::plan::{self, BatchLimits, MessageMeta};
 use mailshift_core::ports::{
     AppendItem, Appended, CopiedMessage, FailedMessage, FetchedMessage, FolderState,
@@ -75,9 +75,20 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .await
         .map_err(|e| e.context(format!("source folder '{src_name}'")))?;
     let mut state = store
-        .folder(job.migration_id, &job.source_folder, &job.dest_folder)
+        .folder(job.migration_id, &job.state_key(), &job.dest_folder)
         .await?;
     let loaded = state.clone();
+    // A UID-range slice copies its range only; a whole-folder pass first folds finished
+    // slices into its own checkpoint and leaves the UIDs of unfinished ones alone.
+    let range = job.uid_range;
+    let reserved: Vec<(u32, u32)> = match range {
+        Some(_) => Vec::new(),
+        None => merge_ranges(store, job, &state).await?,
+    };
+    let in_scope = |u: u32| match range {
+        Some((lo, hi)) => u >= lo && u <= hi,
+        None => !reserved.iter().any(|(lo, hi)| u >= *lo && u <= *hi),
+    };
     let dstat = target
         .select(&job.dest_folder)
         .await
@@ -103,6 +114,22 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .into_iter()
         .map(|c| (c.source_uid, c))
         .collect();
+    if range.is_some()
+        && (state
+            .source_uidvalidity
+            .is_some_and(|v| v != sstat.uidvalidity)
+            || state
+                .dest_uidvalidity
+                .is_some_and(|v| v != dstat.uidvalidity))
+    {
+        return Err(Error::new(
+            ErrorKind::UidValidityChanged,
+            format!(
+                "folder '{src_name}' was recreated while a slice of its first copy was \
+                 running; the slice stops here and the folder's next pass reconciles it"
+            ),
+        ));
+    }
     if let Some(old) = state.source_uidvalidity
         && old != sstat.uidvalidity
     {
@@ -126,7 +153,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
 
     // What happened to messages copied earlier: flag changes and expunges.
     let failed_before = store.failed(state.id).await?;
-    let full_listing = if known.is_empty() && failed_before.is_empty() {
+    let full_listing = if range.is_some() || (known.is_empty() && failed_before.is_empty()) {
         None
     } else {
         sync_existing(
@@ -144,7 +171,9 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .await
         .map_err(|e| e.context(format!("folder '{src_name}'")))?
     };
-    state.highest_modseq = sstat.highest_modseq;
+    if range.is_none() {
+        state.highest_modseq = sstat.highest_modseq;
+    }
     let copied: HashSet<u32> = known.keys().copied().collect();
     let failed: HashSet<u32> = store
         .failed(state.id)
@@ -170,7 +199,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 .map_err(|e| e.context(format!("source folder '{src_name}'")))?
                 .into_iter()
                 .filter(|u| *u >= from && (*u > state.highest_uid || failed.contains(u)))
-                .filter(|u| !copied.contains(u))
+                .filter(|u| !copied.contains(u) && in_scope(*u))
                 .collect();
             uids.chunks(limits.list_window.max(1))
                 .map(<[u32]>::to_vec)
@@ -178,7 +207,10 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         }
     };
     let pending_total: u64 = match &full_listing {
-        Some(all) => plan::pending_messages(all, state.highest_uid, &copied, &failed).len() as u64,
+        Some(all) => plan::pending_messages(all, state.highest_uid, &copied, &failed)
+            .iter()
+            .filter(|m| in_scope(m.uid))
+            .count() as u64,
         None => windows.iter().map(|w| w.len() as u64).sum(),
     };
     report.already_done = u64::from(sstat.exists).saturating_sub(pending_total);
@@ -195,6 +227,10 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         };
         if let Some(max) = max {
             state.highest_uid = state.highest_uid.max(max);
+        }
+        if let Some((_, hi)) = range {
+            // The slice is complete: its whole range is accounted for.
+            state.highest_uid = hi;
         }
         // Nothing copied and nothing changed: no checkpoint to write.
         if state != loaded {
@@ -244,7 +280,10 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
             ));
         }
         let listing = match full_listing.take() {
-            Some(all) => all.into_iter().filter(|m| m.uid >= from).collect(),
+            Some(all) => all
+                .into_iter()
+                .filter(|m| m.uid >= from && in_scope(m.uid))
+                .collect(),
             None => source
                 .list_messages_of(&window)
                 .await
@@ -277,6 +316,11 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 ),
             ));
         }
+    }
+    if let Some((_, hi)) = range {
+        // The slice is complete: its whole range is accounted for (expunged UIDs too).
+        state.highest_uid = hi;
+        store.commit_batch(&state, &[], &[]).await?;
     }
     if appender.adopted > 0 {
         report.copied = report.copied.saturating_sub(appender.adopted);
@@ -344,6 +388,30 @@ async fn copy_window(
         }
     }
     Ok(false)
+}
+
+/// Folds the finished UID-range slices of this folder's first copy into its checkpoint
+/// and returns the ranges still being copied (their UIDs are not this pass's to copy).
+async fn merge_ranges(
+    store: &dyn StateStore,
+    job: &FolderJob,
+    state: &FolderState,
+) -> Result<Vec<(u32, u32)>> {
+    let mut reserved = Vec::new();
+    for slice in store.folders(job.migration_id).await? {
+        let Some((folder, lo, hi)) = parse_range_key(&slice.source_folder) else {
+            continue;
+        };
+        if folder != job.source_folder {
+            continue;
+        }
+        if slice.highest_uid >= hi && slice.pending.is_none() {
+            store.merge_folder(state.id, slice.id).await?;
+        } else {
+            reserved.push((lo, hi));
+        }
+    }
+    Ok(reserved)
 }
 
 /// Brings earlier-copied messages in line with the source: flag changes (CONDSTORE

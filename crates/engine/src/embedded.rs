@@ -98,6 +98,7 @@ async fn run(
             rules: opts.rules.clone(),
             delete: opts.delete,
             adopt_existing: opts.adopt_existing,
+            split_above: None,
         },
     )
     .await?;

@@ -17,6 +17,8 @@ pub struct Scheduler {
     pub queue: Arc<dyn JobQueue>,
     /// Time between incremental passes of one mailbox.
     pub interval: Duration,
+    /// First copies of folders above this many messages are split into UID ranges.
+    pub split_above: Option<usize>,
 }
 
 /// What one scheduling round did.
@@ -85,6 +87,7 @@ impl Scheduler {
             rules: FolderRules::new(&m.options.maps, &m.options.excludes)?,
             delete: m.options.delete,
             adopt_existing: m.options.adopt_existing,
+            split_above: self.split_above,
         };
         let pass = prepare(&mut *src, &mut *dst, &*self.state, &source, &dest, &opts).await?;
         for job in &pass.jobs {

@@ -6,7 +6,7 @@
 use crate::reconcile;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::{FolderPath, FolderPlan, FolderRules, map_folders};
-use mailshift_core::job::FolderJob;
+use mailshift_core::job::{FolderJob, parse_range_key, range_key};
 use mailshift_core::ports::{MailSource, MailTarget, StateStore};
 use mailshift_core::report::FolderReport;
 use mailshift_core::{Error, Result};
@@ -20,6 +20,9 @@ pub struct PassOptions {
     /// Mirror deletions (expunges, moves as moves, vanished folders).
     pub delete: bool,
     pub adopt_existing: bool,
+    /// Fleet: a folder's first copy with more messages than this is split into UID-range
+    /// slices, one job each, so several workers share it. None: never split.
+    pub split_above: Option<usize>,
 }
 
 /// A planned pass.
@@ -117,20 +120,36 @@ pub async fn prepare(
     }
     let mut notes = mapping.notes.clone();
     notes.extend(changes.notes);
-    let jobs = ready
-        .iter()
-        .map(|plan| FolderJob {
-            id: Uuid::new_v4(),
-            migration_id,
-            source_folder: plan.source_raw.clone(),
-            dest_folder: plan.dest_raw.clone(),
-            source_display: plan.source_display.clone(),
-            dest_display: plan.dest_display.clone(),
-            attempt: 1,
-            delete: opts.delete,
-            adopt_existing: opts.adopt_existing,
-        })
-        .collect();
+    let job = |plan: &FolderPlan, range: Option<(u32, u32)>| FolderJob {
+        id: Uuid::new_v4(),
+        migration_id,
+        source_folder: plan.source_raw.clone(),
+        dest_folder: plan.dest_raw.clone(),
+        source_display: match range {
+            Some((lo, hi)) => format!("{} [UIDs {lo}-{hi}]", plan.source_display),
+            None => plan.source_display.clone(),
+        },
+        dest_display: plan.dest_display.clone(),
+        attempt: 1,
+        delete: opts.delete,
+        adopt_existing: opts.adopt_existing,
+        uid_range: range,
+    };
+    let states = match opts.split_above {
+        Some(_) => store.folders(migration_id).await?,
+        None => Vec::new(),
+    };
+    let mut jobs = Vec::new();
+    for plan in &ready {
+        if let Some(limit) = opts.split_above {
+            let slices = split_first_copy(src, store, migration_id, plan, &states, limit).await?;
+            if !slices.is_empty() {
+                jobs.extend(slices.into_iter().map(|r| job(plan, Some(r))));
+                continue;
+            }
+        }
+        jobs.push(job(plan, None));
+    }
     Ok(PreparedPass {
         migration_id,
         jobs,
@@ -144,6 +163,49 @@ pub async fn prepare(
             .map(|p| p.source_display.clone())
             .collect(),
     })
+}
+
+/// The UID ranges of a big folder's first copy, each registered as its own checkpoint
+/// (so the folder's own pass leaves those UIDs to the slices); empty when the folder is
+/// not new or not big.
+async fn split_first_copy(
+    src: &mut dyn MailSource,
+    store: &dyn StateStore,
+    migration_id: Uuid,
+    plan: &FolderPlan,
+    states: &[mailshift_core::ports::FolderState],
+    limit: usize,
+) -> Result<Vec<(u32, u32)>> {
+    let sliced_before = states
+        .iter()
+        .any(|s| parse_range_key(&s.source_folder).is_some_and(|(f, _, _)| f == plan.source_raw));
+    let fresh = states
+        .iter()
+        .find(|s| s.source_folder == plan.source_raw)
+        .is_none_or(|s| s.highest_uid == 0 && s.source_uidvalidity.is_none());
+    if sliced_before || !fresh {
+        return Ok(Vec::new());
+    }
+    let status = src.examine(&plan.source_raw).await?;
+    if (status.exists as usize) <= limit.max(1) {
+        return Ok(Vec::new());
+    }
+    let uids = src.uids().await?;
+    let mut ranges = Vec::new();
+    for chunk in uids.chunks(limit.max(1)) {
+        let (Some(lo), Some(hi)) = (chunk.first(), chunk.last()) else {
+            continue;
+        };
+        store
+            .folder(
+                migration_id,
+                &range_key(&plan.source_raw, *lo, *hi),
+                &plan.dest_raw,
+            )
+            .await?;
+        ranges.push((*lo, *hi));
+    }
+    Ok(ranges)
 }
 
 /// Creates a destination folder and its missing ancestors; says whether it created the

@@ -12,6 +12,7 @@
 use mailshift_core::Result;
 use mailshift_core::fingerprint::Fingerprint;
 use mailshift_core::folder::FolderPlan;
+use mailshift_core::job::parse_range_key;
 use mailshift_core::ports::{
     CopiedMessage, FolderState, FolderStatus, MailSource, MailTarget, PendingBatch, PendingItem,
     StateStore, Transfer,
@@ -185,7 +186,25 @@ pub async fn mailbox(
         planned.iter().map(|p| (p.source_raw.as_str(), p)).collect();
     let mut views: BTreeMap<String, View> = BTreeMap::new();
     let mut gone: Vec<(FolderState, Vec<CopiedMessage>)> = Vec::new();
+    // UID-range slices of first copies are not folders; their UIDs belong to them.
+    let mut reserved: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+    for st in &states {
+        if let Some((folder, lo, hi)) = parse_range_key(&st.source_folder) {
+            reserved
+                .entry(folder.to_string())
+                .or_default()
+                .push((lo, hi));
+        }
+    }
+    let unreserved = |folder: &str, u: u32| {
+        !reserved
+            .get(folder)
+            .is_some_and(|r| r.iter().any(|(lo, hi)| u >= *lo && u <= *hi))
+    };
     for st in states {
+        if parse_range_key(&st.source_folder).is_some() {
+            continue;
+        }
         if !listed.contains(&st.source_folder) {
             let known = store.copied(st.id).await?;
             gone.push((st, known));
@@ -215,6 +234,7 @@ pub async fn mailbox(
             .iter()
             .copied()
             .filter(|u| *u > st.highest_uid && !mapped.contains(u))
+            .filter(|u| unreserved(&st.source_folder, *u))
             .collect();
         views.insert(
             st.source_folder.clone(),
@@ -246,7 +266,7 @@ pub async fn mailbox(
                 .uids()
                 .await?
                 .into_iter()
-                .filter(|u| !mapped.contains(u))
+                .filter(|u| !mapped.contains(u) && unreserved(&p.source_raw, *u))
                 .collect();
             views.insert(
                 p.source_raw.clone(),

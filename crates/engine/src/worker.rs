@@ -123,7 +123,7 @@ impl Worker {
             .store
             .claim_folder(
                 job.migration_id,
-                &job.source_folder,
+                &job.state_key(),
                 &job.dest_folder,
                 &l.owner,
                 l.ttl,
@@ -140,7 +140,7 @@ impl Worker {
                     .store
                     .claim_folder(
                         job.migration_id,
-                        &job.source_folder,
+                        &job.state_key(),
                         &job.dest_folder,
                         &l.owner,
                         l.ttl,
@@ -237,7 +237,7 @@ impl Worker {
                 let job = &delivery.job;
                 if let Err(e) = l
                     .store
-                    .release_folder(job.migration_id, &job.source_folder, &l.owner)
+                    .release_folder(job.migration_id, &job.state_key(), &l.owner)
                     .await
                 {
                     tracing::warn!(error = %e, "cannot release a folder lease; it will expire");

@@ -144,6 +144,7 @@ mod tests {
             attempt: 1,
             delete: true,
             adopt_existing: false,
+            uid_range: None,
         }
     }
 

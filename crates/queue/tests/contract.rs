@@ -23,6 +23,7 @@ fn job(folder: &str) -> FolderJob {
         attempt: 1,
         delete: true,
         adopt_existing: false,
+        uid_range: None,
     }
 }
 

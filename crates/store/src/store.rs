@@ -621,6 +621,25 @@ impl SeaStore {
             .map_err(self.query_err("committing a checkpoint"))
     }
 
+    async fn merge_folder_impl(&self, into: Uuid, from: Uuid) -> Result<(), StoreError> {
+        let txn = self.begin().await?;
+        message::Entity::update_many()
+            .col_expr(message::Column::FolderId, into.into())
+            .filter(message::Column::FolderId.eq(from))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("merging a slice's messages"))?;
+        failure::Entity::update_many()
+            .col_expr(failure::Column::FolderId, into.into())
+            .filter(failure::Column::FolderId.eq(from))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("merging a slice's failures"))?;
+        txn.commit()
+            .await
+            .map_err(self.query_err("merging a slice"))
+    }
+
     async fn remove_folder_impl(&self, folder_id: Uuid) -> Result<(), StoreError> {
         let txn = self.begin().await?;
         message::Entity::delete_many()
@@ -765,6 +784,10 @@ impl StateStore for SeaStore {
 
     async fn remove_folder(&self, folder: Uuid) -> mailshift_core::Result<()> {
         Ok(self.remove_folder_impl(folder).await?)
+    }
+
+    async fn merge_folder(&self, into: Uuid, from: Uuid) -> mailshift_core::Result<()> {
+        Ok(self.merge_folder_impl(into, from).await?)
     }
 
     async fn copied(&self, folder: Uuid) -> mailshift_core::Result<Vec<CopiedMessage>> {
