@@ -629,3 +629,78 @@ async fn a_big_folder_is_shared_by_several_workers_in_uid_slices() {
     let status = setup.fleet.status();
     assert_eq!(status[0]["messages_copied"], total, "{status:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_mailboxes_one_with_a_30000_message_inbox_by_three_workers() {
+    if skip() {
+        return;
+    }
+    let users: Vec<String> = (0..19).map(|i| format!("user{i:02}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut setup = Setup::new(&names, 200).await;
+    // The 20th mailbox: a 30,000-message INBOX.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // passwd mtime
+    setup.src.add_user("bigbox", &src_pw("bigbox"));
+    setup.dst.add_user("bigbox", &dst_pw("bigbox"));
+    let messages: Vec<corpus::Msg> = corpus::generate(&CorpusSpec {
+        seed: 30_000,
+        messages: 30_000,
+        big_attachments: 0,
+    })
+    .into_iter()
+    .flat_map(|f| f.messages)
+    .collect();
+    let big = vec![corpus::CorpusFolder {
+        path: vec!["INBOX".into()],
+        special_use: None,
+        messages,
+    }];
+    imap::populate(setup.src.port(), "bigbox", &src_pw("bigbox"), &big)
+        .await
+        .unwrap();
+    drop(big);
+    setup.before.push(
+        imap::snapshot(setup.src.port(), "bigbox", &src_pw("bigbox"))
+            .await
+            .unwrap(),
+    );
+    setup.users.push("bigbox".into());
+    setup.fleet.add(
+        &setup.src,
+        &setup.dst,
+        "bigbox",
+        &src_pw("bigbox"),
+        &dst_pw("bigbox"),
+    );
+    assert_eq!(setup.before[19]["INBOX"].len(), 30_000);
+
+    let out = setup.fleet.run(
+        &[
+            "scheduler",
+            "--once",
+            "--queue",
+            &setup.fleet.queue,
+            "--split-above",
+            "5000",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let workers: Vec<_> = (0..3)
+        .map(|_| setup.worker(&["--concurrency", "2", "--exit-when-idle", "8"]))
+        .collect();
+    let mut with_big_inbox = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker: {}", text(&out));
+        assert!(!text(&out).contains("-Pw1"));
+        if String::from_utf8_lossy(&out.stderr).contains("INBOX [UIDs ") {
+            with_big_inbox += 1;
+        }
+    }
+    assert!(
+        with_big_inbox >= 2,
+        "the big INBOX ran on {with_big_inbox} worker(s)"
+    );
+    setup.assert_all_mirrored().await;
+}
