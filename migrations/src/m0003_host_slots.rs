@@ -16,6 +16,8 @@ enum HostLimit {
     Table,
     Host,
     MaxConnections,
+    /// Fleet-wide messages per second to this server (shared evenly by its slots).
+    MaxMessagesPerSec,
 }
 
 #[derive(DeriveIden)]
@@ -45,6 +47,11 @@ impl MigrationTrait for Migration {
                         ColumnDef::new(HostLimit::MaxConnections)
                             .integer()
                             .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(HostLimit::MaxMessagesPerSec)
+                            .integer()
+                            .null(),
                     )
                     .to_owned(),
             )

@@ -533,7 +533,11 @@ async fn a_per_host_limit_holds_across_all_workers() {
     }
     let setup = Setup::new(&["leo", "mia", "ned"], 300).await;
     let host = format!("127.0.0.1:{}", setup.src.port());
-    let out = setup.fleet.run(&["host", "limit", &host, "2"], &[]);
+    // At most 2 connections and 300 messages/s to the source, whatever the workers.
+    let out = setup.fleet.run(
+        &["host", "limit", &host, "2", "--messages-per-sec", "300"],
+        &[],
+    );
     assert!(out.status.success(), "host limit: {}", text(&out));
     let out = setup.schedule();
     assert!(out.status.success(), "scheduler: {}", text(&out));
@@ -549,6 +553,7 @@ async fn a_per_host_limit_holds_across_all_workers() {
             }
         })
     };
+    let started = std::time::Instant::now();
     let workers: Vec<_> = (0..2)
         .map(|_| {
             setup.worker(&[
@@ -561,9 +566,28 @@ async fn a_per_host_limit_holds_across_all_workers() {
             ])
         })
         .collect();
+    let total: usize = setup
+        .before
+        .iter()
+        .map(|s| s.values().map(Vec::len).sum::<usize>())
+        .sum();
+    while setup.destination_total().await < total {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "too slow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let copy_time = started.elapsed();
+    eprintln!("copied {total} messages in {copy_time:?} under the cap");
     for w in workers {
         finish(w);
     }
+    // 900 messages at no more than 300/s take at least 3 s.
+    assert!(
+        copy_time >= std::time::Duration::from_millis(2700),
+        "{total} messages in {copy_time:?} despite a 300 messages/s cap"
+    );
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     watcher.join().unwrap();
     let peak = peak.load(std::sync::atomic::Ordering::SeqCst);

@@ -272,6 +272,10 @@ pub enum HostCommand {
         /// Maximum simultaneous connections
         #[arg(required_unless_present = "remove")]
         max: Option<u32>,
+        /// Also cap the messages per second all workers together move to or from it
+        /// (shared evenly by its connections)
+        #[arg(long, value_name = "N")]
+        messages_per_sec: Option<u32>,
         /// Remove the limit
         #[arg(long)]
         remove: bool,
@@ -283,6 +287,7 @@ pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
         db,
         host,
         max,
+        messages_per_sec,
         remove,
     } = cmd;
     if !host.contains(':') {
@@ -293,9 +298,14 @@ pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
     if max == Some(0) {
         bail!("a limit of 0 connections would stop every migration from {host}; use at least 1");
     }
-    store.set_host_limit(&host, max).await?;
+    store.set_host_limit(&host, max, messages_per_sec).await?;
     match max {
-        Some(n) => eprintln!("at most {n} connection(s) to {host}, fleet-wide"),
+        Some(n) => eprintln!(
+            "at most {n} connection(s) to {host}, fleet-wide{}",
+            messages_per_sec
+                .map(|r| format!(", {r} messages/s"))
+                .unwrap_or_default()
+        ),
         None => eprintln!("no connection limit for {host}"),
     }
     Ok(ExitCode::SUCCESS)

@@ -367,8 +367,16 @@ pub trait MailboxStore: Send + Sync {
 /// a slot leased from the shared database.
 #[async_trait]
 pub trait HostSlots: Send + Sync {
-    /// Sets (or with `None` removes) a host's limit.
-    async fn set_host_limit(&self, host: &str, max: Option<u32>) -> Result<()>;
+    /// Sets (or with `None` removes) a host's connection limit and, optionally, a
+    /// fleet-wide messages-per-second cap (enforced as an equal share per slot).
+    async fn set_host_limit(
+        &self,
+        host: &str,
+        max: Option<u32>,
+        messages_per_sec: Option<u32>,
+    ) -> Result<()>;
+    /// Messages per second one slot of `host` may move (None: uncapped).
+    async fn slot_rate(&self, host: &str) -> Result<Option<f64>>;
     /// Leases a free slot for `owner`: `Ok(None)` when all are taken, `Ok(Some(None))`
     /// when the host has no limit, `Ok(Some(Some(slot)))` otherwise.
     async fn acquire_slot(

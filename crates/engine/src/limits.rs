@@ -33,6 +33,27 @@ struct SlotGuard {
     slot: Option<u32>,
     limits: Arc<Limits>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    pacer: Pacer,
+}
+
+/// Spaces out message transfers of one connection to its share of the host's rate cap.
+struct Pacer {
+    per_sec: Option<f64>,
+    next: tokio::time::Instant,
+}
+
+impl Pacer {
+    /// Waits until `n` more messages fit in the rate, then books them.
+    async fn take(&mut self, n: usize) {
+        let Some(rate) = self.per_sec.filter(|r| *r > 0.0) else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        if self.next > now {
+            tokio::time::sleep_until(self.next).await;
+        }
+        self.next = self.next.max(now) + Duration::from_secs_f64(n as f64 / rate);
+    }
 }
 
 impl Drop for SlotGuard {
@@ -67,6 +88,10 @@ impl Limits {
                         slot: None,
                         limits: self.clone(),
                         heartbeat: None,
+                        pacer: Pacer {
+                            per_sec: None,
+                            next: tokio::time::Instant::now(),
+                        },
                     });
                 }
                 Some(Some(slot)) => {
@@ -89,11 +114,16 @@ impl Limits {
                             }
                         }
                     });
+                    let per_sec = self.slots.slot_rate(host).await?;
                     return Ok(SlotGuard {
                         host: host.to_string(),
                         slot: Some(slot),
                         limits: self.clone(),
                         heartbeat: Some(heartbeat),
+                        pacer: Pacer {
+                            per_sec,
+                            next: tokio::time::Instant::now(),
+                        },
                     });
                 }
                 None if started.elapsed() >= self.wait => {
@@ -142,7 +172,7 @@ impl Connector for LimitedConnector {
         let guard = self.limits.slot(&self.inner.hosts().0).await?;
         Ok(Box::new(Guarded {
             inner: self.inner.source().await?,
-            _guard: guard,
+            guard,
         }))
     }
 
@@ -150,7 +180,7 @@ impl Connector for LimitedConnector {
         let guard = self.limits.slot(&self.inner.hosts().1).await?;
         Ok(Box::new(Guarded {
             inner: self.inner.target().await?,
-            _guard: guard,
+            guard,
         }))
     }
 
@@ -158,7 +188,7 @@ impl Connector for LimitedConnector {
         let guard = self.limits.slot(&self.inner.hosts().1).await?;
         Ok(Box::new(Guarded {
             inner: self.inner.target_reader().await?,
-            _guard: guard,
+            guard,
         }))
     }
 
@@ -167,10 +197,11 @@ impl Connector for LimitedConnector {
     }
 }
 
-/// A session that holds its slot for as long as it lives.
+/// A session that holds its slot for as long as it lives (and keeps to its share of the
+/// host's message rate).
 struct Guarded<T: ?Sized> {
     inner: Box<T>,
-    _guard: SlotGuard,
+    guard: SlotGuard,
 }
 
 #[async_trait]
@@ -191,6 +222,7 @@ impl MailSource for Guarded<dyn MailSource> {
         self.inner.list_messages_of(uids).await
     }
     async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>> {
+        self.guard.pacer.take(uids.len()).await;
         self.inner.fetch_messages(uids).await
     }
     async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>> {
@@ -222,6 +254,7 @@ impl MailTarget for Guarded<dyn MailTarget> {
         self.inner.select(folder).await
     }
     async fn append(&mut self, folder: &str, items: &[AppendItem<'_>]) -> Result<Appended> {
+        self.guard.pacer.take(items.len()).await;
         self.inner.append(folder, items).await
     }
     async fn locate_since(&mut self, from_uid: u32) -> Result<Vec<LocatedMessage>> {

@@ -294,16 +294,25 @@ impl MailboxStore for SeaStore {
 }
 
 impl SeaStore {
-    async fn set_host_limit_impl(&self, host: &str, max: Option<u32>) -> Result<(), StoreError> {
+    async fn set_host_limit_impl(
+        &self,
+        host: &str,
+        max: Option<u32>,
+        rate: Option<u32>,
+    ) -> Result<(), StoreError> {
         match max {
             Some(n) => {
                 host_limit::Entity::insert(host_limit::ActiveModel {
                     host: Set(host.to_string()),
                     max_connections: Set(i32::try_from(n).unwrap_or(i32::MAX)),
+                    max_messages_per_sec: Set(rate.map(|r| i32::try_from(r).unwrap_or(i32::MAX))),
                 })
                 .on_conflict(
                     OnConflict::column(host_limit::Column::Host)
-                        .update_column(host_limit::Column::MaxConnections)
+                        .update_columns([
+                            host_limit::Column::MaxConnections,
+                            host_limit::Column::MaxMessagesPerSec,
+                        ])
                         .to_owned(),
                 )
                 .exec_without_returning(&self.db)
@@ -318,6 +327,18 @@ impl SeaStore {
             }
         }
         Ok(())
+    }
+
+    async fn slot_rate_impl(&self, host: &str) -> Result<Option<f64>, StoreError> {
+        let limit = host_limit::Entity::find_by_id(host.to_string())
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a host limit"))?;
+        Ok(limit.and_then(|l| {
+            l.max_messages_per_sec
+                .filter(|r| *r > 0 && l.max_connections > 0)
+                .map(|r| f64::from(r) / f64::from(l.max_connections))
+        }))
     }
 
     async fn acquire_slot_impl(
@@ -416,8 +437,19 @@ impl SeaStore {
 
 #[async_trait]
 impl HostSlots for SeaStore {
-    async fn set_host_limit(&self, host: &str, max: Option<u32>) -> mailshift_core::Result<()> {
-        Ok(self.set_host_limit_impl(host, max).await?)
+    async fn set_host_limit(
+        &self,
+        host: &str,
+        max: Option<u32>,
+        messages_per_sec: Option<u32>,
+    ) -> mailshift_core::Result<()> {
+        Ok(self
+            .set_host_limit_impl(host, max, messages_per_sec)
+            .await?)
+    }
+
+    async fn slot_rate(&self, host: &str) -> mailshift_core::Result<Option<f64>> {
+        Ok(self.slot_rate_impl(host).await?)
     }
 
     async fn acquire_slot(

@@ -754,9 +754,14 @@ mod fleet_suite {
             "no limit, no slot needed"
         );
         store
-            .set_host_limit("old.example:993", Some(2))
+            .set_host_limit("old.example:993", Some(2), Some(100))
             .await
             .unwrap();
+        assert_eq!(
+            store.slot_rate("old.example:993").await.unwrap(),
+            Some(50.0)
+        );
+        assert_eq!(store.slot_rate("free.example:993").await.unwrap(), None);
         let a = store
             .acquire_slot("old.example:993", "w1", ttl)
             .await
@@ -797,7 +802,10 @@ mod fleet_suite {
                 .unwrap(),
             Some(Some(_))
         ));
-        store.set_host_limit("old.example:993", None).await.unwrap();
+        store
+            .set_host_limit("old.example:993", None, None)
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .acquire_slot("old.example:993", "w4", ttl)
