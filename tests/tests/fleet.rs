@@ -68,11 +68,18 @@ fn psql(db: &str, sql: &str) -> String {
 }
 
 fn uuid_like() -> String {
+    // Tests run in parallel: a counter keeps names apart even within one clock tick.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{}_{}", std::process::id(), t % 1_000_000_000)
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        t % 1_000_000_000
+    )
 }
 
 struct Fleet {
