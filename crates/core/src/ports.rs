@@ -361,6 +361,15 @@ pub trait MailboxStore: Send + Sync {
     ) -> Result<bool>;
     async fn release_folder(&self, migration: Uuid, source_folder: &str, owner: &str)
     -> Result<()>;
+    /// Extends `owner`'s lease only if it is still unexpired: false once it lapsed, even
+    /// if no one else took it (the folder may have been copied meanwhile).
+    async fn renew_folder(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool>;
 }
 
 /// Fleet-wide connection slots per server (`host:port`): a connection is opened only in

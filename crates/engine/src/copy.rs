@@ -31,6 +31,16 @@ pub struct FolderPass<'a> {
     /// Set when the process is shutting down: the pass stops after the batch in flight
     /// is checkpointed.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Fleet: proof that this worker still holds the folder's lease, checked before
+    /// every APPEND, so a worker whose lease expired (a long stall) never appends beside
+    /// the worker that took the folder over.
+    pub fence: Option<&'a dyn Fence>,
+}
+
+/// Checks (and extends) the lease a pass runs under.
+#[async_trait::async_trait]
+pub trait Fence: Send + Sync {
+    async fn still_held(&self) -> Result<bool>;
 }
 
 /// Runs the pass; never fails as a whole: problems end up in the report.
@@ -67,6 +77,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         progress,
         limits,
         stop,
+        fence,
     } = pass;
     let src_name = &job.source_display;
     let dst_name = &job.dest_display;
@@ -302,6 +313,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
             progress,
             limits,
             stop,
+            fence,
             report,
             src_name,
         )
@@ -348,6 +360,7 @@ async fn copy_window(
     progress: &dyn Progress,
     limits: BatchLimits,
     stop: Option<&std::sync::atomic::AtomicBool>,
+    fence: Option<&dyn Fence>,
     report: &mut FolderReport,
     src_name: &str,
 ) -> Result<bool> {
@@ -359,6 +372,17 @@ async fn copy_window(
             None => Vec::new(),
         };
         let batch_max_uid = batches[i].last().map(|m| m.uid).unwrap_or(0);
+        if let Some(f) = fence
+            && !f.still_held().await?
+        {
+            return Err(Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "folder '{src_name}': the lease passed to another worker (this one \
+                     stalled); stopping before the next APPEND"
+                ),
+            ));
+        }
         let (prefetched, outcome) = if i + 1 < batches.len() {
             let (p, o) = tokio::join!(
                 fetch(&mut *source, &batches[i + 1]),

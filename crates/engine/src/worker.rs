@@ -2,7 +2,7 @@
 //! its effects are checkpointed, or hand it back for a delayed retry when the failure is
 //! retryable. The same loop serves the in-process queue and RabbitMQ.
 
-use crate::copy::{FolderPass, copy_folder};
+use crate::copy::{Fence, FolderPass, copy_folder};
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
     Connectors, Delivery, JobQueue, MailSource, MailTarget, MailboxStore, Progress, StateStore,
@@ -13,6 +13,27 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// The fleet's fence: renews the folder's lease; false once another worker holds it.
+struct LeaseFence {
+    leases: Leases,
+    job: mailshift_core::job::FolderJob,
+}
+
+#[async_trait::async_trait]
+impl Fence for LeaseFence {
+    async fn still_held(&self) -> Result<bool> {
+        self.leases
+            .store
+            .renew_folder(
+                self.job.migration_id,
+                &self.job.state_key(),
+                &self.leases.owner,
+                self.leases.ttl,
+            )
+            .await
+    }
+}
 
 /// A shutdown request shared by a process's workers.
 #[derive(Debug, Default)]
@@ -138,13 +159,7 @@ impl Worker {
                 tokio::time::sleep(l.ttl / 3).await;
                 if let Err(e) = l
                     .store
-                    .claim_folder(
-                        job.migration_id,
-                        &job.state_key(),
-                        &job.dest_folder,
-                        &l.owner,
-                        l.ttl,
-                    )
+                    .renew_folder(job.migration_id, &job.state_key(), &l.owner, l.ttl)
                     .await
                 {
                     tracing::warn!(folder = %job.source_display, error = %e, "cannot renew a folder lease");
@@ -198,6 +213,10 @@ impl Worker {
             };
             let (mut report, err, keep) = match s {
                 Ok(mut s) => {
+                    let fence = self.leases.as_ref().map(|l| LeaseFence {
+                        leases: l.clone(),
+                        job: delivery.job.clone(),
+                    });
                     let (report, err) = copy_folder(FolderPass {
                         job: &delivery.job,
                         source: &mut *s.source,
@@ -206,6 +225,7 @@ impl Worker {
                         progress: &*self.progress,
                         limits: self.limits,
                         stop: Some(&self.stop.flag),
+                        fence: fence.as_ref().map(|f| f as &dyn Fence),
                     })
                     .await;
                     // After a network or protocol failure the session state is unknown.

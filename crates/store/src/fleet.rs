@@ -207,6 +207,27 @@ impl SeaStore {
         Ok(res == 1)
     }
 
+    async fn renew_impl(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let res = folder::Entity::update_many()
+            .col_expr(folder::Column::LeaseUntil, Expr::value(Some(until)))
+            .filter(folder::Column::MigrationId.eq(migration))
+            .filter(folder::Column::SourceFolder.eq(source_folder))
+            .filter(folder::Column::LeaseOwner.eq(owner))
+            .filter(folder::Column::LeaseUntil.gte(now))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("renewing a folder lease"))?;
+        Ok(res.rows_affected == 1)
+    }
+
     async fn release_impl(
         &self,
         migration: Uuid,
@@ -290,6 +311,18 @@ impl MailboxStore for SeaStore {
         owner: &str,
     ) -> mailshift_core::Result<()> {
         Ok(self.release_impl(migration, source_folder, owner).await?)
+    }
+
+    async fn renew_folder(
+        &self,
+        migration: Uuid,
+        source_folder: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> mailshift_core::Result<bool> {
+        Ok(self
+            .renew_impl(migration, source_folder, owner, lease)
+            .await?)
     }
 }
 

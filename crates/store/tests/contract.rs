@@ -738,6 +738,20 @@ mod fleet_suite {
                 .await
                 .unwrap()
         );
+        // Renewal only while unexpired and ours.
+        assert!(store.renew_folder(m, "Sent", "w2", ttl).await.unwrap());
+        assert!(!store.renew_folder(m, "Sent", "w1", ttl).await.unwrap());
+        assert!(
+            store
+                .claim_folder(m, "Junk", "Junk", "w1", Duration::ZERO)
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !store.renew_folder(m, "Junk", "w1", ttl).await.unwrap(),
+            "a lapsed lease is not renewed, even unclaimed"
+        );
         // The checkpoint itself is untouched by leases.
         let f = store.folder(m, "INBOX", "INBOX").await.unwrap();
         assert_eq!((f.highest_uid, f.pending), (0, None));
