@@ -45,6 +45,16 @@ enum Command {
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare both servers folder by folder (independently of any state) and say what
     /// is missing, extra or different; exit 0 only when in sync
+    #[command(
+        long_about = "Compare both servers folder by folder, independently of any state file.\n\n\
+        Folders are paired as `migrate` pairs them (same --map and --exclude). In each pair \
+        the messages are matched by size and a SHA-256 of their header section (--deep: of \
+        their full content), then their flags and internal dates are compared. Both servers \
+        are only read (EXAMINE, BODY.PEEK). Every message that is missing, extra or \
+        different is named by folder, UID, date, sender and subject.\n\n\
+        Exit status: 0 when in sync; 1 when something differs; 2 on bad usage, when a \
+        server cannot be reached or a folder could not be compared."
+    )]
     Verify(Box<verify::VerifyArgs>),
     /// Fleet database: apply schema migrations, create a credentials key
     #[command(subcommand)]
