@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod corpus;
+pub mod dns;
 pub mod dovecot;
 pub mod imap;
 pub mod ops;

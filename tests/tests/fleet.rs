@@ -515,22 +515,66 @@ async fn sigterm_hands_work_back_and_a_rolling_restart_loses_nothing() {
     setup.assert_all_mirrored().await;
 }
 
-/// Established TCP connections whose local (server) port is `port`, from /proc/net/tcp.
-fn established_to(port: u16) -> usize {
+/// Established TCP connections to `port` on loopback, from /proc/net/tcp: for each, the
+/// process (pid and command line) holding its client end, so a failure names who
+/// opened the connections beyond the limit.
+fn established_to(port: u16) -> Vec<String> {
     let want = format!(":{port:04X}");
-    let mut n = 0;
+    let mut clients = Vec::new();
+    let mut inodes = std::collections::HashMap::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(table) = std::fs::read_to_string(f) else {
             continue;
         };
         for l in table.lines().skip(1) {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "01" {
-                n += 1;
+            if cols.len() < 10 || cols[3] != "01" {
+                continue;
+            }
+            if cols[2].ends_with(&want) {
+                clients.push(cols[1].to_string());
+                inodes.insert(cols[9].to_string(), cols[1].to_string());
             }
         }
     }
-    n
+    if clients.is_empty() {
+        return clients;
+    }
+    let mut owners: std::collections::HashMap<String, String> = Default::default();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let pid = p.file_name().to_string_lossy().to_string();
+            if !pid.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                let Ok(link) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let link = link.to_string_lossy().to_string();
+                if let Some(ino) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|l| l.strip_suffix(']'))
+                    && let Some(local) = inodes.get(ino)
+                {
+                    let cmd = std::fs::read(p.path().join("cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .unwrap_or_default();
+                    owners.insert(local.clone(), format!("pid {pid}: {}", cmd.trim()));
+                }
+            }
+        }
+    }
+    clients
+        .into_iter()
+        .map(|c| {
+            let who = owners.get(&c).cloned().unwrap_or_else(|| "?".into());
+            format!("{c} <- {who}")
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -550,12 +594,17 @@ async fn a_per_host_limit_holds_across_all_workers() {
     assert!(out.status.success(), "scheduler: {}", text(&out));
 
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let watcher = {
         let (watching, peak, port) = (watching.clone(), peak.clone(), setup.src.port());
         std::thread::spawn(move || {
             while watching.load(std::sync::atomic::Ordering::SeqCst) {
-                peak.fetch_max(established_to(port), std::sync::atomic::Ordering::SeqCst);
+                let now = established_to(port);
+                let mut peak = peak.lock().unwrap();
+                if now.len() > peak.len() {
+                    *peak = now;
+                }
+                drop(peak);
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         })
@@ -597,10 +646,12 @@ async fn a_per_host_limit_holds_across_all_workers() {
     );
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     watcher.join().unwrap();
-    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    let peak = peak.lock().unwrap().clone();
     assert!(
-        (1..=2).contains(&peak),
-        "{peak} connections were open to the source at once (limit 2)"
+        (1..=2).contains(&peak.len()),
+        "{} connections were open to the source at once (limit 2):\n{}",
+        peak.len(),
+        peak.join("\n")
     );
     setup.assert_all_mirrored().await;
 }

@@ -1,6 +1,7 @@
 //! The `mailshift` binary: parses the command line, wires adapters to the engine, and
 //! prints what happened. The only crate that uses anyhow and touches the terminal.
 
+mod dns;
 mod fleet;
 mod migrate;
 mod output;
@@ -71,6 +72,19 @@ enum Command {
     Scheduler(Box<fleet::SchedulerArgs>),
     /// Fleet: take folder jobs from RabbitMQ and copy mail (run as many as you like)
     Worker(Box<fleet::WorkerArgs>),
+    /// Cutover: check a domain's DNS readiness, watch the MX switch propagate
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
+    /// Cutover: the dated timeline D-7 .. D+3 of a domain's MX switch
+    #[command(
+        long_about = "Print the cutover timeline of a domain around its MX switch.\n\n\
+        From the switch time: the audit (D-7), the TTL reduction and its deadline (48 h \
+        before the switch), the initial sync (D-3), incremental passes, verification (D-1), \
+        the switch window, dual reception (72 h by default) and the decommission with the \
+        TTL restored. Warns when the switch falls in a busy period (month-end by default) \
+        or in working hours, and suggests a quieter slot."
+    )]
+    Plan(Box<dns::PlanArgs>),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +109,8 @@ fn main() -> ExitCode {
             Command::Status(args) => fleet::status(*args).await,
             Command::Scheduler(args) => fleet::scheduler(*args).await,
             Command::Worker(args) => fleet::worker(*args).await,
+            Command::Dns(cmd) => dns::dns(cmd).await,
+            Command::Plan(args) => dns::plan(*args).await,
         }
     });
     match result {

@@ -59,8 +59,8 @@ pub struct MigrateArgs {
     interval: Duration,
 }
 
-/// `90`, `90s`, `5m`, `2h`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// `90`, `90s`, `5m`, `2h`, `3d`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -73,10 +73,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m or h")),
+        "d" => n * 86400,
+        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m, h or d")),
     };
     if secs == 0 {
-        return Err("the interval must be at least 1s".into());
+        return Err("a duration must be at least 1s".into());
     }
     Ok(Duration::from_secs(secs))
 }

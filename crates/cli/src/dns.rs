@@ -1,0 +1,379 @@
+//! `mailshift dns check`, `mailshift dns watch` and `mailshift plan`: the cutover
+//! commands an operator runs around the MX switch.
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, Utc};
+use clap::{Args, Subcommand};
+use mailshift_core::cutover::{self, Busy, Finding, Level, PlanOptions};
+use mailshift_dns::check::{self, Options, Sees, View};
+use mailshift_dns::lookup::{Dns, Role, Server, parse_server};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum DnsCommand {
+    /// Is the domain ready for the switch? MX and TTL as every nameserver sees them,
+    /// SPF, DKIM and DMARC for the new provider; exit 0 only when nothing is an error
+    #[command(
+        long_about = "Check a domain's DNS before (and after) the MX switch.\n\n\
+        The MX is asked of the domain's authoritative nameservers (found through NS, or \
+        given with --authoritative) and of recursive resolvers (--nameserver, or this \
+        machine's), and compared: which MX is active (old, new or both), whether servers \
+        disagree, and whether the TTL is low enough for the planned switch (--switch-at). \
+        SPF must be a single valid record that authorises the new provider \
+        (--spf-include, followed through includes within the 10-lookup limit) and is not \
+        `+all`; each DKIM selector must publish a usable key; DMARC must be valid.\n\n\
+        Every finding is ok, warn or error, with a one-line fix. Every lookup has a \
+        timeout: a dead or lying server is a finding, never a hang.\n\n\
+        Exit status: 0 when nothing is an error; 1 otherwise; 2 on bad usage."
+    )]
+    Check(Box<CheckArgs>),
+    /// Watch the MX switch propagate: what fraction of nameservers sees the new MX
+    #[command(long_about = "Watch the MX switch propagate.\n\n\
+        Asks the authoritative nameservers and the resolvers repeatedly (as often as the \
+        shortest TTL allows, at least every --interval) and shows what fraction returns \
+        only the new MX. A line is printed whenever that changes.\n\n\
+        Exit status: 0 once every server sees the new MX (at once without \
+        --until-complete: the state is printed once); 1 when --timeout passes first.")]
+    Watch(Box<WatchArgs>),
+}
+
+/// Where to ask.
+#[derive(Args, Clone)]
+pub struct Servers {
+    /// A recursive resolver to ask, IP[:PORT] (repeatable; default: /etc/resolv.conf)
+    #[arg(long = "nameserver", alias = "resolver", value_name = "IP[:PORT]")]
+    nameservers: Vec<String>,
+    /// An authoritative nameserver of the domain, IP[:PORT] (repeatable; default: the
+    /// domain's NS records)
+    #[arg(long, value_name = "IP[:PORT]")]
+    authoritative: Vec<String>,
+    /// Seconds one DNS query may take
+    #[arg(long, default_value_t = 3, value_name = "SECS")]
+    dns_timeout: u64,
+}
+
+impl Servers {
+    fn parse(&self) -> anyhow::Result<(Vec<Server>, Vec<Server>)> {
+        let parse = |list: &[String], role| -> anyhow::Result<Vec<Server>> {
+            list.iter()
+                .map(|s| parse_server(s, role).map_err(anyhow::Error::msg))
+                .collect()
+        };
+        Ok((
+            parse(&self.nameservers, Role::Recursive)?,
+            parse(&self.authoritative, Role::Authoritative)?,
+        ))
+    }
+
+    fn dns(&self) -> Dns {
+        Dns::new(Duration::from_secs(self.dns_timeout.max(1)))
+    }
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The domain whose mail moves, e.g. example.com
+    domain: String,
+    /// The new provider's MX host
+    #[arg(long, value_name = "HOST")]
+    new_mx: String,
+    /// The old provider's MX host (otherwise: any MX that is not the new one)
+    #[arg(long, value_name = "HOST")]
+    old_mx: Option<String>,
+    /// The SPF include the new provider requires, e.g. spf.new.example
+    #[arg(long, value_name = "DOMAIN")]
+    spf_include: Option<String>,
+    /// A DKIM selector the new provider signs with (repeatable)
+    #[arg(long = "dkim-selector", value_name = "SEL")]
+    dkim_selectors: Vec<String>,
+    /// The planned switch, RFC 3339 (e.g. 2026-12-05T06:00+01:00): TTL advice relative to it
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    switch_at: Option<DateTime<FixedOffset>>,
+    #[command(flatten)]
+    servers: Servers,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    domain: String,
+    /// The new provider's MX host
+    #[arg(long, value_name = "HOST")]
+    new_mx: String,
+    /// The old provider's MX host
+    #[arg(long, value_name = "HOST")]
+    old_mx: Option<String>,
+    #[command(flatten)]
+    servers: Servers,
+    /// Keep watching until every server sees the new MX
+    #[arg(long)]
+    until_complete: bool,
+    /// Give up after this long (with --until-complete), e.g. 30m, 2h
+    #[arg(long, default_value = "2h", value_parser = crate::migrate::parse_duration)]
+    timeout: Duration,
+    /// Longest wait between rounds (shorter when TTLs are shorter)
+    #[arg(long, default_value = "60s", value_parser = crate::migrate::parse_duration)]
+    interval: Duration,
+    /// One JSON object per round instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The domain whose mail moves
+    domain: String,
+    /// The MX switch, RFC 3339 with its UTC offset, e.g. 2026-12-05T06:00+01:00
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    switch_at: DateTime<FixedOffset>,
+    /// How long the old server keeps receiving after the switch
+    #[arg(long, default_value = "72h", value_parser = crate::migrate::parse_duration)]
+    dual_reception: Duration,
+    /// Interval of incremental passes before the switch
+    #[arg(long, default_value = "4h", value_parser = crate::migrate::parse_duration)]
+    incremental_every: Duration,
+    /// A busy period to avoid: `month-end`, `month-end:N` or YYYY-MM-DD..YYYY-MM-DD
+    /// (repeatable; default: month-end)
+    #[arg(long, value_name = "PERIOD", value_parser = Busy::parse)]
+    busy: Vec<Busy>,
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// RFC 3339, with `T` or a space, seconds optional: `2026-12-05T06:00+01:00`.
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let t = s.trim().replacen(' ', "T", 1);
+    DateTime::parse_from_rfc3339(&t)
+        .or_else(|_| DateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M%:z"))
+        .or_else(|_| DateTime::parse_from_str(&t, "%Y-%m-%dT%H:%MZ").map(|d| d.fixed_offset()))
+        .map_err(|_| {
+            format!("`{s}` is not a time with its UTC offset; write e.g. 2026-12-05T06:00+01:00")
+        })
+}
+
+fn now() -> DateTime<FixedOffset> {
+    Utc::now().fixed_offset()
+}
+
+pub async fn dns(cmd: DnsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DnsCommand::Check(a) => run_check(*a).await,
+        DnsCommand::Watch(a) => run_watch(*a).await,
+    }
+}
+
+async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (resolvers, authoritative) = a.servers.parse()?;
+    let o = Options {
+        new_mx: a.new_mx.clone(),
+        old_mx: a.old_mx.clone(),
+        spf_include: a.spf_include.clone(),
+        dkim_selectors: a.dkim_selectors.clone(),
+        resolvers,
+        authoritative,
+        switch_at: a.switch_at,
+    };
+    let report = check::check(&a.servers.dns(), &a.domain, &o, now()).await;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("DNS check of {}", report.domain);
+        print_views(&report.views);
+        println!();
+        print_findings(&report.findings);
+    }
+    Ok(if report.level == Level::Error {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn sees_text(s: Sees) -> &'static str {
+    match s {
+        Sees::Old => "old",
+        Sees::New => "NEW",
+        Sees::Mixed => "old+new",
+        Sees::Other => "other",
+        Sees::Unknown => "-",
+    }
+}
+
+fn print_views(views: &[View]) {
+    let w = views
+        .iter()
+        .map(|v| v.server.to_string().chars().count())
+        .max()
+        .unwrap_or(10)
+        .clamp(10, 60);
+    for v in views {
+        let role = match v.server.role {
+            Role::Authoritative => "authoritative",
+            Role::Recursive => "resolver",
+        };
+        let answer = match &v.mx {
+            Ok(a) => format!(
+                "{}  (TTL {})",
+                a.records
+                    .iter()
+                    .map(|m| format!("{} {}", m.preference, m.host))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.ttl
+            ),
+            Err(e) => e.to_string(),
+        };
+        println!(
+            "  {role:<13}  {:<w$}  {:<7}  {answer}",
+            v.server.to_string(),
+            sees_text(v.sees)
+        );
+    }
+}
+
+pub(crate) fn print_findings(findings: &[Finding]) {
+    let w = findings
+        .iter()
+        .map(|f| f.check.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    for f in findings {
+        println!("  {:<5}  {:<w$}  {}", f.level.as_str(), f.check, f.message);
+        if let Some(fix) = &f.fix {
+            println!("  {:<5}  {:<w$}  fix: {fix}", "", "");
+        }
+    }
+    let count = |l| findings.iter().filter(|f| f.level == l).count();
+    println!(
+        "\n{} ok, {} warning(s), {} error(s)",
+        count(Level::Ok),
+        count(Level::Warn),
+        count(Level::Error)
+    );
+}
+
+async fn run_watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    let (mut resolvers, authoritative) = a.servers.parse()?;
+    let dns = a.servers.dns();
+    let mut findings = Vec::new();
+    if resolvers.is_empty() && authoritative.is_empty() {
+        resolvers = Dns::system_resolvers();
+    }
+    let mut servers = if authoritative.is_empty() {
+        check::authoritative(&dns, &a.domain, &resolvers, &mut findings).await
+    } else {
+        authoritative
+    };
+    for f in &findings {
+        eprintln!("{}: {}", f.level.as_str(), f.message);
+    }
+    servers.extend(resolvers);
+    anyhow::ensure!(
+        !servers.is_empty(),
+        "no nameserver to watch for {}: give --authoritative or --nameserver",
+        a.domain
+    );
+    let tty = std::io::stdout().is_terminal() && !a.json;
+    let started = tokio::time::Instant::now();
+    let mut last: Option<(usize, Vec<Sees>)> = None;
+    loop {
+        let p = check::propagation(&dns, &a.domain, &servers, &a.new_mx, a.old_mx.as_deref()).await;
+        let state = (
+            p.seeing_new,
+            p.views.iter().map(|v| v.sees).collect::<Vec<_>>(),
+        );
+        if a.json {
+            println!("{}", serde_json::to_string(&p)?);
+        } else if last.as_ref() != Some(&state) {
+            if tty {
+                // Clear the live status line before printing a change.
+                print!("\r\x1b[2K");
+            }
+            let who = p
+                .views
+                .iter()
+                .map(|v| format!("{} {}", v.server, sees_text(v.sees)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "{} {:>3}% ({}/{}) see {}: {who}",
+                now().format("%H:%M:%S"),
+                p.percent(),
+                p.seeing_new,
+                p.total,
+                a.new_mx
+            );
+        }
+        last = Some(state);
+        if p.complete() {
+            println!("every nameserver sees the new MX {}", a.new_mx);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !a.until_complete {
+            return Ok(ExitCode::from(1));
+        }
+        let wait = Duration::from_secs(p.next_in_secs).min(a.interval);
+        if started.elapsed() + wait > a.timeout {
+            println!(
+                "timeout after {}s: {}% of nameservers see the new MX",
+                started.elapsed().as_secs(),
+                p.percent()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        if tty {
+            use std::io::Write;
+            print!(
+                "\r\x1b[2K{}% see the new MX; next look in {}s (Ctrl-C to stop)",
+                p.percent(),
+                wait.as_secs()
+            );
+            let _ = std::io::stdout().flush();
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Builds the cutover plan from the command line.
+pub(crate) fn plan_options(a: &PlanArgs) -> anyhow::Result<PlanOptions> {
+    let mut o = PlanOptions::new(a.switch_at);
+    o.dual_reception =
+        chrono::Duration::from_std(a.dual_reception).context("--dual-reception is too long")?;
+    o.incremental_every = chrono::Duration::from_std(a.incremental_every)
+        .context("--incremental-every is too long")?;
+    if !a.busy.is_empty() {
+        o.busy = a.busy.clone();
+    }
+    Ok(o)
+}
+
+pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let o = plan_options(&a)?;
+    let p = cutover::plan(&mailshift_dns::lookup::host_name(&a.domain), &o);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Cutover plan for {} (switch at {})\n",
+        p.domain,
+        cutover::stamp(p.switch_at)
+    );
+    for s in &p.steps {
+        let when = match s.until {
+            Some(u) => format!("{} -> {}", cutover::stamp(s.at), cutover::stamp(u)),
+            None => cutover::stamp(s.at),
+        };
+        println!("  {:<9} {when}\n  {:<9} {}\n", s.day, "", s.what);
+    }
+    for w in &p.warnings {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,581 @@
+//! The cutover of a domain: its phases, its dated timeline (D-7 .. D+3) around a
+//! planned MX switch, TTL advice, and the readiness findings DNS checks produce.
+//!
+//! Pure: every function takes "now" and the DNS observations as arguments, so the
+//! timeline and the advice are unit-tested to the minute.
+
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveTime, TimeZone, Timelike, Weekday};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a domain is in its cutover, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Auditing DNS, creating target mailboxes, lowering the TTL.
+    Prepare,
+    /// Initial copy and incremental passes running.
+    Syncing,
+    /// Every mailbox synced and verified: the MX may be switched.
+    Ready,
+    /// The MX change has been observed by every authoritative nameserver.
+    Switched,
+    /// The old server still receives mail; new arrivals are copied, nothing is
+    /// deleted on the new side.
+    DualReception,
+    /// Final verification done; the old server can be decommissioned.
+    Done,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Prepare,
+        Phase::Syncing,
+        Phase::Ready,
+        Phase::Switched,
+        Phase::DualReception,
+        Phase::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Syncing => "syncing",
+            Phase::Ready => "ready",
+            Phase::Switched => "switched",
+            Phase::DualReception => "dual-reception",
+            Phase::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Whether mail passes of this domain's mailboxes run in dual-reception mode:
+    /// new arrivals only, never a deletion or a flag change on the destination.
+    pub fn dual_reception(self) -> bool {
+        matches!(self, Phase::Switched | Phase::DualReception)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How serious a finding is. Only `Error` makes a check fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// One observation of a readiness check, with the one-line fix when it is not ok.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What was checked: `mx`, `ttl`, `spf`, `dkim:SELECTOR`, `dmarc`, `ns`, ...
+    pub check: String,
+    pub level: Level,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn ok(check: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding {
+            check: check.into(),
+            level: Level::Ok,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    pub fn warn(
+        check: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check: check.into(),
+            level: Level::Warn,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn error(
+        check: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check: check.into(),
+            level: Level::Error,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// The worst level among findings (`Ok` when there are none).
+pub fn worst(findings: &[Finding]) -> Level {
+    findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok)
+}
+
+/// The MX TTL the switch wants, and how long before it the lowered TTL must be live.
+pub const TARGET_TTL: u32 = 300;
+pub const TTL_LEAD: Duration = Duration::hours(48);
+
+/// Advice on the MX TTL relative to a planned switch.
+pub fn ttl_advice(
+    ttl: u32,
+    switch_at: Option<DateTime<FixedOffset>>,
+    now: DateTime<FixedOffset>,
+) -> Finding {
+    if ttl <= TARGET_TTL {
+        return Finding::ok(
+            "ttl",
+            format!("MX TTL {ttl} s: low enough for a quick switch"),
+        );
+    }
+    // Caches may hold the old record for the old TTL after the change goes live, so the
+    // lowered TTL must be published at least that long (and at least 48 h) before.
+    let lead = TTL_LEAD.max(Duration::seconds(i64::from(ttl)));
+    let Some(switch_at) = switch_at else {
+        return Finding::warn(
+            "ttl",
+            format!("MX TTL {ttl} s: too high for a quick switch"),
+            format!(
+                "lower the MX TTL to {TARGET_TTL} at least {} h before the switch",
+                lead.num_hours()
+            ),
+        );
+    };
+    let deadline = switch_at - lead;
+    if now <= deadline {
+        Finding::warn(
+            "ttl",
+            format!(
+                "MX TTL {ttl} s: lower it to {TARGET_TTL} now; it must be live by {} ({} h before the switch at {})",
+                stamp(deadline),
+                lead.num_hours(),
+                stamp(switch_at)
+            ),
+            format!("set the MX TTL to {TARGET_TTL} before {}", stamp(deadline)),
+        )
+    } else {
+        Finding::error(
+            "ttl",
+            format!(
+                "MX TTL {ttl} s and the switch at {} is less than {} h away: caches would keep \
+                 the old MX after the switch",
+                stamp(switch_at),
+                lead.num_hours()
+            ),
+            format!(
+                "lower the MX TTL to {TARGET_TTL} now and move the switch to {} or later",
+                stamp(now + lead)
+            ),
+        )
+    }
+}
+
+/// `2026-12-05 06:00 +01:00`: a timestamp an operator reads in the plan's own zone.
+pub fn stamp(t: DateTime<FixedOffset>) -> String {
+    t.format("%Y-%m-%d %H:%M %:z").to_string()
+}
+
+/// A period the operator marks as busy: a switch in it gets a warning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Busy {
+    /// The last `days` days of every month and its first day.
+    MonthEnd { days: u32 },
+    /// An explicit range of local dates, inclusive.
+    Dates {
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    },
+}
+
+impl Busy {
+    /// Parses `month-end`, `month-end:N` or `YYYY-MM-DD..YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Result<Busy, String> {
+        if s == "month-end" {
+            return Ok(Busy::MonthEnd { days: 3 });
+        }
+        if let Some(n) = s.strip_prefix("month-end:") {
+            let days = n
+                .parse()
+                .map_err(|_| format!("`{s}`: expected month-end:N with N a number of days"))?;
+            return Ok(Busy::MonthEnd { days });
+        }
+        let (a, b) = s.split_once("..").ok_or_else(|| {
+            format!("`{s}`: expected `month-end`, `month-end:N` or `YYYY-MM-DD..YYYY-MM-DD`")
+        })?;
+        let date = |d: &str| {
+            chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+                .map_err(|_| format!("`{d}` in `{s}` is not a YYYY-MM-DD date"))
+        };
+        let (from, to) = (date(a)?, date(b)?);
+        if to < from {
+            return Err(format!("`{s}`: the range ends before it starts"));
+        }
+        Ok(Busy::Dates { from, to })
+    }
+
+    fn contains(&self, day: chrono::NaiveDate) -> bool {
+        match self {
+            Busy::MonthEnd { days } => {
+                let next_month_first =
+                    (day + Duration::days(i64::from(*days))).month() != day.month();
+                day.day() == 1 || next_month_first
+            }
+            Busy::Dates { from, to } => (*from..=*to).contains(&day),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Busy::MonthEnd { days } => {
+                format!("the month-end period (last {days} days and the 1st)")
+            }
+            Busy::Dates { from, to } => format!("the busy period {from}..{to}"),
+        }
+    }
+}
+
+/// What the operator decides when planning a cutover.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub switch_at: DateTime<FixedOffset>,
+    /// How long the old server keeps receiving after the switch.
+    pub dual_reception: Duration,
+    /// Interval of incremental passes between the initial sync and the switch.
+    pub incremental_every: Duration,
+    pub busy: Vec<Busy>,
+}
+
+impl PlanOptions {
+    pub fn new(switch_at: DateTime<FixedOffset>) -> PlanOptions {
+        PlanOptions {
+            switch_at,
+            dual_reception: Duration::hours(72),
+            incremental_every: Duration::hours(4),
+            busy: vec![Busy::MonthEnd { days: 3 }],
+        }
+    }
+}
+
+/// One dated step of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// `D-7`, `D-Day`, `D+3`, ...
+    pub day: String,
+    pub at: DateTime<FixedOffset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<FixedOffset>>,
+    pub what: String,
+}
+
+/// The cutover plan of one domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutoverPlan {
+    pub domain: String,
+    pub switch_at: DateTime<FixedOffset>,
+    pub dual_reception_until: DateTime<FixedOffset>,
+    pub ttl_deadline: DateTime<FixedOffset>,
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
+}
+
+fn day_label(days: i64) -> String {
+    match days {
+        0 => "D-Day".into(),
+        d if d < 0 => format!("D{d}"),
+        d => format!("D+{d}"),
+    }
+}
+
+/// Local 09:00 on the day `days` from the switch (steps people do in working hours).
+fn office(switch_at: DateTime<FixedOffset>, days: i64) -> DateTime<FixedOffset> {
+    let day = switch_at.date_naive() + Duration::days(days);
+    let nine = day.and_time(NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default());
+    switch_at
+        .timezone()
+        .from_local_datetime(&nine)
+        .single()
+        .unwrap_or(switch_at + Duration::days(days))
+}
+
+/// The timeline D-7 .. D+3 for a switch, with warnings about its timing.
+pub fn plan(domain: &str, o: &PlanOptions) -> CutoverPlan {
+    let s = o.switch_at;
+    let ttl_deadline = s - TTL_LEAD;
+    let sync_start = office(s, -3);
+    let verify_at = office(s, -1);
+    let dual_until = s + o.dual_reception;
+    let passes =
+        ((verify_at - sync_start).num_minutes() / o.incremental_every.num_minutes().max(1)).max(0);
+    let restore_day = (dual_until - s).num_days();
+    let steps = vec![
+        Step {
+            day: day_label(-7),
+            at: office(s, -7),
+            until: None,
+            what: format!(
+                "Audit: `mailshift dns check {domain}` (MX, TTL, SPF, DKIM, DMARC), create the \
+                 target mailboxes, verify credentials on both sides"
+            ),
+        },
+        Step {
+            day: day_label(-5),
+            at: office(s, -5),
+            until: Some(ttl_deadline),
+            what: format!(
+                "Lower the MX TTL to {TARGET_TTL} s; deadline {} (48 h before the switch); publish \
+                 the new provider's SPF include, DKIM keys and DMARC",
+                stamp(ttl_deadline)
+            ),
+        },
+        Step {
+            day: day_label(-3),
+            at: sync_start,
+            until: None,
+            what: "Initial sync: first full copy of every mailbox (the old server is only read)"
+                .into(),
+        },
+        Step {
+            day: "D-3..D-1".into(),
+            at: sync_start + o.incremental_every,
+            until: Some(verify_at),
+            what: format!(
+                "Incremental passes every {} h (about {passes}): new mail, flags, deletions, moves",
+                o.incremental_every.num_hours().max(1)
+            ),
+        },
+        Step {
+            day: day_label(-1),
+            at: verify_at,
+            until: None,
+            what: format!(
+                "Verify every mailbox (`mailshift verify`); re-run `mailshift dns check {domain}`: \
+                 no errors before the switch"
+            ),
+        },
+        Step {
+            day: day_label(0),
+            at: s,
+            until: Some(s + Duration::hours(1)),
+            what: format!(
+                "Switch window: point the MX at the new server; watch propagation with \
+                 `mailshift dns watch {domain}`"
+            ),
+        },
+        Step {
+            day: format!("D..D+{restore_day}"),
+            at: s,
+            until: Some(dual_until),
+            what: "Dual reception: the old server still receives; new arrivals are copied to the \
+                   new server, nothing is deleted there"
+                .into(),
+        },
+        Step {
+            day: day_label(restore_day),
+            at: dual_until,
+            until: None,
+            what: "Final verification and decommission report; restore the MX TTL (e.g. 3600 s); \
+                   decommission the old server"
+                .into(),
+        },
+    ];
+    CutoverPlan {
+        domain: domain.to_string(),
+        switch_at: s,
+        dual_reception_until: dual_until,
+        ttl_deadline,
+        steps,
+        warnings: timing_warnings(o),
+    }
+}
+
+/// Warnings about when the switch falls, with a better slot suggested.
+fn timing_warnings(o: &PlanOptions) -> Vec<String> {
+    let s = o.switch_at;
+    let mut out = Vec::new();
+    for b in &o.busy {
+        if b.contains(s.date_naive()) {
+            out.push(format!(
+                "the switch at {} falls in {}; suggested: {}",
+                stamp(s),
+                b.describe(),
+                stamp(suggest(s, &o.busy))
+            ));
+        }
+    }
+    let weekday = !matches!(s.weekday(), Weekday::Sat | Weekday::Sun);
+    if weekday && (7..20).contains(&s.hour()) {
+        out.push(format!(
+            "the switch at {} is in working hours; an early-morning slot (06:00) or a weekend is \
+             quieter: suggested {}",
+            stamp(s),
+            stamp(suggest(s, &o.busy))
+        ));
+    }
+    out
+}
+
+/// The first quiet slot at or after the planned day: 06:00 local, not in a busy period.
+fn suggest(s: DateTime<FixedOffset>, busy: &[Busy]) -> DateTime<FixedOffset> {
+    let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap_or_default();
+    for d in 0..62 {
+        let day = s.date_naive() + Duration::days(d);
+        if busy.iter().any(|b| b.contains(day)) {
+            continue;
+        }
+        if let Some(t) = s
+            .timezone()
+            .from_local_datetime(&day.and_time(six))
+            .single()
+            && t >= s
+        {
+            return t;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn the_timeline_of_a_switch_has_concrete_dates() {
+        let p = plan(
+            "example.com",
+            &PlanOptions::new(t("2026-12-05T06:00:00+01:00")),
+        );
+        let days: Vec<(&str, String)> = p
+            .steps
+            .iter()
+            .map(|s| (s.day.as_str(), stamp(s.at)))
+            .collect();
+        assert_eq!(
+            days,
+            vec![
+                ("D-7", "2026-11-28 09:00 +01:00".into()),
+                ("D-5", "2026-11-30 09:00 +01:00".into()),
+                ("D-3", "2026-12-02 09:00 +01:00".into()),
+                ("D-3..D-1", "2026-12-02 13:00 +01:00".into()),
+                ("D-1", "2026-12-04 09:00 +01:00".into()),
+                ("D-Day", "2026-12-05 06:00 +01:00".into()),
+                ("D..D+3", "2026-12-05 06:00 +01:00".into()),
+                ("D+3", "2026-12-08 06:00 +01:00".into()),
+            ]
+        );
+        assert_eq!(stamp(p.ttl_deadline), "2026-12-03 06:00 +01:00");
+        assert_eq!(stamp(p.dual_reception_until), "2026-12-08 06:00 +01:00");
+        // A Saturday at 06:00, not month-end: nothing to warn about.
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn month_end_and_working_hours_are_warned_with_a_better_slot() {
+        let p = plan(
+            "example.com",
+            &PlanOptions::new(t("2026-11-30T14:00:00+01:00")),
+        );
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("month-end"), "{}", p.warnings[0]);
+        // Nov 28..Dec 1 are busy: the first quiet morning is Dec 2.
+        assert!(
+            p.warnings[0].ends_with("2026-12-02 06:00 +01:00"),
+            "{}",
+            p.warnings[0]
+        );
+        assert!(p.warnings[1].contains("working hours"), "{}", p.warnings[1]);
+
+        let mut o = PlanOptions::new(t("2026-12-16T10:00:00+00:00"));
+        o.busy = vec![Busy::parse("2026-12-15..2026-12-20").unwrap()];
+        let p = plan("example.com", &o);
+        assert!(
+            p.warnings[0].contains("2026-12-15..2026-12-20"),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            p.warnings[0].ends_with("2026-12-21 06:00 +00:00"),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn ttl_advice_depends_on_the_time_left() {
+        let switch = Some(t("2026-12-05T06:00:00+01:00"));
+        let f = ttl_advice(300, switch, t("2026-12-04T06:00:00+01:00"));
+        assert_eq!(f.level, Level::Ok);
+        let f = ttl_advice(3600, switch, t("2026-11-29T06:00:00+01:00"));
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.message.contains("lower it to 300 now"), "{}", f.message);
+        assert!(
+            f.message.contains("2026-12-03 06:00 +01:00"),
+            "{}",
+            f.message
+        );
+        let f = ttl_advice(3600, switch, t("2026-12-04T06:00:00+01:00"));
+        assert_eq!(f.level, Level::Error);
+        assert!(f.fix.unwrap().contains("2026-12-06 06:00 +01:00"));
+        assert_eq!(
+            ttl_advice(86400, None, t("2026-12-04T06:00:00+01:00")).level,
+            Level::Warn
+        );
+    }
+
+    #[test]
+    fn busy_periods_parse_or_say_why_not() {
+        assert_eq!(
+            Busy::parse("month-end").unwrap(),
+            Busy::MonthEnd { days: 3 }
+        );
+        assert_eq!(
+            Busy::parse("month-end:5").unwrap(),
+            Busy::MonthEnd { days: 5 }
+        );
+        assert!(
+            Busy::parse("2026-12-20..2026-12-01")
+                .unwrap_err()
+                .contains("ends before")
+        );
+        assert!(Busy::parse("xmas").unwrap_err().contains("expected"));
+    }
+
+    #[test]
+    fn phases_round_trip_and_order() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
+        assert!(Phase::Ready < Phase::Switched);
+        assert!(Phase::DualReception.dual_reception() && !Phase::Ready.dual_reception());
+    }
+}
