@@ -14,6 +14,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_fleet;
 mod m0003_host_slots;
+mod m0004_domains;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_fleet::Migration),
             Box::new(m0003_host_slots::Migration),
+            Box::new(m0004_domains::Migration),
         ]
     }
 }

@@ -786,3 +786,199 @@ async fn twenty_mailboxes_one_with_a_30000_message_inbox_by_three_workers() {
     );
     setup.assert_all_mirrored().await;
 }
+
+/// Phase of `domain` as `mailshift domain status --json` reports it.
+fn domain_status(fleet: &Fleet, domain: &str) -> serde_json::Value {
+    let out = fleet.run(&["domain", "status", "--json"], &[]);
+    assert!(out.status.success(), "domain status: {}", text(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domain"] == domain)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {domain} in {all:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_domain_is_driven_through_its_cutover_into_dual_reception() {
+    use mailshift_tests::dns::{DnsServer, Rec, Zone};
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["pia"], 40).await;
+    let fleet = &setup.fleet;
+    let dns = DnsServer::start(&[Zone::new("switch.test")
+        .with("@", 3600, Rec::Ns("ns1".into()))
+        .mx(1, 10, "mx.old.example.")])
+    .await;
+    let switch_at = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let out = fleet.run(
+        &[
+            "plan",
+            "switch.test",
+            "--switch-at",
+            &switch_at,
+            "--new-mx",
+            "mta.new.example",
+            "--old-mx",
+            "mx.old.example",
+            "--authoritative",
+            &dns.addr().to_string(),
+            "--dual-reception",
+            "6s",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "plan: {}", text(&out));
+    assert_eq!(domain_status(fleet, "switch.test")["phase"], "prepare");
+    // The mailbox follows the domain's cutover.
+    let out = fleet.run(
+        &[
+            "mailbox",
+            "add",
+            "--from",
+            &setup.src.url("pia"),
+            "--to",
+            &setup.dst.url("pia"),
+            "--allow-plaintext",
+            "--batch",
+            "test",
+            "--domain",
+            "switch.test",
+        ],
+        &[
+            ("MAILSHIFT_FROM_PASSWORD", &src_pw("pia")),
+            ("MAILSHIFT_TO_PASSWORD", &dst_pw("pia")),
+        ],
+    );
+    assert!(out.status.success(), "mailbox add: {}", text(&out));
+    let pass = || {
+        let out = setup.schedule();
+        assert!(out.status.success(), "scheduler: {}", text(&out));
+        finish(setup.worker(&["--exit-when-idle", "2"]));
+    };
+
+    // Sync, then verified: ready.
+    pass();
+    assert_eq!(domain_status(fleet, "switch.test")["phase"], "syncing");
+    setup.assert_all_mirrored().await;
+    pass();
+    assert_eq!(domain_status(fleet, "switch.test")["phase"], "ready");
+
+    // D-Day: the MX switches. The old server still receives a message; the user
+    // deletes one on the new server, and one disappears from the old one.
+    dns.set_mx("switch.test", 1, &[(10, "mta.new.example.")])
+        .await;
+    let arrival = corpus::Msg {
+        raw: b"From: late@example.net\r\nTo: pia@switch.test\r\nSubject: sent to the old MX\r\n\r\nstill arriving\r\n".to_vec(),
+        flags: Vec::new(),
+        internal_date: "29-Nov-2026 10:00:00 +0000".into(),
+    };
+    imap::append(setup.src.port(), "pia", &src_pw("pia"), "INBOX", &arrival)
+        .await
+        .unwrap();
+    let dst_uids = mailshift_tests::ops::uids(setup.dst.port(), "pia", &dst_pw("pia"), "INBOX")
+        .await
+        .unwrap();
+    let deleted_by_user = dst_uids[0];
+    mailshift_tests::ops::run(
+        setup.dst.port(),
+        "pia",
+        &dst_pw("pia"),
+        &[
+            "SELECT INBOX".into(),
+            format!("UID STORE {deleted_by_user} +FLAGS.SILENT (\\Deleted)"),
+            "EXPUNGE".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let src_uids = mailshift_tests::ops::uids(setup.src.port(), "pia", &src_pw("pia"), "INBOX")
+        .await
+        .unwrap();
+    mailshift_tests::ops::run(
+        setup.src.port(),
+        "pia",
+        &src_pw("pia"),
+        &[
+            "SELECT INBOX".into(),
+            format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", src_uids[1]),
+            "EXPUNGE".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let dest_before = imap::snapshot(setup.dst.port(), "pia", &dst_pw("pia"))
+        .await
+        .unwrap();
+
+    pass();
+    let d = domain_status(fleet, "switch.test");
+    assert_eq!(d["phase"], "switched", "{d:#}");
+    let dest_after = imap::snapshot(setup.dst.port(), "pia", &dst_pw("pia"))
+        .await
+        .unwrap();
+    let inbox_before = &dest_before["INBOX"];
+    let inbox_after = &dest_after["INBOX"];
+    // Exactly one message more: the new arrival. Nothing deleted (not the one expunged
+    // on the old server), nothing the user deleted copied again.
+    assert_eq!(
+        inbox_after.len(),
+        inbox_before.len() + 1,
+        "{inbox_after:#?}"
+    );
+    for m in inbox_before {
+        assert!(
+            inbox_after.iter().any(|a| a.sha256 == m.sha256),
+            "lost {m:?}"
+        );
+    }
+    let arrived = imap::snapshot(setup.src.port(), "pia", &src_pw("pia"))
+        .await
+        .unwrap()["INBOX"]
+        .iter()
+        .find(|m| !inbox_before.iter().any(|b| b.sha256 == m.sha256))
+        .cloned()
+        .unwrap();
+    assert!(inbox_after.iter().any(|m| m.sha256 == arrived.sha256));
+    for (folder, msgs) in &dest_before {
+        if folder != "INBOX" {
+            assert_eq!(
+                Some(msgs),
+                dest_after.get(folder),
+                "folder {folder} changed"
+            );
+        }
+    }
+
+    // Dual reception for its period, then the final pass and the decommission report.
+    pass();
+    assert_eq!(
+        domain_status(fleet, "switch.test")["phase"],
+        "dual-reception"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    pass();
+    let d = domain_status(fleet, "switch.test");
+    assert_eq!(d["phase"], "dual-reception", "{d:#}");
+    assert!(d["final_pass_at"].is_i64(), "{d:#}");
+    pass();
+    let d = domain_status(fleet, "switch.test");
+    assert_eq!(d["phase"], "done", "{d:#}");
+    let report = &d["report"]["mailboxes"][0];
+    assert_eq!(report["complete"], true, "{d:#}");
+    assert!(report["source_messages"].as_u64().unwrap() > 0, "{d:#}");
+    // Done: no more passes for its mailboxes.
+    let out = setup.schedule();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("scheduled 0 job(s) for 0 mailbox(es)"),
+        "{}",
+        text(&out)
+    );
+    let final_dest = imap::snapshot(setup.dst.port(), "pia", &dst_pw("pia"))
+        .await
+        .unwrap();
+    assert_eq!(final_dest["INBOX"].len(), inbox_after.len());
+}

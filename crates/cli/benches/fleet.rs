@@ -218,6 +218,7 @@ async fn main() {
                         delete: true,
                         adopt_existing: false,
                         uid_range: None,
+                        dual_reception: false,
                     })
                     .await
                     .unwrap();

@@ -143,6 +143,19 @@ pub struct PlanArgs {
     /// Print the plan as JSON
     #[arg(long)]
     json: bool,
+    /// Record the plan in the fleet's database: the scheduler then drives the domain
+    /// through its phases and switches its mailboxes to dual reception when it sees
+    /// the new MX
+    #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
+    /// The new provider's MX host, watched by the scheduler to detect the switch
+    #[arg(long, value_name = "HOST")]
+    new_mx: Option<String>,
+    /// The old provider's MX host
+    #[arg(long, value_name = "HOST")]
+    old_mx: Option<String>,
+    #[command(flatten)]
+    servers: Servers,
 }
 
 /// RFC 3339, with `T` or a space, seconds optional: `2026-12-05T06:00+01:00`.
@@ -375,5 +388,36 @@ pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
     for w in &p.warnings {
         println!("warning: {w}");
     }
+    if let Some(url) = &a.database {
+        store_plan(&a, url, &p).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow::Result<()> {
+    use mailshift_core::ports::DomainStore;
+    a.servers.parse()?; // validate before storing
+    let config = cutover::DomainConfig {
+        name: p.domain.clone(),
+        new_mx: a.new_mx.as_deref().map(mailshift_dns::lookup::host_name),
+        old_mx: a.old_mx.as_deref().map(mailshift_dns::lookup::host_name),
+        nameservers: a.servers.nameservers.clone(),
+        authoritative: a.servers.authoritative.clone(),
+        switch_at: Some(p.switch_at.to_rfc3339()),
+        dual_reception_secs: a.dual_reception.as_secs(),
+    };
+    let store = mailshift_store::SeaStore::connect(url, true).await?;
+    store
+        .put_domain(&config, Some(&serde_json::to_string(p)?))
+        .await?;
+    eprintln!(
+        "recorded the cutover of {} in the fleet database{}",
+        p.domain,
+        if config.new_mx.is_none() {
+            "; without --new-mx the scheduler cannot see the switch happen"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

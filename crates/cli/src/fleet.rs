@@ -6,10 +6,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::plan::BatchLimits;
-use mailshift_core::ports::HostSlots;
 use mailshift_core::ports::{
     Connectors, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress, StateStore,
 };
+use mailshift_core::ports::{DomainStore, HostSlots};
+use mailshift_dns::observer::DnsObserver;
+use mailshift_engine::fleet::Cutovers;
 use mailshift_engine::fleet::Scheduler;
 use mailshift_engine::limits::{LimitedConnectors, Limits};
 use mailshift_engine::worker::{Leases, Worker};
@@ -108,6 +110,10 @@ pub struct MailboxAdd {
     /// Never remove anything from the destination
     #[arg(long)]
     no_delete: bool,
+    /// The mail domain whose cutover (`mailshift plan`) this mailbox follows; default:
+    /// the domain of the destination user (alice@example.com -> example.com)
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
 }
 
 pub async fn mailbox(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
@@ -137,6 +143,11 @@ pub async fn mailbox(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
         allow_plaintext: a.allow_plaintext,
         delete: !a.no_delete,
         adopt_existing: false,
+        domain: a
+            .domain
+            .clone()
+            .or_else(|| dest.user.rsplit_once('@').map(|(_, d)| d.to_string()))
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
     };
     let m = store
         .add_mailbox(&source, &dest, a.batch.as_deref(), &options, &creds)
@@ -183,6 +194,19 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        let domains = store.domains().await?;
+        if !domains.is_empty() {
+            println!("{:<30} {:<15} {:<25}", "domain", "phase", "since");
+            for d in &domains {
+                println!(
+                    "{:<30} {:<15} {:<25}",
+                    d.config.name,
+                    d.phase.as_str(),
+                    unix_text(d.phase_since)
+                );
+            }
+            println!();
+        }
         println!(
             "{:<40} {:<9} {:>7} {:>9} {:>7}  error",
             "mailbox (source)", "status", "folders", "copied", "refused"
@@ -197,6 +221,79 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                 r["messages_refused"],
                 r["last_error"].as_str().unwrap_or("")
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unix_text(t: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Subcommand)]
+pub enum DomainCommand {
+    /// Where every domain's cutover stands: phase, switch, dual reception, report
+    Status(Box<DomainStatusArgs>),
+}
+
+#[derive(Args)]
+pub struct DomainStatusArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn domain(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
+    let DomainCommand::Status(a) = cmd;
+    let store = a.db.open(false).await?;
+    let mailboxes = store.mailboxes(None).await?;
+    let mut rows = Vec::new();
+    for d in store.domains().await? {
+        let members = mailboxes
+            .iter()
+            .filter(|m| m.options.domain.as_deref() == Some(d.config.name.as_str()))
+            .count();
+        rows.push(serde_json::json!({
+            "domain": d.config.name,
+            "phase": d.phase.as_str(),
+            "phase_since": d.phase_since,
+            "switched_at": d.switched_at,
+            "dual_reception_until": d.dual_reception_until(),
+            "final_pass_at": d.final_pass_at,
+            "mailboxes": members,
+            "new_mx": d.config.new_mx,
+            "switch_at": d.config.switch_at,
+            "report": d.report.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!(
+            "no domain cutover recorded: `mailshift plan DOMAIN --switch-at ... --database URL` records one"
+        );
+    }
+    for r in &rows {
+        println!(
+            "{}  {}  since {}  ({} mailbox(es))",
+            r["domain"].as_str().unwrap_or(""),
+            r["phase"].as_str().unwrap_or(""),
+            r["phase_since"].as_i64().map(unix_text).unwrap_or_default(),
+            r["mailboxes"]
+        );
+        if let Some(t) = r["switched_at"].as_i64() {
+            println!("  MX switch observed {}", unix_text(t));
+        }
+        if let Some(t) = r["dual_reception_until"].as_i64() {
+            println!("  dual reception until {}", unix_text(t));
+        }
+        if !r["report"].is_null() {
+            println!("  decommission report: {}", r["report"]);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -322,6 +419,10 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         queue,
         interval: Duration::from_secs(a.interval.max(1)),
         split_above: (a.split_above > 0).then_some(a.split_above),
+        cutovers: Some(Cutovers {
+            store: Arc::new(store.clone()),
+            observer: Arc::new(DnsObserver::new(Duration::from_secs(3))),
+        }),
     };
     if a.once {
         let r = s.round(true).await?;

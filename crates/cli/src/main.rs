@@ -75,6 +75,9 @@ enum Command {
     /// Cutover: check a domain's DNS readiness, watch the MX switch propagate
     #[command(subcommand)]
     Dns(dns::DnsCommand),
+    /// Cutover: where every domain stands (prepare .. done)
+    #[command(subcommand)]
+    Domain(fleet::DomainCommand),
     /// Cutover: the dated timeline D-7 .. D+3 of a domain's MX switch
     #[command(
         long_about = "Print the cutover timeline of a domain around its MX switch.\n\n\
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => fleet::worker(*args).await,
             Command::Dns(cmd) => dns::dns(cmd).await,
             Command::Plan(args) => dns::plan(*args).await,
+            Command::Domain(cmd) => fleet::domain(cmd).await,
         }
     });
     match result {

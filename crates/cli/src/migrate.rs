@@ -50,6 +50,12 @@ pub struct MigrateArgs {
     /// and don't copy them again
     #[arg(long)]
     adopt_existing: bool,
+    /// After the MX switch (dual reception): copy only new arrivals from the old server;
+    /// never delete, move or re-flag anything on the destination, where users now work,
+    /// and never copy again what they deleted there. Use with --follow for the 48-72 h
+    /// the old server still receives mail
+    #[arg(long)]
+    dual_reception: bool,
     /// Keep running incremental passes (new mail within seconds via IDLE on the source
     /// INBOX) until Ctrl-C
     #[arg(long)]
@@ -103,6 +109,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn StateStore> = Arc::new(store);
     opts.delete = !args.no_delete;
     opts.adopt_existing = args.adopt_existing;
+    opts.dual_reception = args.dual_reception;
     // First Ctrl-C: finish the batches in flight, checkpoint, stop. Second: abort.
     let stop = Arc::new(Shutdown::default());
     opts.stop = Some(stop.clone());

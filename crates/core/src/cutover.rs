@@ -460,6 +460,85 @@ fn suggest(s: DateTime<FixedOffset>, busy: &[Busy]) -> DateTime<FixedOffset> {
     s
 }
 
+/// How a domain's cutover is watched and paced, as `mailshift plan` stores it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainConfig {
+    pub name: String,
+    /// The new provider's MX host: the switch is observed when every authoritative
+    /// nameserver returns only it. None: the switch is never detected automatically.
+    #[serde(default)]
+    pub new_mx: Option<String>,
+    #[serde(default)]
+    pub old_mx: Option<String>,
+    /// Recursive resolvers (`IP[:PORT]`) used to find the authoritative servers.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Authoritative servers (`IP[:PORT]`); found through NS when empty.
+    #[serde(default)]
+    pub authoritative: Vec<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub switch_at: Option<String>,
+    /// How long the old server keeps receiving after the switch, in seconds.
+    pub dual_reception_secs: u64,
+}
+
+/// A domain's cutover as the fleet tracks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub config: DomainConfig,
+    pub phase: Phase,
+    /// Unix seconds.
+    pub phase_since: i64,
+    /// When the MX switch was observed (unix seconds).
+    pub switched_at: Option<i64>,
+    /// When the passes after dual reception ended were scheduled (unix seconds).
+    pub final_pass_at: Option<i64>,
+    /// The stored plan (JSON of [`CutoverPlan`]).
+    pub plan: Option<String>,
+    /// The decommission report once done (JSON).
+    pub report: Option<String>,
+}
+
+impl DomainRecord {
+    /// Unix seconds at which dual reception ends (once switched).
+    pub fn dual_reception_until(&self) -> Option<i64> {
+        self.switched_at.map(|t| {
+            t.saturating_add(i64::try_from(self.config.dual_reception_secs).unwrap_or(i64::MAX))
+        })
+    }
+}
+
+/// What a domain's mailboxes look like in one scheduler round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainObservation {
+    /// Every mailbox of the domain verified in sync (source and destination equal).
+    pub all_verified: bool,
+    /// Every authoritative nameserver returns only the new MX.
+    pub mx_switched: bool,
+    /// The passes after dual reception ended were scheduled in an earlier round.
+    pub final_pass_done: bool,
+}
+
+/// The next phase of a domain, given what was observed at `now` (unix seconds).
+/// The switch can be observed in any phase before it (an operator may switch early);
+/// the way back never happens: mail is never deleted on the new side once users are
+/// there.
+pub fn next_phase(d: &DomainRecord, o: DomainObservation, now: i64) -> Option<Phase> {
+    match d.phase {
+        Phase::Prepare | Phase::Syncing | Phase::Ready if o.mx_switched => Some(Phase::Switched),
+        Phase::Prepare => Some(Phase::Syncing),
+        Phase::Syncing if o.all_verified => Some(Phase::Ready),
+        Phase::Switched => Some(Phase::DualReception),
+        Phase::DualReception
+            if d.dual_reception_until().is_some_and(|until| now >= until) && o.final_pass_done =>
+        {
+            Some(Phase::Done)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -568,6 +647,59 @@ mod tests {
                 .contains("ends before")
         );
         assert!(Busy::parse("xmas").unwrap_err().contains("expected"));
+    }
+
+    #[test]
+    fn a_domain_moves_through_its_phases_and_never_back() {
+        let mut d = DomainRecord {
+            config: DomainConfig {
+                name: "example.com".into(),
+                dual_reception_secs: 100,
+                ..Default::default()
+            },
+            phase: Phase::Prepare,
+            phase_since: 0,
+            switched_at: None,
+            final_pass_at: None,
+            plan: None,
+            report: None,
+        };
+        let none = DomainObservation {
+            all_verified: false,
+            mx_switched: false,
+            final_pass_done: false,
+        };
+        assert_eq!(next_phase(&d, none, 0), Some(Phase::Syncing));
+        d.phase = Phase::Syncing;
+        assert_eq!(next_phase(&d, none, 0), None);
+        let verified = DomainObservation {
+            all_verified: true,
+            ..none
+        };
+        assert_eq!(next_phase(&d, verified, 0), Some(Phase::Ready));
+        d.phase = Phase::Ready;
+        let switched = DomainObservation {
+            mx_switched: true,
+            ..none
+        };
+        assert_eq!(next_phase(&d, switched, 0), Some(Phase::Switched));
+        d.phase = Phase::Switched;
+        d.switched_at = Some(1000);
+        assert_eq!(next_phase(&d, none, 1000), Some(Phase::DualReception));
+        d.phase = Phase::DualReception;
+        let done = DomainObservation {
+            final_pass_done: true,
+            ..none
+        };
+        assert_eq!(
+            next_phase(&d, done, 1099),
+            None,
+            "dual reception lasts its period"
+        );
+        assert_eq!(next_phase(&d, none, 1100), None, "a final pass comes first");
+        assert_eq!(next_phase(&d, done, 1100), Some(Phase::Done));
+        d.phase = Phase::Done;
+        assert_eq!(next_phase(&d, switched, 2000), None);
     }
 
     #[test]

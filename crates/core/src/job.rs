@@ -29,6 +29,11 @@ pub struct FolderJob {
     /// checkpoint row (see [`range_key`]), so several workers share one big folder.
     #[serde(default)]
     pub uid_range: Option<(u32, u32)>,
+    /// Dual reception (after the MX switch): copy new arrivals only. Users now work on
+    /// the destination, so nothing there is deleted, moved or re-flagged from the source,
+    /// and what they delete is not copied again.
+    #[serde(default)]
+    pub dual_reception: bool,
 }
 
 /// Separates a folder name from a UID range in a range checkpoint's key. A control

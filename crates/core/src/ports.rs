@@ -291,6 +291,10 @@ pub struct MailboxOptions {
     pub delete: bool,
     #[serde(default)]
     pub adopt_existing: bool,
+    /// The mail domain whose cutover this mailbox follows (`mailshift plan`): once its
+    /// MX switch is observed, the mailbox's passes run in dual-reception mode.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// A mailbox registered with the fleet (no credentials: see [`MailboxCredentials`]).
@@ -370,6 +374,38 @@ pub trait MailboxStore: Send + Sync {
         owner: &str,
         lease: Duration,
     ) -> Result<bool>;
+}
+
+/// The fleet's record of domain cutovers.
+#[async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Registers or updates a domain's cutover (its phase is kept when it exists).
+    async fn put_domain(
+        &self,
+        config: &crate::cutover::DomainConfig,
+        plan: Option<&str>,
+    ) -> Result<()>;
+    async fn domains(&self) -> Result<Vec<crate::cutover::DomainRecord>>;
+    /// Records that the passes after dual reception ended were scheduled at `at`.
+    async fn mark_final_pass(&self, name: &str, at: i64) -> Result<()>;
+    /// Moves a domain to `phase` at `now` (unix seconds); `switched_at` and `report`
+    /// are set when given.
+    async fn set_domain_phase(
+        &self,
+        name: &str,
+        phase: crate::cutover::Phase,
+        now: i64,
+        switched_at: Option<i64>,
+        report: Option<&str>,
+    ) -> Result<()>;
+}
+
+/// Tells whether a domain's MX switch has happened (every authoritative nameserver
+/// returns only the new MX).
+#[async_trait]
+pub trait MxObserver: Send + Sync {
+    /// `(switched, what was seen)`.
+    async fn observe(&self, domain: &crate::cutover::DomainConfig) -> Result<(bool, String)>;
 }
 
 /// Fleet-wide connection slots per server (`host:port`): a connection is opened only in

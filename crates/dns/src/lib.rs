@@ -3,4 +3,5 @@
 //! MX propagation watch. Every lookup has a timeout; every failure becomes a finding.
 pub mod check;
 pub mod lookup;
+pub mod observer;
 pub mod records;

@@ -164,7 +164,10 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
 
     // What happened to messages copied earlier: flag changes and expunges.
     let failed_before = store.failed(state.id).await?;
-    let full_listing = if range.is_some() || (known.is_empty() && failed_before.is_empty()) {
+    let full_listing = if range.is_some()
+        || job.dual_reception
+        || (known.is_empty() && failed_before.is_empty())
+    {
         None
     } else {
         sync_existing(

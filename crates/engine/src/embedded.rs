@@ -27,6 +27,8 @@ pub struct MigrateOptions {
     pub delete: bool,
     /// Recognise mail already on the destination (by full content) on first passes.
     pub adopt_existing: bool,
+    /// After the MX switch: copy new arrivals only, never change the destination.
+    pub dual_reception: bool,
     /// Ctrl-C: running passes stop after the batch in flight is checkpointed.
     pub stop: Option<Arc<Shutdown>>,
 }
@@ -41,6 +43,7 @@ impl Default for MigrateOptions {
             retry_base: Duration::from_secs(1),
             delete: true,
             adopt_existing: false,
+            dual_reception: false,
             stop: None,
         }
     }
@@ -99,6 +102,7 @@ async fn run(
             delete: opts.delete,
             adopt_existing: opts.adopt_existing,
             split_above: None,
+            dual_reception: opts.dual_reception,
         },
     )
     .await?;

@@ -3,12 +3,22 @@
 //! folder to the queue; workers anywhere take them from there.
 
 use crate::pass::{PassOptions, prepare};
+use mailshift_core::cutover::{DomainObservation, DomainRecord, Phase, next_phase};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
-use mailshift_core::ports::{Connectors, JobQueue, MailboxRecord, MailboxStore, StateStore};
+use mailshift_core::ports::{
+    Connectors, DomainStore, JobQueue, MailboxRecord, MailboxStore, MxObserver, StateStore,
+};
 use mailshift_core::{Error, ErrorKind, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Domain cutovers the scheduler drives (see [`mailshift_core::cutover::Phase`]).
+pub struct Cutovers {
+    pub store: Arc<dyn DomainStore>,
+    pub observer: Arc<dyn MxObserver>,
+}
 
 pub struct Scheduler {
     pub state: Arc<dyn StateStore>,
@@ -19,6 +29,8 @@ pub struct Scheduler {
     pub interval: Duration,
     /// First copies of folders above this many messages are split into UID ranges.
     pub split_above: Option<usize>,
+    /// Domain phases (prepare .. done); None: every mailbox is synced as before a switch.
+    pub cutovers: Option<Cutovers>,
 }
 
 /// What one scheduling round did.
@@ -41,15 +53,31 @@ impl Scheduler {
     pub async fn round(&self, force: bool) -> Result<Round> {
         let mut round = Round::default();
         let t = now();
-        for m in self.mailboxes.mailboxes(None).await? {
-            if !force && m.next_pass_at.is_some_and(|due| due > t) {
+        let mailboxes = self.mailboxes.mailboxes(None).await?;
+        let phases = self.advance_domains(&mailboxes, t).await?;
+        let mut final_passes: Vec<&str> = Vec::new();
+        for m in &mailboxes {
+            let domain = m.options.domain.as_deref().and_then(|d| phases.get(d));
+            if domain.is_some_and(|d| d.phase == Phase::Done) {
+                continue; // decommissioned: no more passes
+            }
+            let ending = domain.filter(|d| {
+                d.phase == Phase::DualReception
+                    && d.final_pass_at.is_none()
+                    && d.dual_reception_until().is_some_and(|u| t >= u)
+            });
+            if !force && ending.is_none() && m.next_pass_at.is_some_and(|due| due > t) {
                 continue;
             }
+            let dual = domain.is_some_and(|d| d.phase.dual_reception());
             let next = Some(t + self.interval.as_secs() as i64);
-            match self.plan(&m).await {
+            match self.plan(m, dual).await {
                 Ok(n) => {
                     round.mailboxes += 1;
                     round.jobs += n;
+                    if let Some(d) = ending {
+                        final_passes.push(&d.config.name);
+                    }
                     self.mailboxes
                         .set_mailbox_status(m.id, "syncing", None, next)
                         .await?;
@@ -64,10 +92,136 @@ impl Scheduler {
                 }
             }
         }
+        if let Some(c) = &self.cutovers {
+            final_passes.sort_unstable();
+            final_passes.dedup();
+            for d in final_passes {
+                c.store.mark_final_pass(d, t).await?;
+                tracing::info!(domain = d, "dual reception over: final passes scheduled");
+            }
+        }
         Ok(round)
     }
 
-    async fn plan(&self, m: &MailboxRecord) -> Result<usize> {
+    /// Moves each domain's cutover on by at most one phase, from what its DNS and
+    /// mailboxes show now; returns the domains by name with their current phase.
+    async fn advance_domains(
+        &self,
+        mailboxes: &[MailboxRecord],
+        t: i64,
+    ) -> Result<HashMap<String, DomainRecord>> {
+        let Some(c) = &self.cutovers else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::new();
+        for mut d in c.store.domains().await? {
+            let members: Vec<&MailboxRecord> = mailboxes
+                .iter()
+                .filter(|m| m.options.domain.as_deref() == Some(d.config.name.as_str()))
+                .collect();
+            let mut seen = DomainObservation {
+                all_verified: false,
+                mx_switched: false,
+                final_pass_done: d.final_pass_at.is_some(),
+            };
+            if d.phase < Phase::Switched && d.config.new_mx.is_some() {
+                match c.observer.observe(&d.config).await {
+                    Ok((switched, what)) => {
+                        seen.mx_switched = switched;
+                        tracing::info!(domain = %d.config.name, switched, seen = %what, "MX observed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(domain = %d.config.name, error = %e.message, "cannot observe the MX")
+                    }
+                }
+            }
+            if d.phase == Phase::Syncing && !seen.mx_switched && !members.is_empty() {
+                let mut all = true;
+                for m in &members {
+                    match self.verify(m).await {
+                        Ok(r) if r.in_sync() => {}
+                        Ok(r) => {
+                            all = false;
+                            tracing::info!(mailbox = %m.source, missing = r.missing(), different = r.different(), "not in sync yet");
+                            break;
+                        }
+                        Err(e) => {
+                            all = false;
+                            tracing::warn!(mailbox = %m.source, error = %e.message, "cannot verify");
+                            break;
+                        }
+                    }
+                }
+                seen.all_verified = all;
+            }
+            if let Some(next) = next_phase(&d, seen, t) {
+                let switched_at = (next == Phase::Switched).then_some(t);
+                let report = if next == Phase::Done {
+                    Some(self.decommission_report(&d, &members).await)
+                } else {
+                    None
+                };
+                c.store
+                    .set_domain_phase(&d.config.name, next, t, switched_at, report.as_deref())
+                    .await?;
+                tracing::info!(domain = %d.config.name, from = %d.phase, to = %next, "cutover phase");
+                d.phase = next;
+                d.phase_since = t;
+                if switched_at.is_some() {
+                    d.switched_at = switched_at;
+                }
+                d.report = report.or(d.report);
+            }
+            out.insert(d.config.name.clone(), d);
+        }
+        Ok(out)
+    }
+
+    /// Compares a mailbox's servers now (read-only on both sides).
+    async fn verify(&self, m: &MailboxRecord) -> Result<crate::verify::VerifyReport> {
+        let connector = self.connectors.connector(m.migration_id).await?;
+        let (s, d) = tokio::join!(connector.source(), connector.target_reader());
+        let (mut src, mut dst) = (s?, d?);
+        let rules = FolderRules::new(&m.options.maps, &m.options.excludes)?;
+        crate::verify::verify(&mut *src, &mut *dst, &rules, false).await
+    }
+
+    /// The final verification of every mailbox of a domain, as JSON. Differences are
+    /// expected now (users delete and re-flag on the new server); the report says
+    /// what the old server holds that the new one does not, for the operator to judge
+    /// before decommissioning.
+    async fn decommission_report(&self, d: &DomainRecord, members: &[&MailboxRecord]) -> String {
+        let mut rows = Vec::new();
+        for m in members {
+            let row = match self.verify(m).await {
+                Ok(r) => serde_json::json!({
+                    "source": m.source,
+                    "dest": m.dest,
+                    "complete": r.complete(),
+                    "source_messages": r.source_messages(),
+                    "missing_on_destination": r.missing(),
+                    "extra_on_destination": r.extra(),
+                    "different": r.different(),
+                }),
+                Err(e) => serde_json::json!({
+                    "source": m.source,
+                    "dest": m.dest,
+                    "complete": false,
+                    "error": e.message,
+                }),
+            };
+            rows.push(row);
+        }
+        serde_json::json!({
+            "domain": d.config.name,
+            "switched_at": d.switched_at,
+            "dual_reception_until": d.dual_reception_until(),
+            "mailboxes": rows,
+        })
+        .to_string()
+    }
+
+    async fn plan(&self, m: &MailboxRecord, dual_reception: bool) -> Result<usize> {
         let connector = self.connectors.connector(m.migration_id).await?;
         let (s, t) = tokio::join!(connector.source(), connector.target());
         let (mut src, mut dst) = match (s, t) {
@@ -85,9 +239,10 @@ impl Scheduler {
         let dest: Endpoint = m.dest.parse()?;
         let opts = PassOptions {
             rules: FolderRules::new(&m.options.maps, &m.options.excludes)?,
-            delete: m.options.delete,
+            delete: m.options.delete && !dual_reception,
             adopt_existing: m.options.adopt_existing,
             split_above: self.split_above,
+            dual_reception,
         };
         let pass = prepare(&mut *src, &mut *dst, &*self.state, &source, &dest, &opts).await?;
         for job in &pass.jobs {

@@ -23,6 +23,9 @@ pub struct PassOptions {
     /// Fleet: a folder's first copy with more messages than this is split into UID-range
     /// slices, one job each, so several workers share it. None: never split.
     pub split_above: Option<usize>,
+    /// Dual reception: new arrivals only (see [`FolderJob::dual_reception`]); implies no
+    /// deletions, and no move reconciliation on the destination.
+    pub dual_reception: bool,
 }
 
 /// A planned pass.
@@ -113,8 +116,11 @@ pub async fn prepare(
 
     // Moves between folders and folders gone from the source, before the folder passes.
     let listed: HashSet<String> = src_folders.iter().map(|f| f.raw.clone()).collect();
-    let changes =
-        reconcile::mailbox(src, dst, store, migration_id, &ready, &listed, opts.delete).await?;
+    let changes = if opts.dual_reception {
+        reconcile::MailboxChanges::default()
+    } else {
+        reconcile::mailbox(src, dst, store, migration_id, &ready, &listed, opts.delete).await?
+    };
     for n in &changes.notes {
         tracing::info!(note = %n, "reconciliation");
     }
@@ -131,9 +137,10 @@ pub async fn prepare(
         },
         dest_display: plan.dest_display.clone(),
         attempt: 1,
-        delete: opts.delete,
+        delete: opts.delete && !opts.dual_reception,
         adopt_existing: opts.adopt_existing,
         uid_range: range,
+        dual_reception: opts.dual_reception,
     };
     let states = match opts.split_above {
         Some(_) => store.folders(migration_id).await?,

@@ -145,6 +145,7 @@ mod tests {
             delete: true,
             adopt_existing: false,
             uid_range: None,
+            dual_reception: false,
         }
     }
 

@@ -24,6 +24,7 @@ fn job(folder: &str) -> FolderJob {
         delete: true,
         adopt_existing: false,
         uid_range: None,
+        dual_reception: false,
     }
 }
 

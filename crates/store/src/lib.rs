@@ -24,6 +24,7 @@
 //! Do not hold a transaction of [`SeaStore::connection`] open while calling the store:
 //! with one connection that waits forever.
 
+mod domains;
 pub mod entity;
 mod error;
 mod fleet;

@@ -2,6 +2,7 @@
 //! the only Rust description of the tables; `SeaStore` converts them to and from the core
 //! types (`FolderState`, `CopiedMessage`, `FailedMessage`).
 
+pub mod domain;
 pub mod failure;
 pub mod folder;
 pub mod host_limit;
