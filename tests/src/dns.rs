@@ -183,3 +183,25 @@ pub fn silent_server() -> (std::net::UdpSocket, SocketAddr) {
     let a = s.local_addr().expect("udp addr");
     (s, a)
 }
+
+/// A nameserver that answers every query with SERVFAIL (a broken or DNSSEC-failing
+/// server), until the returned socket's thread is dropped with the process.
+pub fn servfail_server() -> SocketAddr {
+    use hickory_server::proto::op::{Message, OpCode, ResponseCode};
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let a = s.local_addr().expect("udp addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::error_msg(q.metadata.id, OpCode::Query, ResponseCode::ServFail);
+            r.queries = q.queries.clone();
+            if let Ok(bytes) = r.to_vec() {
+                let _ = s.send_to(&bytes, peer);
+            }
+        }
+    });
+    a
+}

@@ -3,7 +3,7 @@
 //! dated `plan`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mailshift_tests::dns::{DnsServer, Rec, Zone, silent_server};
+use mailshift_tests::dns::{DnsServer, Rec, Zone, servfail_server, silent_server};
 use mailshift_tests::mailshift_bin;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -52,6 +52,11 @@ fn zones() -> Vec<Zone> {
             .txt("@", "v=spf1 include:spf.new.example ~all")
             .txt("sel1._domainkey", &format!("v=DKIM1; k=rsa; p={KEY_2048}"))
             .txt("_dmarc", "v=DMARC1; p=reject"),
+        domain("baddkim.test", 300, |z| {
+            z.txt("@", "v=spf1 include:spf.new.example ~all")
+                .txt("sel1._domainkey", "v=DKIM1; k=rsa; p=this-is-not-a-key")
+                .txt("_dmarc", "v=DMARC1; p=none")
+        }),
         domain("plusall.test", 300, |z| {
             z.txt("@", "v=spf1 include:spf.new.example +all")
                 .txt("sel1._domainkey", &format!("v=DKIM1; k=rsa; p={KEY_2048}"))
@@ -186,6 +191,34 @@ async fn dns_check_reports_each_test_domain_correctly() {
     let (out, j) = check(ns, "plusall.test", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(has(&j, "spf", "error", "+all"), "{j:#}");
+
+    let (out, j) = check(ns, "baddkim.test", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(has(&j, "dkim:sel1", "error", "not a usable key"), "{j:#}");
+
+    // A resolver that lies: another server answering for ready.test with its own MX.
+    let liar = DnsServer::start(&[Zone::new("ready.test").mx(300, 10, "mx.evil.example.")]).await;
+    let (out, j) = check(
+        ns,
+        "ready.test",
+        &["--nameserver", &liar.addr().to_string()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        has(
+            &j,
+            "mx",
+            "warn",
+            "returns an MX the authoritative servers do not publish"
+        ),
+        "{j:#}"
+    );
+
+    // A resolver that answers SERVFAIL: a warning naming it; the check still completes.
+    let broken = servfail_server().to_string();
+    let (out, j) = check(ns, "ready.test", &["--nameserver", &broken]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(has(&j, "mx", "warn", "SERVFAIL"), "{j:#}");
 
     // A name that does not exist in a served zone.
     let (out, j) = check(ns, "nothere.ready.test", &[]);

@@ -401,3 +401,96 @@ async fn adopt_existing_recognises_mail_copied_by_another_tool() {
     );
     assert_mirrored(&pair, "destination after adopting").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dual_reception_copies_new_arrivals_and_never_changes_the_destination() {
+    let pair = Pair::new(DovecotOptions::default());
+    populate(
+        &pair,
+        &CorpusSpec {
+            seed: 21,
+            messages: 60,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "first pass failed:\n{}", text(&out));
+
+    // After the switch: the user deletes a message and flags another on the new server;
+    // on the old one a message is expunged, another re-flagged, and new mail arrives.
+    let dst_inbox = ops::uids(pair.dst.port(), "alice", DST_PW, "INBOX")
+        .await
+        .unwrap();
+    ops::run(
+        pair.dst.port(),
+        "alice",
+        DST_PW,
+        &[
+            "SELECT INBOX".into(),
+            format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", dst_inbox[0]),
+            "EXPUNGE".into(),
+            format!("UID STORE {} +FLAGS.SILENT ($Label1)", dst_inbox[1]),
+        ],
+    )
+    .await
+    .unwrap();
+    let src_inbox = ops::uids(pair.src.port(), "alice", SRC_PW, "INBOX")
+        .await
+        .unwrap();
+    ops::run(
+        pair.src.port(),
+        "alice",
+        SRC_PW,
+        &[
+            "SELECT INBOX".into(),
+            format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", src_inbox[2]),
+            "EXPUNGE".into(),
+            format!("UID STORE {} FLAGS.SILENT (\\Flagged)", src_inbox[3]),
+        ],
+    )
+    .await
+    .unwrap();
+    let arrival = corpus::Msg {
+        raw: b"From: late@example.net\r\nTo: alice@example.test\r\nSubject: to the old MX\r\n\r\nstill arriving\r\n"
+            .to_vec(),
+        flags: Vec::new(),
+        internal_date: "29-Nov-2026 10:00:00 +0000".into(),
+    };
+    imap::append(pair.src.port(), "alice", SRC_PW, "INBOX", &arrival)
+        .await
+        .unwrap();
+    let before = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+
+    let out = pair.migrate(&["--dual-reception", "--json"]);
+    assert!(
+        out.status.success(),
+        "dual-reception pass failed:\n{}",
+        text(&out)
+    );
+    let s = json(&out);
+    assert_eq!(total(&s, "copied"), 1, "{s:#}");
+    assert_eq!(total(&s, "deleted"), 0, "{s:#}");
+    assert_eq!(total(&s, "flags_updated"), 0, "{s:#}");
+    let after = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    // The destination is what the user left, plus the new arrival.
+    let mut expected = before.clone();
+    let new_msg = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap()["INBOX"]
+        .iter()
+        .find(|m| !before["INBOX"].iter().any(|b| b.sha256 == m.sha256))
+        .cloned()
+        .unwrap();
+    expected.get_mut("INBOX").unwrap().push(new_msg);
+    assert_same(&expected, &after, "destination after a dual-reception pass");
+
+    // Again: nothing more to do.
+    let out = pair.migrate(&["--dual-reception", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(total(&json(&out), "copied"), 0);
+}

@@ -757,6 +757,51 @@ mod fleet_suite {
         assert_eq!((f.highest_uid, f.pending), (0, None));
     }
 
+    pub async fn domain_phases(store: SeaStore) {
+        use mailshift_core::cutover::{DomainConfig, Phase};
+        use mailshift_core::ports::DomainStore;
+        let mut c = DomainConfig {
+            name: "example.com".into(),
+            new_mx: Some("mta.new.example".into()),
+            dual_reception_secs: 72 * 3600,
+            ..Default::default()
+        };
+        store.put_domain(&c, Some("{}")).await.unwrap();
+        let d = store.domains().await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].phase, d[0].switched_at), (Phase::Prepare, None));
+        store
+            .set_domain_phase("example.com", Phase::Switched, 1000, Some(1000), None)
+            .await
+            .unwrap();
+        store.mark_final_pass("example.com", 2000).await.unwrap();
+        // Re-planning changes the configuration, never the phase already reached.
+        c.old_mx = Some("mx.old.example".into());
+        store.put_domain(&c, None).await.unwrap();
+        let d = &store.domains().await.unwrap()[0];
+        assert_eq!(d.phase, Phase::Switched);
+        assert_eq!(d.switched_at, Some(1000));
+        assert_eq!(d.final_pass_at, Some(2000));
+        assert_eq!(d.dual_reception_until(), Some(1000 + 72 * 3600));
+        assert_eq!(d.config.old_mx.as_deref(), Some("mx.old.example"));
+        store
+            .set_domain_phase(
+                "example.com",
+                Phase::Done,
+                3000,
+                None,
+                Some("{\"ok\":true}"),
+            )
+            .await
+            .unwrap();
+        let d = &store.domains().await.unwrap()[0];
+        assert_eq!(
+            (d.phase, d.phase_since, d.switched_at),
+            (Phase::Done, 3000, Some(1000))
+        );
+        assert_eq!(d.report.as_deref(), Some("{\"ok\":true}"));
+    }
+
     pub async fn host_slots(store: SeaStore) {
         let ttl = Duration::from_secs(60);
         assert_eq!(
@@ -849,12 +894,12 @@ macro_rules! fleet_contract {
 fleet_contract!(
     fleet_sqlite,
     async { Some(Fixture::sqlite().await) },
-    [sealed_mailboxes, folder_leases, host_slots,]
+    [sealed_mailboxes, folder_leases, host_slots, domain_phases,]
 );
 fleet_contract!(
     fleet_postgres,
     Fixture::postgres(),
-    [sealed_mailboxes, folder_leases, host_slots,]
+    [sealed_mailboxes, folder_leases, host_slots, domain_phases,]
 );
 
 // ---------------------------------------------------------------------------------------
