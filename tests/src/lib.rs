@@ -14,6 +14,7 @@ pub mod dovecot;
 pub mod imap;
 pub mod ops;
 pub mod pair;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

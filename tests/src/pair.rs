@@ -45,12 +45,17 @@ impl Pair {
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
+        self.command_via(self.src.port(), self.dst.port(), extra)
+    }
+
+    /// `mailshift migrate` reaching the servers through other ports (a proxy's).
+    pub fn command_via(&self, src_port: u16, dst_port: u16, extra: &[&str]) -> Command {
         let mut cmd = Command::new(mailshift_bin());
         cmd.arg("migrate")
             .arg("--from")
-            .arg(self.src.url("alice"))
+            .arg(format!("imap://alice@127.0.0.1:{src_port}"))
             .arg("--to")
-            .arg(self.dst.url("alice"))
+            .arg(format!("imap://alice@127.0.0.1:{dst_port}"))
             .arg("--state")
             .arg(self.state())
             .arg("--allow-plaintext")

@@ -338,6 +338,7 @@ fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
         store: Arc::new(store.clone()),
         timeout: Duration::from_secs(timeout.max(1)),
         ca_file: std::env::var_os("MAILSHIFT_CA_FILE").map(PathBuf::from),
+        pauses: Arc::new(mailshift_core::ports::HostPauses::default()),
     });
     Arc::new(LimitedConnectors {
         inner,

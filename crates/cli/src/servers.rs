@@ -5,9 +5,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
-use mailshift_imap::{ImapConnector, ServerConfig, Side};
+use mailshift_core::ports::HostPauses;
+use mailshift_imap::{Auth, ImapConnector, ServerConfig, Side, TokenSource};
 use secrecy::SecretString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Clone)]
@@ -24,6 +26,19 @@ pub struct Servers {
     /// File holding the new server's password (otherwise MAILSHIFT_TO_PASSWORD)
     #[arg(long, value_name = "FILE")]
     pub(crate) to_password_file: Option<PathBuf>,
+    /// Log in to the old server with OAuth 2.0 (XOAUTH2/OAUTHBEARER): a command printing
+    /// a fresh access token, run at every login so long runs outlive token expiry
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["from_password_file", "from_oauth_token_file"])]
+    pub(crate) from_oauth_token_cmd: Option<String>,
+    /// Log in to the old server with the OAuth 2.0 access token in FILE (re-read at every login)
+    #[arg(long, value_name = "FILE", conflicts_with = "from_password_file")]
+    pub(crate) from_oauth_token_file: Option<PathBuf>,
+    /// Same as --from-oauth-token-cmd, for the new server
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["to_password_file", "to_oauth_token_file"])]
+    pub(crate) to_oauth_token_cmd: Option<String>,
+    /// Same as --from-oauth-token-file, for the new server
+    #[arg(long, value_name = "FILE", conflicts_with = "to_password_file")]
+    pub(crate) to_oauth_token_file: Option<PathBuf>,
     /// Send a source folder (and its subfolders) elsewhere: 'SOURCE=DEST', each written
     /// with its own server's hierarchy delimiter. Repeatable
     #[arg(long = "map", value_name = "SRC=DST")]
@@ -50,36 +65,47 @@ impl Servers {
     pub fn connect(&self) -> anyhow::Result<(Endpoint, Endpoint, FolderRules, ImapConnector)> {
         let source: Endpoint = self.from.parse().context("--from")?;
         let dest: Endpoint = self.to.parse().context("--to")?;
-        let from_pw = password(
-            &self.from_password_file,
-            "MAILSHIFT_FROM_PASSWORD",
-            "source",
-            "--from-password-file",
-        )?;
-        let to_pw = password(
-            &self.to_password_file,
-            "MAILSHIFT_TO_PASSWORD",
-            "destination",
-            "--to-password-file",
-        )?;
+        let from_auth = match (&self.from_oauth_token_cmd, &self.from_oauth_token_file) {
+            (Some(c), _) => Auth::OAuth2(TokenSource::Command(c.clone())),
+            (None, Some(f)) => Auth::OAuth2(TokenSource::File(f.clone())),
+            (None, None) => Auth::Password(password(
+                &self.from_password_file,
+                "MAILSHIFT_FROM_PASSWORD",
+                "source",
+                "--from-password-file",
+            )?),
+        };
+        let to_auth = match (&self.to_oauth_token_cmd, &self.to_oauth_token_file) {
+            (Some(c), _) => Auth::OAuth2(TokenSource::Command(c.clone())),
+            (None, Some(f)) => Auth::OAuth2(TokenSource::File(f.clone())),
+            (None, None) => Auth::Password(password(
+                &self.to_password_file,
+                "MAILSHIFT_TO_PASSWORD",
+                "destination",
+                "--to-password-file",
+            )?),
+        };
+        let pauses = Arc::new(HostPauses::default());
         let rules = FolderRules::new(&self.maps, &self.excludes)?;
         let timeout = Duration::from_secs(self.timeout.max(1));
         let connector = ImapConnector {
             source: ServerConfig {
                 endpoint: source.clone(),
-                password: from_pw,
+                auth: from_auth,
                 side: Side::Source,
                 allow_plaintext: self.allow_plaintext,
                 ca_file: self.from_ca_file.clone(),
                 timeout,
+                pauses: pauses.clone(),
             },
             target: ServerConfig {
                 endpoint: dest.clone(),
-                password: to_pw,
+                auth: to_auth,
                 side: Side::Destination,
                 allow_plaintext: self.allow_plaintext,
                 ca_file: self.to_ca_file.clone(),
                 timeout,
+                pauses,
             },
         };
         Ok((source, dest, rules, connector))

@@ -11,6 +11,7 @@ use crate::job::FolderJob;
 use crate::plan::MessageMeta;
 use crate::report::FolderReport;
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -162,6 +163,34 @@ pub trait Connector: Send + Sync {
     async fn target_reader(&self) -> Result<Box<dyn MailSource>>;
     /// `host:port` of (source, destination), the keys of connection limits.
     fn hosts(&self) -> (String, String);
+    /// How long either server asked to be left alone (a throttling response with a
+    /// suggested back-off); jobs on it wait that long, jobs on other servers do not.
+    fn throttled_for(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Pauses per server (`host:port`) after throttling responses, shared by every session
+/// a process opens, so one job's "slow down" holds back the others on that server only.
+#[derive(Debug, Default)]
+pub struct HostPauses {
+    until: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl HostPauses {
+    pub fn pause(&self, host: &str, d: Duration) {
+        let t = std::time::Instant::now() + d;
+        let mut m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(host.to_string()).or_insert(t);
+        *e = (*e).max(t);
+    }
+
+    pub fn remaining(&self, host: &str) -> Option<Duration> {
+        let m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(host)
+            .and_then(|u| u.checked_duration_since(std::time::Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
 }
 
 // ---------------------------------------------------------------------------------------

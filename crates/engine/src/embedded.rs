@@ -4,12 +4,12 @@
 
 use crate::pass::PassOptions;
 use crate::worker::{Sessions, Shutdown, Worker};
-use mailshift_core::Result;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{Connector, JobQueue, OneConnector, Progress, StateStore};
 use mailshift_core::report::{FolderError, MigrationSummary};
+use mailshift_core::{ErrorKind, Result};
 use mailshift_queue::MemoryQueue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,32 +80,52 @@ async fn run(
     opts: MigrateOptions,
     summary: &mut MigrationSummary,
 ) -> Result<()> {
-    let (s, t) = tokio::join!(connector.source(), connector.target());
-    let (mut src, mut dst) = match (s, t) {
-        (Ok(s), Ok(t)) => (s, t),
-        (s, t) => {
+    let pass_opts = PassOptions {
+        rules: opts.rules.clone(),
+        delete: opts.delete,
+        adopt_existing: opts.adopt_existing,
+        split_above: None,
+        dual_reception: opts.dual_reception,
+    };
+    // Connecting and preparing the pass are retried like folder passes: a dropped
+    // connection or a throttling answer (waited out as the server suggests) is not the
+    // end of the run.
+    let mut attempt: u32 = 1;
+    let (pass, src, dst) = loop {
+        let (s, t) = tokio::join!(connector.source(), connector.target());
+        let failure = match (s, t) {
+            (Ok(mut src), Ok(mut dst)) => {
+                match crate::pass::prepare(&mut *src, &mut *dst, &*store, source, dest, &pass_opts)
+                    .await
+                {
+                    Ok(pass) => break (pass, src, dst),
+                    Err(e) => vec![e],
+                }
+            }
+            (s, t) => [s.err(), t.err()].into_iter().flatten().collect(),
+        };
+        let retryable = failure.iter().all(|e| e.is_retryable());
+        if !retryable || attempt >= opts.max_attempts {
             // Say everything that is wrong at once: both sides may need fixing.
-            for e in [s.err(), t.err()].into_iter().flatten() {
+            for e in failure {
                 summary.errors.push(FolderError::new(&e.kind, e.message));
             }
             return Ok(());
         }
+        let wait = failure
+            .iter()
+            .map(|e| match e.kind {
+                ErrorKind::Throttled(Some(hint)) => hint,
+                _ => opts.retry_base.saturating_mul(1 << attempt.min(6)),
+            })
+            .max()
+            .unwrap_or_default();
+        for e in &failure {
+            tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot prepare the pass; retrying");
+        }
+        tokio::time::sleep(wait).await;
+        attempt += 1;
     };
-    let pass = crate::pass::prepare(
-        &mut *src,
-        &mut *dst,
-        &*store,
-        source,
-        dest,
-        &PassOptions {
-            rules: opts.rules.clone(),
-            delete: opts.delete,
-            adopt_existing: opts.adopt_existing,
-            split_above: None,
-            dual_reception: opts.dual_reception,
-        },
-    )
-    .await?;
     summary.excluded = pass.excluded.clone();
     summary.notes = pass.notes.clone();
     for r in &pass.failed {

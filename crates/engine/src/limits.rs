@@ -195,6 +195,10 @@ impl Connector for LimitedConnector {
     fn hosts(&self) -> (String, String) {
         self.inner.hosts()
     }
+
+    fn throttled_for(&self) -> Option<Duration> {
+        self.inner.throttled_for()
+    }
 }
 
 /// A session that holds its slot for as long as it lives (and keeps to its share of the

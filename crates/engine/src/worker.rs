@@ -129,7 +129,16 @@ impl Worker {
             return *hint;
         }
         let exp = self.retry_base.saturating_mul(1 << attempt.min(6));
-        exp.min(Duration::from_secs(60))
+        jitter(exp.min(Duration::from_secs(60)))
+    }
+
+    /// How long the servers of a migration asked to be left alone (throttling).
+    async fn throttled(&self, migration: Uuid) -> Option<Duration> {
+        self.connectors
+            .connector(migration)
+            .await
+            .ok()
+            .and_then(|c| c.throttled_for())
     }
 
     /// Takes the folder's lease (fleet mode) and keeps it alive while the pass runs.
@@ -189,6 +198,19 @@ impl Worker {
                 break;
             };
             let migration = delivery.job.migration_id;
+            if let Some(wait) = self.throttled(migration).await {
+                // A server asked this process to slow down: the job waits its turn without
+                // opening a session (or counting an attempt); jobs on other servers go on.
+                tracing::info!(
+                    folder = %delivery.job.source_display,
+                    wait_ms = wait.as_millis() as u64,
+                    "server throttled; job deferred"
+                );
+                let mut again = delivery.clone();
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                queue.retry(&again, wait).await?;
+                continue;
+            }
             let heartbeat = match self.lease(&delivery).await {
                 Ok(Some(h)) => h,
                 Ok(None) => {
@@ -223,7 +245,8 @@ impl Worker {
                         target: &mut *s.target,
                         store: &*self.store,
                         progress: &*self.progress,
-                        limits: self.limits,
+                        // Retries after failures use smaller batches (see `for_attempt`).
+                        limits: self.limits.for_attempt(delivery.job.attempt),
                         stop: Some(&self.stop.flag),
                         fence: fence.as_ref().map(|f| f as &dyn Fence),
                     })
@@ -275,6 +298,27 @@ impl Worker {
             }
             // In the fleet a refused login may be a lockout or a password being changed:
             // worth a few tries before the job is set aside.
+            // A dropped connection after progress (a batch checkpointed) is not a failed
+            // attempt: the pass resumes from its checkpoint at once, however many times a
+            // flaky link drops. Only attempts that achieve nothing count towards the limit.
+            let progressed = report.copied > 0 || report.flags_updated > 0 || report.deleted > 0;
+            if let Some(e) = &err
+                && e.kind == ErrorKind::Network
+                && progressed
+            {
+                let mut again = delivery.clone();
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                let delay = jitter(Duration::from_millis(250));
+                tracing::warn!(
+                    folder = %delivery.job.source_display,
+                    copied = report.copied,
+                    error = %e,
+                    "connection lost after progress; resuming from the checkpoint"
+                );
+                self.carry(&delivery, &report);
+                queue.retry(&again, delay).await?;
+                continue;
+            }
             if let Some(e) = &err
                 && (e.is_retryable() || (self.leases.is_some() && e.kind == ErrorKind::Auth))
                 && delivery.job.attempt < self.max_attempts
@@ -325,4 +369,16 @@ impl Worker {
             r.already_done = r.already_done.saturating_sub(n);
         }
     }
+}
+
+/// Spreads retries (80-120 % of `d`) so jobs that failed together do not all come back
+/// at the same instant.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    // A cheap mix of the clock's low bits; fairness, not secrecy, is the goal.
+    let r = (u64::from(nanos).wrapping_mul(6_364_136_223_846_793_005) >> 33) % 401;
+    d.mul_f64(0.8 + r as f64 / 1000.0)
 }

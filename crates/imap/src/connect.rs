@@ -1,12 +1,13 @@
 //! Opening an authenticated session: TCP, implicit TLS or STARTTLS (certificates always
 //! verified), the plain-text policy, and login. Owns the transport type.
 
+use crate::auth::Auth;
 use crate::error::ImapError;
 use crate::session::ImapSession;
 use async_trait::async_trait;
 use mailshift_core::endpoint::{Endpoint, Security};
-use mailshift_core::ports::{Connector, MailSource, MailTarget};
-use secrecy::{ExposeSecret, SecretString};
+use mailshift_core::ports::{Connector, HostPauses, MailSource, MailTarget};
+use secrecy::SecretString;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ impl fmt::Display for Side {
 #[derive(Clone)]
 pub struct ServerConfig {
     pub endpoint: Endpoint,
-    pub password: SecretString,
+    pub auth: Auth,
     pub side: Side,
     /// Allow a plain-text login when the server offers no STARTTLS.
     pub allow_plaintext: bool,
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     pub ca_file: Option<PathBuf>,
     /// Limit for connecting and for each command.
     pub timeout: Duration,
+    /// Throttling pauses per server, shared by every session of the process.
+    pub pauses: Arc<HostPauses>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -237,20 +240,17 @@ async fn connect_inner(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
         }
     }
 
-    let session = match client
-        .login(&cfg.endpoint.user, cfg.password.expose_secret())
-        .await
-    {
-        Ok(s) => s,
-        Err((async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text), _)) => {
-            return Err(ImapError::Auth {
-                server,
-                user: cfg.endpoint.user.clone(),
-                reason: crate::raw::clean_server_text(&text),
-            });
-        }
-        Err((e, _)) => return Err(io_err("login", &e)),
-    };
+    let session = crate::auth::login(
+        client,
+        crate::auth::Login {
+            auth: &cfg.auth,
+            user: &cfg.endpoint.user,
+            host: &cfg.endpoint.host,
+            port: cfg.endpoint.port,
+            server: &server,
+        },
+    )
+    .await?;
     ImapSession::start(session, cfg.clone()).await
 }
 
@@ -315,6 +315,13 @@ impl Connector for ImapConnector {
             self.target.endpoint.host_port(),
         )
     }
+
+    fn throttled_for(&self) -> Option<Duration> {
+        let (s, t) = self.hosts();
+        let a = self.source.pauses.remaining(&s);
+        let b = self.target.pauses.remaining(&t);
+        a.max(b)
+    }
 }
 
 /// Fleet mode: the servers and credentials of a migration come from the registered
@@ -324,6 +331,8 @@ pub struct FleetConnectors {
     pub timeout: Duration,
     /// Extra CA certificate trusted for both sides (tests, private CAs).
     pub ca_file: Option<PathBuf>,
+    /// Throttling pauses per server, shared by all the process's migrations.
+    pub pauses: Arc<HostPauses>,
 }
 
 #[async_trait]
@@ -336,11 +345,12 @@ impl mailshift_core::ports::Connectors for FleetConnectors {
         let config = |endpoint: &str, password: SecretString, side: Side| {
             Ok::<_, mailshift_core::Error>(ServerConfig {
                 endpoint: endpoint.parse()?,
-                password,
+                auth: Auth::Password(password),
                 side,
                 allow_plaintext: m.options.allow_plaintext,
                 ca_file: self.ca_file.clone(),
                 timeout: self.timeout,
+                pauses: self.pauses.clone(),
             })
         };
         Ok(std::sync::Arc::new(ImapConnector {

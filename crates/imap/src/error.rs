@@ -22,6 +22,9 @@ pub enum ImapError {
         user: String,
         reason: String,
     },
+    /// An OAuth token could not be obtained or was refused.
+    #[error("OAuth login to {server}: {reason}")]
+    Token { server: String, reason: String },
     #[error("{op} timed out after {}s", .after.as_secs())]
     Timeout { op: String, after: Duration },
     #[error("connection lost during {op}: {reason}")]
@@ -45,7 +48,7 @@ impl ImapError {
             }
             ImapError::Tls { .. } => ErrorKind::Tls,
             ImapError::PlaintextRefused { .. } => ErrorKind::Insecure,
-            ImapError::Auth { .. } => ErrorKind::Auth,
+            ImapError::Auth { .. } | ImapError::Token { .. } => ErrorKind::Auth,
             ImapError::No { text, .. } => classify_no(text),
             ImapError::Bad { .. } | ImapError::Protocol { .. } | ImapError::Unsupported(_) => {
                 ErrorKind::Protocol

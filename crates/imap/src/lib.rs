@@ -8,11 +8,13 @@
 //! commands are written here with `run_command` + raw literal writes + `read_response`,
 //! on the same async-imap session. See ARCHITECTURE.md.
 
+mod auth;
 mod connect;
 mod error;
 mod raw;
 mod session;
 
+pub use auth::{Auth, TokenSource};
 pub use connect::{FleetConnectors, ImapConnector, ServerConfig, Side};
 pub use error::ImapError;
 pub use session::ImapSession;

@@ -83,10 +83,19 @@ impl ImapSession {
     {
         let label = self.cfg.label();
         let after = self.cfg.timeout;
+        let (pauses, host) = (self.cfg.pauses.clone(), self.cfg.endpoint.host_port());
         let result = tokio::time::timeout(after, f(self)).await;
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(mailshift_core::Error::from(e).context(label)),
+            Ok(Err(e)) => {
+                let e = mailshift_core::Error::from(e).context(label);
+                if let mailshift_core::ErrorKind::Throttled(hint) = &e.kind {
+                    // Every session of this process holds back from this server.
+                    let wait = hint.unwrap_or(std::time::Duration::from_secs(5));
+                    pauses.pause(&host, wait);
+                }
+                Err(e)
+            }
             Err(_) => {
                 Err(mailshift_core::Error::from(ImapError::Timeout { op, after }).context(label))
             }

@@ -1,0 +1,175 @@
+//! Real-world servers and networks: connections cut every few megabytes by a proxy,
+//! throttling answers, and servers that advertise nothing but IMAP4rev1. Every
+//! assertion compares the servers themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mailshift_tests::corpus::CorpusSpec;
+use mailshift_tests::dovecot::DovecotOptions;
+use mailshift_tests::imap;
+use mailshift_tests::pair::*;
+use mailshift_tests::proxy::{Proxy, Throttle};
+
+async fn assert_mirrored(pair: &Pair, what: &str) {
+    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    // assert_same compares multisets: a duplicate on the destination fails it too.
+    assert_same(&expected_on_destination(&src), &dst, what);
+}
+
+/// Messages stay below the cut (one bigger than it could never cross such a link whole:
+/// an APPEND cannot be split).
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_cut_every_two_megabytes_lose_and_duplicate_nothing() {
+    let pair = Pair::new(DovecotOptions::default());
+    populate(
+        &pair,
+        &CorpusSpec {
+            seed: 31,
+            messages: 1200,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let src = Proxy::start(pair.src.port()).await;
+    let dst = Proxy::start(pair.dst.port()).await;
+    src.cut_every(2 << 20);
+    dst.cut_every(2 << 20);
+    let out = pair
+        .command_via(src.port(), dst.port(), &["--json"])
+        .output()
+        .unwrap();
+    assert_no_secrets(&out);
+    assert!(
+        out.status.success(),
+        "migration through a cutting proxy:\n{}",
+        text(&out)
+    );
+    assert!(
+        src.cuts() + dst.cuts() >= 5,
+        "the proxies cut only {} + {} connections",
+        src.cuts(),
+        dst.cuts()
+    );
+    assert_mirrored(
+        &pair,
+        "after a migration through connections cut every ~2 MB",
+    )
+    .await;
+    // And a second pass through the same proxies finds nothing to do.
+    let out = pair
+        .command_via(src.port(), dst.port(), &["--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let copied: u64 = json(&out)["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["copied"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(copied, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_server_is_waited_for_as_it_asks() {
+    let pair = Pair::new(DovecotOptions::default());
+    populate(
+        &pair,
+        &CorpusSpec {
+            seed: 32,
+            messages: 150,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    let src = Proxy::start(pair.src.port()).await;
+    src.throttle(Throttle {
+        command: "EXAMINE".into(),
+        times: 2,
+        reply: "NO [UNAVAILABLE] Request is throttled. Suggested Backoff Time: 1500 milliseconds"
+            .into(),
+    });
+    let started = std::time::Instant::now();
+    let out = pair
+        .command_via(src.port(), pair.dst.port(), &["--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(src.throttled(), 2);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "finished in {:?} despite a 1.5 s back-off",
+        started.elapsed()
+    );
+    assert_mirrored(&pair, "after throttling").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imap4rev1_only_servers_on_both_sides_are_migrated_byte_exact() {
+    let bare = || DovecotOptions {
+        capability: Some("IMAP4rev1".into()),
+        ..Default::default()
+    };
+    let mut pair = Pair::new(bare());
+    // The source advertises nothing either (no UIDPLUS, CONDSTORE, MOVE, SPECIAL-USE,
+    // MULTIAPPEND, LITERAL+, IDLE).
+    pair.src = mailshift_tests::dovecot::Dovecot::start(DovecotOptions {
+        delimiter: '.',
+        ..bare()
+    })
+    .unwrap();
+    pair.src.add_user("alice", SRC_PW);
+    populate(
+        &pair,
+        &CorpusSpec {
+            seed: 33,
+            messages: 300,
+            big_attachments: 1,
+        },
+    )
+    .await;
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    let total_src: usize = src.values().map(Vec::len).sum();
+    let total_dst: usize = dst.values().map(Vec::len).sum();
+    assert_eq!(total_src, total_dst, "same number of messages");
+    // Byte-exact: every message's SHA-256, flags and date are on the destination.
+    let mut a: Vec<_> = src.values().flatten().cloned().collect();
+    let mut b: Vec<_> = dst.values().flatten().cloned().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+
+    // An incremental pass without CONDSTORE or UIDPLUS: new mail, a flag change.
+    let msg = mailshift_tests::corpus::Msg {
+        raw: b"From: x@example.net\r\nSubject: later\r\n\r\nlater\r\n".to_vec(),
+        flags: vec!["\\Seen".into()],
+        internal_date: "29-Nov-2026 11:00:00 +0000".into(),
+    };
+    imap::append(pair.src.port(), "alice", SRC_PW, "INBOX", &msg)
+        .await
+        .unwrap();
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    let mut a: Vec<_> = src.values().flatten().cloned().collect();
+    let mut b: Vec<_> = dst.values().flatten().cloned().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
