@@ -29,3 +29,37 @@ bench:
 # Fleet control plane: 10,000 no-op folder jobs through RabbitMQ and PostgreSQL
 bench-fleet:
     cargo bench -p mailshift --bench fleet
+
+# --- Docker (docker/compose.yaml; docs/docker.md) ---
+# `build` above already builds the same binary as the image (crates/cli is the only
+# default member, so `cargo build --release` = `cargo build --release -p mailshift`).
+
+# Build the images: mailshift (docker/Dockerfile) and the demo Dovecot
+docker-build:
+    docker compose -f docker/compose.yaml build
+
+# Start the whole stack in the background, demo migration included
+up:
+    docker compose -f docker/compose.yaml up -d
+
+# Stop and remove the stack's containers (`just down -v` also drops its data)
+down *ARGS:
+    docker compose -f docker/compose.yaml down {{ARGS}}
+
+# Run n workers (they share the job queue; a scale-down stops the extra ones cleanly)
+scale-workers n="3":
+    docker compose -f docker/compose.yaml up -d --no-recreate --scale worker={{n}} worker
+
+# Follow the stack's logs (all services, or the ones named: `just logs worker scheduler`)
+logs *SERVICES:
+    docker compose -f docker/compose.yaml logs -f --tail=100 {{SERVICES}}
+
+# The stack's database from the host: MAILSHIFT_DATABASE_URL=postgres://mailshift:pg-DEMO-ONLY@127.0.0.1:55432/mailshift
+# Apply the fleet's schema migrations to $MAILSHIFT_DATABASE_URL (with a local release build)
+db-migrate:
+    @test -n "${MAILSHIFT_DATABASE_URL:-}" || { echo "db-migrate: set MAILSHIFT_DATABASE_URL" >&2; exit 2; }
+    cargo run --release --locked -p mailshift --bin mailshift -- db migrate
+
+# Check docker/compose.yaml and the files it uses (no Docker engine needed)
+compose-check:
+    ./scripts/check-compose
