@@ -253,8 +253,10 @@ async fn oversize_message_is_reported_and_everything_else_is_copied() {
         .unwrap();
     assert_same(&expected, &dst, "destination without the oversize messages");
 
-    // A re-run retries only the refused messages.
-    let out = pair.migrate(&["--json"]);
+    // A re-run retries only the refused messages, and keeps them in a quarantine.
+    let quarantine = pair.dir.path().join("quarantine");
+    let q = quarantine.to_str().unwrap();
+    let out = pair.migrate(&["--json", "--quarantine", q]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s = json(&out);
     let failures: usize = s["folders"]
@@ -270,6 +272,33 @@ async fn oversize_message_is_reported_and_everything_else_is_copied() {
         .map(|f| f["copied"].as_u64().unwrap())
         .sum();
     assert_eq!((failures, copied), (2, 0), "{s:#}");
+    let mut kept = Vec::new();
+    let mut dirs = vec![quarantine.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                use sha2::Digest;
+                kept.push(hex::encode(sha2::Sha256::digest(
+                    std::fs::read(&p).unwrap(),
+                )));
+            }
+        }
+    }
+    let mut want: Vec<String> = before
+        .values()
+        .flatten()
+        .filter(|m| m.size > (1 << 20))
+        .map(|m| m.sha256.clone())
+        .collect();
+    kept.sort();
+    want.sort();
+    assert_eq!(
+        kept, want,
+        "the quarantine holds the refused messages, byte for byte"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

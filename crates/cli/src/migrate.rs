@@ -56,6 +56,10 @@ pub struct MigrateArgs {
     /// the old server still receives mail
     #[arg(long)]
     dual_reception: bool,
+    /// Keep every message the new server refuses (too large, over quota) as
+    /// DIR/FOLDER/UID.eml, byte for byte, so nothing is lost even when it cannot be copied
+    #[arg(long, value_name = "DIR")]
+    quarantine: Option<std::path::PathBuf>,
     /// Keep running incremental passes (new mail within seconds via IDLE on the source
     /// INBOX) until Ctrl-C
     #[arg(long)]
@@ -94,7 +98,8 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let store = SeaStore::open_sqlite(&args.state)
         .await
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
-    let progress = Arc::new(TerminalProgress::new(!args.json));
+    let progress =
+        Arc::new(TerminalProgress::new(!args.json).with_quarantine(args.quarantine.clone()));
     let mut opts = MigrateOptions {
         rules,
         connections: usize::from(args.connections),

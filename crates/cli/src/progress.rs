@@ -6,6 +6,7 @@ use mailshift_core::ports::Progress;
 use mailshift_core::report::{FolderReport, FolderStatus};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub struct TerminalProgress {
@@ -13,6 +14,8 @@ pub struct TerminalProgress {
     bars: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     folders: Mutex<HashMap<String, ProgressBar>>,
+    /// Where refused messages are kept as `.eml` files (`--quarantine`).
+    quarantine: Option<PathBuf>,
 }
 
 impl TerminalProgress {
@@ -38,7 +41,13 @@ impl TerminalProgress {
             bars,
             overall,
             folders: Mutex::new(HashMap::new()),
+            quarantine: None,
         }
+    }
+
+    pub fn with_quarantine(mut self, dir: Option<PathBuf>) -> Self {
+        self.quarantine = dir;
+        self
     }
 
     pub fn finish(&self) {
@@ -53,6 +62,26 @@ impl TerminalProgress {
 }
 
 impl Progress for TerminalProgress {
+    fn rejected(&self, folder: &str, failure: &mailshift_core::report::MessageFailure, raw: &[u8]) {
+        let Some(dir) = &self.quarantine else {
+            return;
+        };
+        match quarantine(dir, folder, failure.uid, raw) {
+            Ok(path) => tracing::warn!(
+                folder,
+                uid = failure.uid,
+                path = %path.display(),
+                "refused message kept in the quarantine"
+            ),
+            Err(e) => tracing::error!(
+                folder,
+                uid = failure.uid,
+                error = %e,
+                "cannot write the refused message to the quarantine"
+            ),
+        }
+    }
+
     fn folder_started(&self, folder: &str, messages: u64, bytes: u64) {
         if !self.enabled {
             return;
@@ -128,4 +157,32 @@ impl Progress for TerminalProgress {
             None => eprintln!("{line}"),
         }
     }
+}
+
+/// A folder name as a directory name: path separators and control characters replaced,
+/// everything else (accents, spaces) kept so an operator recognises it.
+fn folder_dir(folder: &str) -> String {
+    let s: String = folder
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    match s.as_str() {
+        "" | "." | ".." => format!("_{s}"),
+        _ => s,
+    }
+}
+
+/// Writes a refused message to `dir/FOLDER/UID.eml`, byte for byte.
+pub fn quarantine(dir: &Path, folder: &str, uid: u32, raw: &[u8]) -> std::io::Result<PathBuf> {
+    let d = dir.join(folder_dir(folder));
+    std::fs::create_dir_all(&d)?;
+    let path = d.join(format!("{uid}.eml"));
+    std::fs::write(&path, raw)?;
+    Ok(path)
 }

@@ -520,6 +520,9 @@ pub trait Progress: Send + Sync {
     fn folder_started(&self, folder: &str, messages: u64, bytes: u64);
     fn copied(&self, folder: &str, messages: u64, bytes: u64);
     fn folder_finished(&self, report: &FolderReport);
+    /// A message the destination refused for good (too large, quota...), with its raw
+    /// bytes, so it can be kept somewhere (`--quarantine`) instead of only reported.
+    fn rejected(&self, _folder: &str, _failure: &crate::report::MessageFailure, _raw: &[u8]) {}
 }
 
 /// Progress that goes nowhere.

@@ -280,6 +280,8 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         next_uid: dstat.uidnext.unwrap_or(1),
         uidvalidity: dstat.uidvalidity,
         notes: Vec::new(),
+        progress,
+        source_display: src_name,
     };
     let mut full_listing = full_listing;
     for window in windows {
@@ -619,6 +621,9 @@ struct Appender<'a> {
     next_uid: u32,
     uidvalidity: u32,
     notes: Vec<String>,
+    /// Told of refused messages (with their bytes, for a quarantine).
+    progress: &'a dyn Progress,
+    source_display: &'a str,
 }
 
 type BatchOutcome = (Vec<CopiedMessage>, Vec<MessageFailure>, u64);
@@ -713,7 +718,11 @@ impl Appender<'_> {
                         header_fingerprint: Some(*hfp),
                     });
                 }
-                Some(Err(e)) => bad.push(describe_failure(m, &e)),
+                Some(Err(e)) => {
+                    let f = describe_failure(m, &e);
+                    self.progress.rejected(self.source_display, &f, &m.raw);
+                    bad.push(f);
+                }
                 None => {}
             }
         }
