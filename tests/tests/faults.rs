@@ -173,3 +173,166 @@ async fn imap4rev1_only_servers_on_both_sides_are_migrated_byte_exact() {
     b.sort();
     assert_eq!(a, b);
 }
+
+fn gmail_msg(n: u32, flags: &[&str]) -> mailshift_tests::corpus::Msg {
+    mailshift_tests::corpus::Msg {
+        raw: format!(
+            "Message-ID: <m{n}@gmail.example>\r\nFrom: friend{n}@example.net\r\nTo: alice@gmail.example\r\nSubject: message {n}\r\nDate: Mon, 2 Nov 2026 10:{n:02}:00 +0000\r\n\r\nbody of message {n}\r\n"
+        )
+        .into_bytes(),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        internal_date: format!("02-Nov-2026 10:{n:02}:00 +0000"),
+    }
+}
+
+/// Messages of a snapshot folder by subject, sorted.
+fn subjects(snap: &imap::Snapshot, folder: &str) -> Vec<String> {
+    let mut v: Vec<String> = snap
+        .get(folder)
+        .map(|msgs| msgs.iter().map(|m| m.subject.clone()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gmail_label_layout_is_copied_once_per_label_and_archive() {
+    use mailshift_tests::corpus::{CorpusFolder, special_use_options};
+    let m = gmail_msg;
+    let folder =
+        |path: &[&str], su: Option<&str>, msgs: Vec<mailshift_tests::corpus::Msg>| CorpusFolder {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            special_use: su.map(str::to_string),
+            messages: msgs,
+        };
+    // Gmail as IMAP shows it: a message appears in each of its labels' folders and in
+    // All Mail; Starred and Important are views; Trash is outside All Mail.
+    let layout = vec![
+        folder(
+            &["INBOX"],
+            None,
+            vec![m(1, &["\\Flagged"]), m(2, &[]), m(3, &["\\Seen"])],
+        ),
+        folder(&["Work"], None, vec![m(3, &["\\Seen"]), m(4, &[])]),
+        folder(
+            &["[Gmail]", "Sent Mail"],
+            Some("\\Sent"),
+            vec![m(5, &["\\Seen"])],
+        ),
+        folder(
+            &["[Gmail]", "Starred"],
+            Some("\\Flagged"),
+            vec![m(1, &["\\Flagged"])],
+        ),
+        folder(
+            &["[Gmail]", "Important"],
+            Some("\\Important"),
+            vec![m(2, &[]), m(4, &[])],
+        ),
+        folder(
+            &["[Gmail]", "All Mail"],
+            Some("\\All"),
+            vec![
+                m(1, &["\\Flagged"]),
+                m(2, &[]),
+                m(3, &["\\Seen"]),
+                m(4, &[]),
+                m(5, &["\\Seen"]),
+                m(6, &["\\Seen"]),
+                m(7, &[]),
+            ],
+        ),
+        folder(
+            &["[Gmail]", "Trash"],
+            Some("\\Trash"),
+            vec![m(8, &["\\Seen"])],
+        ),
+    ];
+    let mut pair = Pair::new(DovecotOptions::default());
+    pair.src = mailshift_tests::dovecot::Dovecot::start(DovecotOptions {
+        special_use: special_use_options(&layout, '/'),
+        ..Default::default()
+    })
+    .unwrap();
+    pair.src.add_user("alice", SRC_PW);
+    imap::populate(pair.src.port(), "alice", SRC_PW, &layout)
+        .await
+        .unwrap();
+    // The new server has its own \Sent, as a real one does.
+    imap::populate(
+        pair.dst.port(),
+        "alice",
+        DST_PW,
+        &[folder(&["Sent"], Some("\\Sent"), Vec::new())],
+    )
+    .await
+    .unwrap();
+
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = text(&out);
+    assert!(s.contains("Gmail label view"), "{s}");
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    let want = |v: &[u32]| -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|n| format!("message {n}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(subjects(&dst, "INBOX"), want(&[1, 2, 3]), "{dst:#?}");
+    assert_eq!(subjects(&dst, "Work"), want(&[3, 4]));
+    assert_eq!(subjects(&dst, "Sent"), want(&[5]), "{:?}", dst.keys());
+    assert_eq!(
+        subjects(&dst, "Archive"),
+        want(&[6, 7]),
+        "archived mail only"
+    );
+    assert_eq!(subjects(&dst, "[Gmail]/Trash"), want(&[8]));
+    for view in ["[Gmail]/Starred", "[Gmail]/Important", "[Gmail]/All Mail"] {
+        assert!(subjects(&dst, view).is_empty(), "{view} copied: {dst:#?}");
+    }
+    // Starred survives as the flag.
+    let inbox = &dst["INBOX"];
+    assert!(
+        inbox
+            .iter()
+            .any(|m| m.subject == "message 1" && m.flags.contains(&"\\Flagged".to_string()))
+    );
+
+    // Later: new mail (INBOX + All Mail), and message 2 archived (its INBOX label removed).
+    let m9 = m(9, &[]);
+    imap::append(pair.src.port(), "alice", SRC_PW, "INBOX", &m9)
+        .await
+        .unwrap();
+    imap::append(pair.src.port(), "alice", SRC_PW, "[Gmail]/All Mail", &m9)
+        .await
+        .unwrap();
+    let inbox_uids = mailshift_tests::ops::uids(pair.src.port(), "alice", SRC_PW, "INBOX")
+        .await
+        .unwrap();
+    mailshift_tests::ops::run(
+        pair.src.port(),
+        "alice",
+        SRC_PW,
+        &[
+            "SELECT INBOX".into(),
+            format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", inbox_uids[1]),
+            "EXPUNGE".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_eq!(subjects(&dst, "INBOX"), want(&[1, 3, 9]), "{dst:#?}");
+    assert_eq!(
+        subjects(&dst, "Archive"),
+        want(&[2, 6, 7]),
+        "archived since: {dst:#?}"
+    );
+    assert_eq!(subjects(&dst, "Work"), want(&[3, 4]));
+}

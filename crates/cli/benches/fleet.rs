@@ -219,6 +219,7 @@ async fn main() {
                         adopt_existing: false,
                         uid_range: None,
                         dual_reception: false,
+                        label_folders: Vec::new(),
                     })
                     .await
                     .unwrap();

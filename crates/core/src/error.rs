@@ -34,6 +34,9 @@ pub enum ErrorKind {
     UidValidityChanged,
     /// The pass was asked to stop (shutdown) after a checkpoint; the job is handed back.
     Interrupted,
+    /// The pass must wait for other folders (a label view after its label folders); the
+    /// job comes back after this long, without counting as an attempt.
+    Deferred(Duration),
 }
 
 impl ErrorKind {
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Queue => "queue",
             ErrorKind::UidValidityChanged => "uidvalidity-changed",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Deferred(_) => "deferred",
         }
     }
 }

@@ -251,6 +251,10 @@ pub struct FolderPlan {
     pub dest_display: String,
     pub reason: MapReason,
     pub special_use: Option<SpecialUse>,
+    /// Gmail's All Mail: a label view holding every message. Only the messages found in
+    /// no label folder (archived mail) are copied, into the destination's archive; the
+    /// label folders are listed here (source names) so the pass can tell them apart.
+    pub label_folders: Vec<String>,
 }
 
 /// The whole folder mapping of one mailbox.
@@ -274,6 +278,8 @@ pub fn map_folders(
     let mut out = FolderMapping::default();
     let src_roles = roles(source);
     let dst_roles = roles(dest);
+    // A Gmail-style label store: one folder holds all mail (\All).
+    let gmail = src_roles.iter().any(|(r, _)| *r == SpecialUse::All);
     let maps: Vec<(FolderPath, FolderPath)> = rules
         .maps
         .iter()
@@ -308,10 +314,30 @@ pub fn map_folders(
             .iter()
             .filter(|(s, _)| path.starts_with(s))
             .max_by_key(|(s, _)| s.0.len());
+        // Gmail label views (a label store has an All Mail): Starred and Important only
+        // show messages that live in label folders; copying them would duplicate mail.
+        if gmail
+            && user_map.is_none()
+            && matches!(role, Some(SpecialUse::Flagged | SpecialUse::Important))
+        {
+            out.notes.push(format!(
+                "'{display}' is a Gmail label view: not copied (its messages are copied from \
+                 their label folders; starred ones keep their \\Flagged flag)"
+            ));
+            out.excluded.push(display);
+            continue;
+        }
+        let all_mail = gmail && role == Some(SpecialUse::All);
         let (mut dest_path, reason) = if let Some((s, d)) = user_map {
             let mut comps = d.0.clone();
             comps.extend_from_slice(&path.0[s.0.len()..]);
             (FolderPath(comps), MapReason::UserMap)
+        } else if all_mail {
+            // Archived Gmail mail goes to the destination's archive.
+            match dst_roles.iter().find(|(r, _)| *r == SpecialUse::Archive) {
+                Some((_, d)) => (d.path(), MapReason::SpecialUse(SpecialUse::Archive)),
+                None => (FolderPath(vec!["Archive".to_string()]), MapReason::SamePath),
+            }
         } else if let Some(role) = role {
             match dst_roles.iter().find(|(r, _)| *r == role) {
                 Some((_, d)) => (d.path(), MapReason::SpecialUse(role)),
@@ -342,7 +368,33 @@ pub fn map_folders(
             dest_path,
             reason,
             special_use: role,
+            label_folders: Vec::new(),
         });
+    }
+    // All Mail knows its label folders: every other folder copied from this mailbox
+    // except the ones Gmail keeps out of All Mail (Trash, Spam).
+    if gmail {
+        let labels: Vec<String> = out
+            .folders
+            .iter()
+            .filter(|f| {
+                !matches!(
+                    f.special_use,
+                    Some(SpecialUse::All | SpecialUse::Trash | SpecialUse::Junk)
+                )
+            })
+            .map(|f| f.source_raw.clone())
+            .collect();
+        for f in out.folders.iter_mut() {
+            if f.special_use == Some(SpecialUse::All) {
+                f.label_folders = labels.clone();
+                out.notes.push(format!(
+                    "'{}' is Gmail's All Mail: only messages in no label folder (archived \
+                     mail) are copied, into '{}'",
+                    f.source_display, f.dest_display
+                ));
+            }
+        }
     }
 
     let mut by_dest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -374,6 +426,19 @@ pub fn map_folders(
     Ok(out)
 }
 
+/// Gmail's system folders by name, for servers (or simulations) without SPECIAL-USE.
+fn gmail_role(path: &FolderPath) -> Option<SpecialUse> {
+    match path.0.as_slice() {
+        [g, name] if g == "[Gmail]" || g == "[Google Mail]" => match name.as_str() {
+            "All Mail" => Some(SpecialUse::All),
+            "Starred" => Some(SpecialUse::Flagged),
+            "Important" => Some(SpecialUse::Important),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Special-use roles of a server's folders: announced attributes win; names are a
 /// fallback only for roles no folder announces, and only at the top level (or under INBOX).
 fn roles(folders: &[ListedFolder]) -> Vec<(SpecialUse, &ListedFolder)> {
@@ -381,6 +446,13 @@ fn roles(folders: &[ListedFolder]) -> Vec<(SpecialUse, &ListedFolder)> {
         .iter()
         .filter_map(|f| f.special_use.map(|r| (r, f)))
         .collect();
+    for f in folders.iter().filter(|f| f.special_use.is_none()) {
+        if let Some(role) = gmail_role(&f.path())
+            && !out.iter().any(|(r, _)| *r == role)
+        {
+            out.push((role, f));
+        }
+    }
     for f in folders
         .iter()
         .filter(|f| f.selectable && f.special_use.is_none())

@@ -34,6 +34,10 @@ pub struct FolderJob {
     /// and what they delete is not copied again.
     #[serde(default)]
     pub dual_reception: bool,
+    /// A Gmail-style All Mail: the label folders (source names) whose messages it must
+    /// not copy again. Empty for every other folder.
+    #[serde(default)]
+    pub label_folders: Vec<String>,
 }
 
 /// Separates a folder name from a UID range in a range checkpoint's key. A control

@@ -19,6 +19,7 @@ use mailshift_core::ports::{
 use mailshift_core::report::{FolderError, FolderReport, FolderStatus, MessageFailure};
 use mailshift_core::{Error, ErrorKind, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 /// Where one pass runs.
 pub struct FolderPass<'a> {
@@ -81,6 +82,14 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     } = pass;
     let src_name = &job.source_display;
     let dst_name = &job.dest_display;
+    // Gmail's All Mail: wait until its label folders are copied, then know their
+    // messages, so only archived mail (in no label folder) is copied from it.
+    let mut label_known = if job.label_folders.is_empty() {
+        None
+    } else {
+        Some(label_fingerprints(job, source, store).await?)
+    };
+    let mut labelled_skipped = 0u64;
     let sstat = source
         .examine(&job.source_folder)
         .await
@@ -196,12 +205,19 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .map(|f| f.source_uid)
         .collect();
 
+    // All Mail re-examines every message it has not copied: one whose labels were all
+    // removed since (archived) must now be copied.
+    let floor = if label_known.is_some() {
+        0
+    } else {
+        state.highest_uid
+    };
     let from = failed
         .iter()
         .copied()
         .min()
         .unwrap_or(u32::MAX)
-        .min(state.highest_uid.saturating_add(1));
+        .min(floor.saturating_add(1));
     // New messages are listed in windows of UIDs, so memory stays bounded however big
     // the folder is (a full listing, when sync_existing needed one, is reused).
     let windows: Vec<Vec<u32>> = match &full_listing {
@@ -212,7 +228,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 .await
                 .map_err(|e| e.context(format!("source folder '{src_name}'")))?
                 .into_iter()
-                .filter(|u| *u >= from && (*u > state.highest_uid || failed.contains(u)))
+                .filter(|u| *u >= from && (*u > floor || failed.contains(u)))
                 .filter(|u| !copied.contains(u) && in_scope(*u))
                 .collect();
             uids.chunks(limits.list_window.max(1))
@@ -221,7 +237,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         }
     };
     let pending_total: u64 = match &full_listing {
-        Some(all) => plan::pending_messages(all, state.highest_uid, &copied, &failed)
+        Some(all) => plan::pending_messages(all, floor, &copied, &failed)
             .iter()
             .filter(|m| in_scope(m.uid))
             .count() as u64,
@@ -305,7 +321,14 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 .await
                 .map_err(|e| e.context(format!("source folder '{src_name}'")))?,
         };
-        let todo = plan::pending_messages(&listing, state.highest_uid, &copied, &failed);
+        let mut todo = plan::pending_messages(&listing, floor, &copied, &failed);
+        if let Some(known) = label_known.as_mut() {
+            let before = todo.len();
+            todo = skip_labelled(source, todo, known)
+                .await
+                .map_err(|e| e.context(format!("source folder '{src_name}'")))?;
+            labelled_skipped += (before - todo.len()) as u64;
+        }
         if todo.is_empty() {
             continue;
         }
@@ -350,7 +373,90 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         ));
     }
     report.notes.append(&mut appender.notes);
+    if labelled_skipped > 0 {
+        report.already_done += labelled_skipped;
+        report.notes.push(format!(
+            "{labelled_skipped} message(s) of this label view are in label folders and were \
+             copied from there, not again"
+        ));
+    }
     Ok(())
+}
+
+/// The messages (header fingerprints, with multiplicity) copied from a label view's
+/// label folders; `Deferred` while one of them has not caught up with its source yet.
+async fn label_fingerprints(
+    job: &FolderJob,
+    source: &mut dyn MailSource,
+    store: &dyn StateStore,
+) -> Result<HashMap<(Fingerprint, u32), usize>> {
+    let states = store.folders(job.migration_id).await?;
+    let mut known: HashMap<(Fingerprint, u32), usize> = HashMap::new();
+    for peer in &job.label_folders {
+        let status = match source.examine(peer).await {
+            Ok(s) => s,
+            Err(e) if e.kind == ErrorKind::Network || e.kind.is_retryable() => return Err(e),
+            // Gone since the pass was planned: nothing of it to compare with.
+            Err(_) => continue,
+        };
+        let st = states.iter().find(|s| &s.source_folder == peer);
+        let caught_up = status.exists == 0
+            || st.is_some_and(|st| {
+                st.pending.is_none()
+                    && st.source_uidvalidity == Some(status.uidvalidity)
+                    && status
+                        .uidnext
+                        .is_none_or(|n| st.highest_uid.saturating_add(1) >= n)
+            });
+        if !caught_up {
+            return Err(Error::new(
+                ErrorKind::Deferred(Duration::from_secs(2)),
+                format!(
+                    "'{}' waits for its label folder '{peer}' to be copied first",
+                    job.source_display
+                ),
+            ));
+        }
+        if let Some(st) = st {
+            for c in store.copied(st.id).await? {
+                if let Some(h) = c.header_fingerprint {
+                    *known.entry((h, c.size)).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// Drops from `todo` the messages whose size and header match one still unclaimed in
+/// `known` (each known message excuses one copy, so real duplicates inside All Mail
+/// survive).
+async fn skip_labelled<'a>(
+    source: &mut dyn MailSource,
+    todo: Vec<&'a MessageMeta>,
+    known: &mut HashMap<(Fingerprint, u32), usize>,
+) -> Result<Vec<&'a MessageMeta>> {
+    let mut keep = Vec::with_capacity(todo.len());
+    for chunk in todo.chunks(500) {
+        let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
+        let headers: HashMap<u32, Fingerprint> = source
+            .fetch_headers(&uids)
+            .await?
+            .into_iter()
+            .map(|h| (h.uid, Fingerprint::of_header(&h.header)))
+            .collect();
+        for m in chunk {
+            let labelled = headers
+                .get(&m.uid)
+                .and_then(|h| known.get_mut(&(*h, m.size)))
+                .filter(|n| **n > 0);
+            match labelled {
+                Some(n) => *n -= 1,
+                None => keep.push(*m),
+            }
+        }
+    }
+    Ok(keep)
 }
 
 /// Copies one window of messages in pipelined batches (fetch N+1 while appending N),

@@ -141,6 +141,7 @@ pub async fn prepare(
         adopt_existing: opts.adopt_existing,
         uid_range: range,
         dual_reception: opts.dual_reception,
+        label_folders: plan.label_folders.clone(),
     };
     let states = match opts.split_above {
         Some(_) => store.folders(migration_id).await?,
@@ -148,7 +149,8 @@ pub async fn prepare(
     };
     let mut jobs = Vec::new();
     for plan in &ready {
-        if let Some(limit) = opts.split_above {
+        // A label view is compared with its label folders as a whole: never sliced.
+        if let Some(limit) = opts.split_above.filter(|_| plan.label_folders.is_empty()) {
             let slices = split_first_copy(src, store, migration_id, plan, &states, limit).await?;
             if !slices.is_empty() {
                 jobs.extend(slices.into_iter().map(|r| job(plan, Some(r))));

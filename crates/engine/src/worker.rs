@@ -286,6 +286,18 @@ impl Worker {
                     tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
                 }
             }
+            if let Some(mailshift_core::Error {
+                kind: ErrorKind::Deferred(wait),
+                message,
+            }) = &err
+            {
+                // Not a failure: the pass waits for other folders (All Mail for its labels).
+                tracing::info!(folder = %delivery.job.source_display, reason = %message, "deferred");
+                let mut again = delivery.clone();
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                queue.retry(&again, *wait).await?;
+                continue;
+            }
             if let Some(e) = &err
                 && e.kind == ErrorKind::Interrupted
             {

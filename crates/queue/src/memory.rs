@@ -146,6 +146,7 @@ mod tests {
             adopt_existing: false,
             uid_range: None,
             dual_reception: false,
+            label_folders: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ fn job(folder: &str) -> FolderJob {
         adopt_existing: false,
         uid_range: None,
         dual_reception: false,
+        label_folders: Vec::new(),
     }
 }
 
