@@ -982,3 +982,92 @@ async fn a_domain_is_driven_through_its_cutover_into_dual_reception() {
         .unwrap();
     assert_eq!(final_dest["INBOX"].len(), inbox_after.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttling_server_delays_its_own_mailboxes_only() {
+    use mailshift_tests::proxy::{Proxy, Throttle};
+    if skip() {
+        return;
+    }
+    let mut setup = Setup::new(&["uma"], 150).await;
+    // "tia" lives on a server that throttles (the same Dovecot, reached through a proxy
+    // answering UID FETCH with Exchange's throttling NO and a 4 s back-off, three times).
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // passwd-file mtime
+    setup.src.add_user("tia", &src_pw("tia"));
+    setup.dst.add_user("tia", &dst_pw("tia"));
+    let corpus = corpus::generate(&CorpusSpec {
+        seed: 77,
+        messages: 150,
+        big_attachments: 0,
+    });
+    imap::populate(setup.src.port(), "tia", &src_pw("tia"), &corpus)
+        .await
+        .unwrap();
+    setup.before.push(
+        imap::snapshot(setup.src.port(), "tia", &src_pw("tia"))
+            .await
+            .unwrap(),
+    );
+    setup.users.push("tia".into());
+    let proxy = Proxy::start(setup.src.port()).await;
+    proxy.throttle(Throttle {
+        command: "UID FETCH".into(),
+        times: 3,
+        reply: "NO [UNAVAILABLE] Request is throttled. Suggested Backoff Time: 4000 milliseconds"
+            .into(),
+    });
+    let out = setup.fleet.run(
+        &[
+            "mailbox",
+            "add",
+            "--from",
+            &format!("imap://tia@127.0.0.1:{}", proxy.port()),
+            "--to",
+            &setup.dst.url("tia"),
+            "--allow-plaintext",
+        ],
+        &[
+            ("MAILSHIFT_FROM_PASSWORD", &src_pw("tia")),
+            ("MAILSHIFT_TO_PASSWORD", &dst_pw("tia")),
+        ],
+    );
+    assert!(out.status.success(), "mailbox add: {}", text(&out));
+    let out = setup.schedule();
+    assert!(text(&out).contains("for 2 mailbox(es)"), "{}", text(&out));
+    let started = std::time::Instant::now();
+    let worker = setup.worker(&["--concurrency", "2", "--exit-when-idle", "6"]);
+    let count = |port: u16, user: &'static str| async move {
+        imap::snapshot(port, user, &dst_pw(user))
+            .await
+            .map(|s| s.values().map(Vec::len).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let uma_total: usize = setup.before[0].values().map(Vec::len).sum();
+    let tia_total: usize = setup.before[1].values().map(Vec::len).sum();
+    let (mut uma_done, mut tia_done) = (None, None);
+    while uma_done.is_none() || tia_done.is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "too slow"
+        );
+        if uma_done.is_none() && count(setup.dst.port(), "uma").await >= uma_total {
+            uma_done = Some(started.elapsed());
+        }
+        if tia_done.is_none() && count(setup.dst.port(), "tia").await >= tia_total {
+            tia_done = Some(started.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    finish(worker);
+    let (uma_done, tia_done) = (uma_done.unwrap(), tia_done.unwrap());
+    eprintln!(
+        "uma done after {uma_done:?}, tia after {tia_done:?}; {} throttled",
+        proxy.throttled()
+    );
+    assert!(proxy.throttled() >= 1, "the proxy never throttled");
+    assert!(
+        uma_done < tia_done,
+        "the unthrottled mailbox waited for the throttled one ({uma_done:?} vs {tia_done:?})"
+    );
+    setup.assert_all_mirrored().await;
+}

@@ -86,6 +86,14 @@ impl Scheduler {
                 Err(e) => {
                     round.failed += 1;
                     tracing::warn!(mailbox = %m.source, error = %e.message, "cannot plan a pass");
+                    // A server that asked to slow down is asked again once its back-off
+                    // is over, not a whole interval later.
+                    let next = match e.kind {
+                        ErrorKind::Throttled(hint) => Some(
+                            t + hint.unwrap_or(Duration::from_secs(60)).as_secs().max(1) as i64,
+                        ),
+                        _ => next,
+                    };
                     self.mailboxes
                         .set_mailbox_status(m.id, "failed", Some(&e.message), next)
                         .await?;
