@@ -13,6 +13,7 @@ pub mod dns;
 pub mod dovecot;
 pub mod imap;
 pub mod ops;
+pub mod otlp;
 pub mod pair;
 pub mod proxy;
 

@@ -1071,3 +1071,141 @@ async fn a_throttling_server_delays_its_own_mailboxes_only() {
     );
     setup.assert_all_mirrored().await;
 }
+
+/// `GET /metrics` on loopback, as text.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_copy() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["vic"], 60).await;
+    let otlp = mailshift_tests::otlp::Receiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_string()),
+    ];
+    let out = setup
+        .fleet
+        .cmd(&["scheduler", "--once", "--queue", &setup.fleet.queue])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let metrics_port = free_port();
+    let worker = setup
+        .fleet
+        .cmd(&[
+            "worker",
+            "--queue",
+            &setup.fleet.queue,
+            "--exit-when-idle",
+            "4",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let total: usize = setup.before[0].values().map(Vec::len).sum();
+    let started = std::time::Instant::now();
+    while setup.destination_total().await < total {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "too slow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The counter equals what was copied.
+    let metrics = scrape(metrics_port).await;
+    let copied: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mailshift_messages_copied_total "))
+        .unwrap_or_else(|| panic!("no messages-copied counter in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(copied as usize, total, "{metrics}");
+    assert!(
+        metrics.contains("mailshift_imap_command_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mailshift_jobs_total{outcome=\"done\"}"),
+        "{metrics}"
+    );
+    finish(worker);
+    setup.assert_all_mirrored().await;
+
+    // Traces: the worker's job and IMAP spans belong to the trace of the scheduler's
+    // publish span (W3C context through the AMQP headers).
+    let mut spans = otlp.spans();
+    for _ in 0..50 {
+        if spans
+            .iter()
+            .any(|s| s.name == "imap.command" && s.service == "mailshift-worker")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        spans = otlp.spans();
+    }
+    let published: std::collections::HashSet<&str> = spans
+        .iter()
+        .filter(|s| s.name == "amqp.publish" && s.service == "mailshift-scheduler")
+        .map(|s| s.trace_id.as_str())
+        .collect();
+    assert!(!published.is_empty(), "no publish span: {spans:#?}");
+    let jobs: Vec<&mailshift_tests::otlp::Span> = spans
+        .iter()
+        .filter(|s| s.name == "worker.job" && s.service == "mailshift-worker")
+        .collect();
+    assert!(!jobs.is_empty(), "no job span");
+    for j in &jobs {
+        assert!(
+            published.contains(j.trace_id.as_str()),
+            "job span in its own trace: {j:?}"
+        );
+        assert!(
+            !j.parent_span_id.is_empty(),
+            "job span without parent: {j:?}"
+        );
+    }
+    let imap_in_trace = spans.iter().any(|s| {
+        s.name == "imap.command"
+            && s.service == "mailshift-worker"
+            && published.contains(s.trace_id.as_str())
+    });
+    assert!(imap_in_trace, "no IMAP command span in a scheduler trace");
+    for s in &spans {
+        for (k, v) in &s.attributes {
+            assert!(
+                !v.contains(&src_pw("vic")) && !v.contains(&dst_pw("vic")),
+                "a password in span {} attribute {k}",
+                s.name
+            );
+        }
+    }
+}

@@ -316,6 +316,9 @@ pub struct SchedulerArgs {
     db: FleetDb,
     #[command(flatten)]
     queue: FleetQueue,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464)
+    #[arg(long, env = "MAILSHIFT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Time between incremental passes of a mailbox, in seconds
     #[arg(long, default_value_t = 4 * 3600, value_name = "SECS")]
     interval: u64,
@@ -410,7 +413,9 @@ pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("info");
+    if let Some(addr) = a.metrics_listen {
+        crate::telemetry::serve_metrics(addr)?;
+    }
     let store = a.db.open(true).await?;
     let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;
     let s = Scheduler {
@@ -460,6 +465,9 @@ pub struct WorkerArgs {
     db: FleetDb,
     #[command(flatten)]
     queue: FleetQueue,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464)
+    #[arg(long, env = "MAILSHIFT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Folder jobs run at once (each holds one connection to each server)
     #[arg(long, default_value_t = 8, value_name = "N")]
     concurrency: usize,
@@ -482,9 +490,11 @@ pub struct WorkerArgs {
 }
 
 pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("info");
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
+    }
+    if let Some(addr) = a.metrics_listen {
+        crate::telemetry::serve_metrics(addr)?;
     }
     let store = a.db.open(true).await?;
     let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;

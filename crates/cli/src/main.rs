@@ -8,6 +8,7 @@ mod output;
 mod progress;
 mod queue;
 mod servers;
+mod telemetry;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or JSON (default: text on a terminal, JSON lines otherwise)
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Auto, env = "MAILSHIFT_LOG_FORMAT")]
+    log_format: telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +106,16 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
+    let (service, level) = match &cli.command {
+        Command::Scheduler(_) => ("mailshift-scheduler", "info"),
+        Command::Worker(_) => ("mailshift-worker", "info"),
+        Command::Migrate(_) => ("mailshift-migrate", "warn"),
+        _ => ("mailshift", "warn"),
+    };
+    let format = cli.log_format;
     let result = runtime.block_on(async {
+        // Dropped (traces flushed) when the command is done.
+        let _telemetry = telemetry::init(service, level, format)?;
         match cli.command {
             Command::Migrate(args) => migrate::run(*args).await,
             Command::Verify(args) => verify::run(*args).await,
@@ -124,22 +137,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Logs go to stderr; `RUST_LOG` sets levels. async-imap's trace output would contain the
-/// LOGIN command line (with the password) and message bodies, so it is capped at `info`
-/// whatever `RUST_LOG` says.
-pub(crate) fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
-    // sqlx reports PostgreSQL's NOTICEs ("relation already exists, skipping") at info.
-    let filter = EnvFilter::try_new(format!(
-        "sqlx=warn,sea_orm_migration=warn,{base},async_imap=info,imap_proto=info"
-    ))
-    .unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }

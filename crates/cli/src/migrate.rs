@@ -93,7 +93,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn");
     let (source, dest, rules, connector) = args.servers.connect()?;
     let store = SeaStore::open_sqlite(&args.state)
         .await

@@ -247,7 +247,6 @@ fn verdict(r: &VerifyReport) -> String {
 }
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn");
     let (source, dest, rules, connector) = args.servers.connect()?;
     let (s, d) = tokio::join!(connector.source(), connector.target_reader());
     let (mut src, mut dst) = match (s, d) {

@@ -492,6 +492,8 @@ pub struct Delivery {
     /// Queue-specific handle.
     pub tag: u64,
     pub redelivered: bool,
+    /// W3C trace context of whoever published the job (`traceparent`, `tracestate`).
+    pub trace: Vec<(String, String)>,
 }
 
 #[async_trait]

@@ -508,6 +508,13 @@ async fn copy_window(
         state.highest_uid = state.highest_uid.max(batch_max_uid);
         let failed: Vec<FailedMessage> = bad.iter().map(to_failed).collect();
         store.commit_batch(state, &ok, &failed).await?;
+        crate::metrics::copied(ok.len() as u64, bytes);
+        tracing::debug!(
+            messages = ok.len(),
+            refused = bad.len(),
+            bytes,
+            "batch checkpointed"
+        );
         report.copied += ok.len() as u64;
         report.copied_bytes += bytes;
         progress.copied(src_name, (ok.len() + bad.len()) as u64, bytes);

@@ -56,6 +56,7 @@ impl Scheduler {
         let mailboxes = self.mailboxes.mailboxes(None).await?;
         let phases = self.advance_domains(&mailboxes, t).await?;
         let mut final_passes: Vec<&str> = Vec::new();
+        let mut lag: i64 = 0;
         for m in &mailboxes {
             let domain = m.options.domain.as_deref().and_then(|d| phases.get(d));
             if domain.is_some_and(|d| d.phase == Phase::Done) {
@@ -71,7 +72,26 @@ impl Scheduler {
             }
             let dual = domain.is_some_and(|d| d.phase.dual_reception());
             let next = Some(t + self.interval.as_secs() as i64);
-            match self.plan(m, dual).await {
+            if let Some(due) = m.next_pass_at {
+                lag = lag.max(t - due);
+            }
+            // One trace per planned pass: the jobs it publishes carry it to the workers.
+            let span = tracing::info_span!(
+                "scheduler.plan",
+                mailbox = %m.id,
+                source = %m.source,
+                dual_reception = dual,
+                jobs = tracing::field::Empty,
+            );
+            let planned = {
+                use tracing::Instrument;
+                self.plan(m, dual).instrument(span.clone()).await
+            };
+            if let Ok(n) = &planned {
+                span.record("jobs", *n);
+                metrics::counter!(crate::metrics::JOBS_PUBLISHED).increment(*n as u64);
+            }
+            match planned {
                 Ok(n) => {
                     round.mailboxes += 1;
                     round.jobs += n;
@@ -100,6 +120,7 @@ impl Scheduler {
                 }
             }
         }
+        metrics::gauge!(crate::metrics::PASS_LAG).set(lag.max(0) as f64);
         if let Some(c) = &self.cutovers {
             final_passes.sort_unstable();
             final_passes.dedup();

@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod fault;
 pub mod fleet;
 pub mod limits;
+pub mod metrics;
 pub mod pass;
 pub mod reconcile;
 pub mod verify;

@@ -12,6 +12,7 @@ use mailshift_core::{ErrorKind, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The fleet's fence: renews the folder's lease; false once another worker holds it.
@@ -197,173 +198,213 @@ impl Worker {
             let Some(delivery) = received else {
                 break;
             };
-            let migration = delivery.job.migration_id;
-            if let Some(wait) = self.throttled(migration).await {
-                // A server asked this process to slow down: the job waits its turn without
-                // opening a session (or counting an attempt); jobs on other servers go on.
-                tracing::info!(
-                    folder = %delivery.job.source_display,
-                    wait_ms = wait.as_millis() as u64,
-                    "server throttled; job deferred"
-                );
-                let mut again = delivery.clone();
-                again.job.attempt = again.job.attempt.saturating_sub(1);
-                queue.retry(&again, wait).await?;
-                continue;
+            let job_span = tracing::info_span!(
+                "worker.job",
+                folder = %delivery.job.source_display,
+                dest = %delivery.job.dest_display,
+                migration = %delivery.job.migration_id,
+                attempt = delivery.job.attempt,
+                outcome = tracing::field::Empty,
+            );
+            // A child of the span that published the job (the scheduler's).
+            mailshift_queue::trace::adopt(&job_span, &delivery.trace);
+            let started = std::time::Instant::now();
+            let (outcome, report) = self
+                .handle(queue, delivery, &mut pooled)
+                .instrument(job_span.clone())
+                .await?;
+            job_span.record("outcome", outcome);
+            crate::metrics::job_finished(outcome, started.elapsed());
+            if let Some(report) = report {
+                reports.push(report);
             }
-            let heartbeat = match self.lease(&delivery).await {
-                Ok(Some(h)) => h,
-                Ok(None) => {
-                    // Someone else is copying this folder: try again once they are done,
-                    // without counting it as a failed attempt.
-                    let mut again = delivery.clone();
-                    again.job.attempt = again.job.attempt.saturating_sub(1);
-                    let wait = self.leases.as_ref().map(|l| l.ttl / 2).unwrap_or_default();
-                    queue.retry(&again, wait).await?;
-                    continue;
-                }
-                Err(e) => {
-                    queue
-                        .retry(&delivery, self.backoff(delivery.job.attempt, &e.kind))
-                        .await?;
-                    continue;
-                }
-            };
-            let s = match pooled.take() {
-                Some((m, s)) if m.is_none() || m == Some(migration) => Ok(s),
-                _ => self.connect(migration).await,
-            };
-            let (mut report, err, keep) = match s {
-                Ok(mut s) => {
-                    let fence = self.leases.as_ref().map(|l| LeaseFence {
-                        leases: l.clone(),
-                        job: delivery.job.clone(),
-                    });
-                    let (report, err) = copy_folder(FolderPass {
-                        job: &delivery.job,
-                        source: &mut *s.source,
-                        target: &mut *s.target,
-                        store: &*self.store,
-                        progress: &*self.progress,
-                        // Retries after failures use smaller batches (see `for_attempt`).
-                        limits: self.limits.for_attempt(delivery.job.attempt),
-                        stop: Some(&self.stop.flag),
-                        fence: fence.as_ref().map(|f| f as &dyn Fence),
-                    })
-                    .await;
-                    // After a network or protocol failure the session state is unknown.
-                    let keep = !matches!(
-                        err.as_ref().map(|e| &e.kind),
-                        Some(ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Throttled(_))
-                    );
-                    (report, err, keep.then_some((Some(migration), s)))
-                }
-                Err(e) => {
-                    let job = &delivery.job;
-                    let report = FolderReport::failed(
-                        &job.source_display,
-                        &job.dest_display,
-                        &e.kind,
-                        e.message.clone(),
-                    );
-                    self.progress.folder_finished(&report);
-                    (report, Some(e), None)
-                }
-            };
-            // In the fleet, sessions are not kept while waiting for the next job: they may
-            // hold connection slots that a job already delivered to another task needs.
-            pooled = if self.leases.is_some() { None } else { keep };
-            if let Some(h) = heartbeat {
-                h.abort();
-            }
-            if let Some(l) = &self.leases {
-                let job = &delivery.job;
-                if let Err(e) = l
-                    .store
-                    .release_folder(job.migration_id, &job.state_key(), &l.owner)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
-                }
-            }
-            if let Some(mailshift_core::Error {
-                kind: ErrorKind::Deferred(wait),
-                message,
-            }) = &err
-            {
-                // Not a failure: the pass waits for other folders (All Mail for its labels).
-                tracing::info!(folder = %delivery.job.source_display, reason = %message, "deferred");
-                let mut again = delivery.clone();
-                again.job.attempt = again.job.attempt.saturating_sub(1);
-                queue.retry(&again, *wait).await?;
-                continue;
-            }
-            if let Some(e) = &err
-                && e.kind == ErrorKind::Interrupted
-            {
-                // Not a failure: hand the job back untouched for another worker.
-                let mut again = delivery.clone();
-                again.job.attempt = again.job.attempt.saturating_sub(1);
-                self.carry(&delivery, &report);
-                queue.retry(&again, Duration::ZERO).await?;
-                continue;
-            }
-            // In the fleet a refused login may be a lockout or a password being changed:
-            // worth a few tries before the job is set aside.
-            // A dropped connection after progress (a batch checkpointed) is not a failed
-            // attempt: the pass resumes from its checkpoint at once, however many times a
-            // flaky link drops. Only attempts that achieve nothing count towards the limit.
-            let progressed = report.copied > 0 || report.flags_updated > 0 || report.deleted > 0;
-            if let Some(e) = &err
-                && e.kind == ErrorKind::Network
-                && progressed
-            {
-                let mut again = delivery.clone();
-                again.job.attempt = again.job.attempt.saturating_sub(1);
-                let delay = jitter(Duration::from_millis(250));
-                tracing::warn!(
-                    folder = %delivery.job.source_display,
-                    copied = report.copied,
-                    error = %e,
-                    "connection lost after progress; resuming from the checkpoint"
-                );
-                self.carry(&delivery, &report);
-                queue.retry(&again, delay).await?;
-                continue;
-            }
-            if let Some(e) = &err
-                && (e.is_retryable() || (self.leases.is_some() && e.kind == ErrorKind::Auth))
-                && delivery.job.attempt < self.max_attempts
-            {
-                let delay = self.backoff(delivery.job.attempt, &e.kind);
-                tracing::warn!(
-                    folder = %delivery.job.source_display,
-                    attempt = delivery.job.attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %e,
-                    "folder pass failed; retrying"
-                );
-                self.carry(&delivery, &report);
-                queue.retry(&delivery, delay).await?;
-                continue;
-            }
-            self.settle(&delivery, &mut report);
-            match (&err, &self.leases) {
-                (Some(e), Some(l)) => {
-                    // Fleet: keep the job aside and show the error on the mailbox.
-                    let reason = format!("folder '{}': {}", delivery.job.source_display, e.message);
-                    queue.dead_letter(&delivery, &reason).await?;
-                    if let Ok((m, _)) = l.store.mailbox_credentials(migration).await {
-                        l.store
-                            .set_mailbox_status(m.id, "failed", Some(&reason), m.next_pass_at)
-                            .await?;
-                    }
-                }
-                _ => queue.ack(&delivery).await?,
-            }
-            reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// One delivered job: lease, sessions, the folder pass, then ack, retry or
+    /// dead-letter. Returns the outcome (for metrics) and the final report, if any.
+    async fn handle(
+        &self,
+        queue: &dyn JobQueue,
+        delivery: Delivery,
+        pooled: &mut Option<(Option<Uuid>, Sessions)>,
+    ) -> Result<(&'static str, Option<FolderReport>)> {
+        let migration = delivery.job.migration_id;
+        if let Some(wait) = self.throttled(migration).await {
+            // A server asked this process to slow down: the job waits its turn without
+            // opening a session (or counting an attempt); jobs on other servers go on.
+            tracing::info!(
+                folder = %delivery.job.source_display,
+                wait_ms = wait.as_millis() as u64,
+                "server throttled; job deferred"
+            );
+            let mut again = delivery.clone();
+            again.job.attempt = again.job.attempt.saturating_sub(1);
+            queue.retry(&again, wait).await?;
+            return Ok(("deferred", None));
+        }
+        let heartbeat = match self.lease(&delivery).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                // Someone else is copying this folder: try again once they are done,
+                // without counting it as a failed attempt.
+                let mut again = delivery.clone();
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                let wait = self.leases.as_ref().map(|l| l.ttl / 2).unwrap_or_default();
+                queue.retry(&again, wait).await?;
+                return Ok(("deferred", None));
+            }
+            Err(e) => {
+                queue
+                    .retry(&delivery, self.backoff(delivery.job.attempt, &e.kind))
+                    .await?;
+                return Ok(("retried", None));
+            }
+        };
+        let s = match pooled.take() {
+            Some((m, s)) if m.is_none() || m == Some(migration) => Ok(s),
+            _ => self.connect(migration).await,
+        };
+        let (mut report, err, keep) = match s {
+            Ok(mut s) => {
+                let fence = self.leases.as_ref().map(|l| LeaseFence {
+                    leases: l.clone(),
+                    job: delivery.job.clone(),
+                });
+                let pass_span = tracing::info_span!(
+                    "folder.pass",
+                    source = %delivery.job.source_display,
+                    dest = %delivery.job.dest_display,
+                );
+                let (report, err) = copy_folder(FolderPass {
+                    job: &delivery.job,
+                    source: &mut *s.source,
+                    target: &mut *s.target,
+                    store: &*self.store,
+                    progress: &*self.progress,
+                    // Retries after failures use smaller batches (see `for_attempt`).
+                    limits: self.limits.for_attempt(delivery.job.attempt),
+                    stop: Some(&self.stop.flag),
+                    fence: fence.as_ref().map(|f| f as &dyn Fence),
+                })
+                .instrument(pass_span)
+                .await;
+                // After a network or protocol failure the session state is unknown.
+                let keep = !matches!(
+                    err.as_ref().map(|e| &e.kind),
+                    Some(ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Throttled(_))
+                );
+                (report, err, keep.then_some((Some(migration), s)))
+            }
+            Err(e) => {
+                let job = &delivery.job;
+                let report = FolderReport::failed(
+                    &job.source_display,
+                    &job.dest_display,
+                    &e.kind,
+                    e.message.clone(),
+                );
+                self.progress.folder_finished(&report);
+                (report, Some(e), None)
+            }
+        };
+        // In the fleet, sessions are not kept while waiting for the next job: they may
+        // hold connection slots that a job already delivered to another task needs.
+        *pooled = if self.leases.is_some() { None } else { keep };
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        if let Some(l) = &self.leases {
+            let job = &delivery.job;
+            if let Err(e) = l
+                .store
+                .release_folder(job.migration_id, &job.state_key(), &l.owner)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
+            }
+        }
+        if let Some(mailshift_core::Error {
+            kind: ErrorKind::Deferred(wait),
+            message,
+        }) = &err
+        {
+            // Not a failure: the pass waits for other folders (All Mail for its labels).
+            tracing::info!(folder = %delivery.job.source_display, reason = %message, "deferred");
+            let mut again = delivery.clone();
+            again.job.attempt = again.job.attempt.saturating_sub(1);
+            queue.retry(&again, *wait).await?;
+            return Ok(("deferred", None));
+        }
+        if let Some(e) = &err
+            && e.kind == ErrorKind::Interrupted
+        {
+            // Not a failure: hand the job back untouched for another worker.
+            let mut again = delivery.clone();
+            again.job.attempt = again.job.attempt.saturating_sub(1);
+            self.carry(&delivery, &report);
+            queue.retry(&again, Duration::ZERO).await?;
+            return Ok(("interrupted", None));
+        }
+        // In the fleet a refused login may be a lockout or a password being changed:
+        // worth a few tries before the job is set aside.
+        // A dropped connection after progress (a batch checkpointed) is not a failed
+        // attempt: the pass resumes from its checkpoint at once, however many times a
+        // flaky link drops. Only attempts that achieve nothing count towards the limit.
+        let progressed = report.copied > 0 || report.flags_updated > 0 || report.deleted > 0;
+        if let Some(e) = &err
+            && e.kind == ErrorKind::Network
+            && progressed
+        {
+            let mut again = delivery.clone();
+            again.job.attempt = again.job.attempt.saturating_sub(1);
+            let delay = jitter(Duration::from_millis(250));
+            tracing::warn!(
+                folder = %delivery.job.source_display,
+                copied = report.copied,
+                error = %e,
+                "connection lost after progress; resuming from the checkpoint"
+            );
+            self.carry(&delivery, &report);
+            queue.retry(&again, delay).await?;
+            return Ok(("retried", None));
+        }
+        if let Some(e) = &err
+            && (e.is_retryable() || (self.leases.is_some() && e.kind == ErrorKind::Auth))
+            && delivery.job.attempt < self.max_attempts
+        {
+            let delay = self.backoff(delivery.job.attempt, &e.kind);
+            tracing::warn!(
+                folder = %delivery.job.source_display,
+                attempt = delivery.job.attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %e,
+                "folder pass failed; retrying"
+            );
+            self.carry(&delivery, &report);
+            queue.retry(&delivery, delay).await?;
+            return Ok(("retried", None));
+        }
+        self.settle(&delivery, &mut report);
+        match (&err, &self.leases) {
+            (Some(e), Some(l)) => {
+                // Fleet: keep the job aside and show the error on the mailbox.
+                let reason = format!("folder '{}': {}", delivery.job.source_display, e.message);
+                queue.dead_letter(&delivery, &reason).await?;
+                if let Ok((m, _)) = l.store.mailbox_credentials(migration).await {
+                    l.store
+                        .set_mailbox_status(m.id, "failed", Some(&reason), m.next_pass_at)
+                        .await?;
+                }
+            }
+            _ => queue.ack(&delivery).await?,
+        }
+        if let Some(e) = &err {
+            crate::metrics::error(&e.kind);
+        }
+        let outcome = if err.is_some() { "failed" } else { "done" };
+        Ok((outcome, Some(report)))
     }
 
     fn carry(&self, d: &Delivery, r: &FolderReport) {

@@ -33,6 +33,13 @@ pub struct ImapSession {
     broken: bool,
 }
 
+impl Drop for ImapSession {
+    fn drop(&mut self) {
+        metrics::gauge!("mailshift_imap_connections", "server" => self.cfg.endpoint.host_port())
+            .decrement(1.0);
+    }
+}
+
 impl ImapSession {
     pub(crate) async fn start(mut sess: Sess, cfg: ServerConfig) -> Result<Self, ImapError> {
         let mut names: Vec<String> = Vec::new();
@@ -53,6 +60,8 @@ impl ImapSession {
         .await?;
         let caps = parse_capabilities(&names);
         tracing::debug!(server = %cfg.label(), capabilities = ?names, "logged in");
+        metrics::gauge!("mailshift_imap_connections", "server" => cfg.endpoint.host_port())
+            .increment(1.0);
         Ok(ImapSession {
             sess,
             cfg,
@@ -81,11 +90,28 @@ impl ImapSession {
     where
         F: Future<Output = Result<T, ImapError>> + 'a,
     {
+        use tracing::Instrument;
         let label = self.cfg.label();
         let after = self.cfg.timeout;
         let (pauses, host) = (self.cfg.pauses.clone(), self.cfg.endpoint.host_port());
-        let result = tokio::time::timeout(after, f(self)).await;
-        match result {
+        let command = command_of(&op);
+        // One span per IMAP command: its name, the side and the folder; never
+        // credentials or message content.
+        let span = tracing::info_span!(
+            "imap.command",
+            command,
+            side = %self.cfg.side,
+            server = %host,
+            folder = self.selected.as_deref().unwrap_or(""),
+            error = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(after, f(self))
+            .instrument(span.clone())
+            .await;
+        metrics::histogram!("mailshift_imap_command_duration_seconds", "command" => command)
+            .record(started.elapsed().as_secs_f64());
+        let result = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let e = mailshift_core::Error::from(e).context(label);
@@ -99,7 +125,11 @@ impl ImapSession {
             Err(_) => {
                 Err(mailshift_core::Error::from(ImapError::Timeout { op, after }).context(label))
             }
+        };
+        if let Err(e) = &result {
+            span.record("error", e.kind.as_str());
         }
+        result
     }
 
     async fn open(&mut self, folder: &str, read_only: bool) -> Result<FolderStatus, ImapError> {
@@ -1111,4 +1141,27 @@ impl MailTarget for ImapSession {
         })
         .await
     }
+}
+
+/// The IMAP command behind an operation's description, as a metric/span label.
+fn command_of(op: &str) -> &'static str {
+    const NAMED: [&str; 10] = [
+        "LIST",
+        "EXAMINE",
+        "SELECT",
+        "CREATE",
+        "DELETE",
+        "UID SEARCH",
+        "UID STORE",
+        "UID EXPUNGE",
+        "UID MOVE",
+        "APPEND",
+    ];
+    if let Some(c) = NAMED.iter().find(|c| op.starts_with(**c)) {
+        return c;
+    }
+    if op.starts_with("listing") || op.starts_with("fetching") || op.starts_with("locating") {
+        return "UID FETCH";
+    }
+    "OTHER"
 }

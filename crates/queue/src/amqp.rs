@@ -260,8 +260,24 @@ impl AmqpQueue {
 #[async_trait]
 impl JobQueue for AmqpQueue {
     async fn publish(&self, job: &FolderJob) -> Result<()> {
-        self.publish_to(&self.queue, job, BasicProperties::default())
-            .await
+        let span = tracing::info_span!(
+            "amqp.publish",
+            queue = %self.queue,
+            folder = %job.source_display,
+            migration = %job.migration_id,
+        );
+        let _enter = span.enter();
+        let mut headers = FieldTable::default();
+        crate::trace::insert(&mut headers, &crate::trace::current());
+        drop(_enter);
+        use tracing::Instrument;
+        self.publish_to(
+            &self.queue,
+            job,
+            BasicProperties::default().with_headers(headers),
+        )
+        .instrument(span)
+        .await
     }
 
     async fn receive(&self) -> Result<Option<Delivery>> {
@@ -282,6 +298,7 @@ impl JobQueue for AmqpQueue {
                                 job,
                                 tag,
                                 redelivered: d.redelivered,
+                                trace: crate::trace::extract(d.properties.headers().as_ref()),
                             }));
                         }
                         Err(e) => {
@@ -311,10 +328,14 @@ impl JobQueue for AmqpQueue {
         let mut job = delivery.job.clone();
         job.attempt += 1;
         let ms = delay.as_millis().max(1).to_string();
+        let mut headers = FieldTable::default();
+        crate::trace::insert(&mut headers, &delivery.trace);
         self.publish_to(
             &self.delay_queue(),
             &job,
-            BasicProperties::default().with_expiration(ms.as_str().into()),
+            BasicProperties::default()
+                .with_expiration(ms.as_str().into())
+                .with_headers(headers),
         )
         .await?;
         self.ack_tag(delivery.tag).await
@@ -326,6 +347,7 @@ impl JobQueue for AmqpQueue {
             ShortString::from("x-mailshift-error"),
             AMQPValue::LongString(LongString::from(reason)),
         );
+        crate::trace::insert(&mut headers, &delivery.trace);
         self.publish_to(
             &self.dead_queue(),
             &delivery.job,

@@ -4,6 +4,7 @@
 
 mod amqp;
 mod memory;
+pub mod trace;
 
 pub use amqp::AmqpQueue;
 pub use memory::MemoryQueue;

@@ -83,6 +83,7 @@ impl JobQueue for MemoryQueue {
                         job,
                         tag,
                         redelivered,
+                        trace: Vec::new(),
                     })
                 } else if st.closed && st.in_flight.is_empty() && st.delayed.is_empty() {
                     Next::Done

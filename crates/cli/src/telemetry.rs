@@ -1,0 +1,162 @@
+//! Logs, traces and metrics of a mailshift process.
+//!
+//! Logs: human-readable on a terminal, JSON lines otherwise (or with `--log-format`);
+//! levels from `RUST_LOG`. Traces: exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, with `OTEL_EXPORTER_OTLP_PROTOCOL`
+//! `grpc`, `http/protobuf` (default) or `http/json`, `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES`; W3C trace context crosses RabbitMQ in message headers.
+//! Metrics: a Prometheus `/metrics` endpoint with `--metrics-listen`.
+
+use anyhow::Context;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON lines otherwise
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+/// Flushes the trace exporter when dropped (at the end of `main`).
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("warning: could not flush traces: {e}");
+        }
+    }
+}
+
+fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+fn tracer_provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
+    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|_| "http/protobuf".into());
+    let exporter = match protocol.trim() {
+        "grpc" => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .context("cannot set up the OTLP/gRPC trace exporter")?,
+        "http/json" => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+            .build()
+            .context("cannot set up the OTLP/HTTP (JSON) trace exporter")?,
+        "http/protobuf" | "" => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .context("cannot set up the OTLP/HTTP trace exporter")?,
+        other => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported: use grpc, http/protobuf or http/json"
+        ),
+    };
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the default detectors;
+    // the command's own name is only the fallback.
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service.to_string());
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Sets up logging and (when configured) trace export for a process named `service`
+/// (`mailshift-worker`, ...). `default` is the log level without `RUST_LOG`.
+pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    // async-imap's trace output would contain the LOGIN line (with the password) and
+    // message bodies: capped at info whatever RUST_LOG says. sqlx reports PostgreSQL's
+    // NOTICEs at info.
+    let filter = || {
+        EnvFilter::try_new(format!(
+            "sqlx=warn,sea_orm_migration=warn,{base},async_imap=info,imap_proto=info,\
+             opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn"
+        ))
+        .unwrap_or_else(|_| EnvFilter::new(default))
+    };
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let (text_layer, json_layer) = if json {
+        (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            ),
+        )
+    } else {
+        (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            ),
+            None,
+        )
+    };
+    let provider = if otlp_configured() {
+        Some(tracer_provider(service)?)
+    } else {
+        None
+    };
+    let otel_layer = provider.as_ref().map(|p| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing_opentelemetry::layer().with_tracer(p.tracer("mailshift"))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter())
+        .with(text_layer)
+        .with(json_layer)
+        .with(otel_layer)
+        .try_init();
+    Ok(Telemetry { provider })
+}
+
+/// Serves Prometheus metrics on `addr` (`GET /metrics`).
+pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
+        .context("invalid histogram buckets")?
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    mailshift_engine::metrics::describe();
+    Ok(())
+}
