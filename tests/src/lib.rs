@@ -4,6 +4,8 @@
 //! Dovecot servers ([`dovecot`]), generates a deterministic, deliberately nasty mail corpus
 //! ([`corpus`]), fills and fingerprints mailboxes over IMAP with its own small client
 //! ([`imap`]) and locates the `mailshift` binary under test ([`mailshift_bin`]).
+//! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
+//! passdb ([`oauth`]).
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +14,7 @@ pub mod corpus;
 pub mod dns;
 pub mod dovecot;
 pub mod imap;
+pub mod oauth;
 pub mod ops;
 pub mod otlp;
 pub mod pair;
