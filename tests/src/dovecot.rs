@@ -57,6 +57,9 @@ pub struct DovecotOptions {
     pub special_use: Vec<(String, String)>,
     /// Largest accepted message in bytes (quota plugin `quota_max_mail_size`).
     pub max_mail_size: Option<u64>,
+    /// Personal namespace prefix, e.g. `"INBOX."` (Courier/cPanel style: every folder
+    /// lives under INBOX).
+    pub prefix: Option<String>,
     /// `imap_capability` override, e.g. `"IMAP4rev1"` for a bare server.
     pub capability: Option<String>,
     /// Also listen with implicit TLS and offer STARTTLS, with a throwaway CA and a server
@@ -84,6 +87,7 @@ impl Default for DovecotOptions {
             tls: false,
             fsync: false,
             oauth2_introspection_url: None,
+            prefix: None,
             oauth2_xoauth2_only: false,
         }
     }
@@ -371,6 +375,9 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
         "namespace inbox {{\n  inbox = yes\n  separator = {}",
         opts.delimiter
     );
+    if let Some(p) = &opts.prefix {
+        let _ = writeln!(c, "  prefix = {p}");
+    }
     for (name, use_) in &opts.special_use {
         let _ = writeln!(
             c,

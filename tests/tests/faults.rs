@@ -336,3 +336,123 @@ async fn a_gmail_label_layout_is_copied_once_per_label_and_archive() {
     );
     assert_eq!(subjects(&dst, "Work"), want(&[3, 4]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_prefixed_namespace_is_translated_both_ways() {
+    use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
+    // A Courier/cPanel-style server: every folder under "INBOX.".
+    let prefixed = || DovecotOptions {
+        delimiter: '.',
+        prefix: Some("INBOX.".into()),
+        // Mailbox settings inside a namespace name folders without its prefix.
+        special_use: special_use_options(&corpus::standard_folders(), '.'),
+        ..Default::default()
+    };
+    let corpus = corpus::generate(&CorpusSpec {
+        seed: 34,
+        messages: 200,
+        big_attachments: 0,
+    });
+    let under_inbox = |folders: &[corpus::CorpusFolder]| -> Vec<corpus::CorpusFolder> {
+        folders
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                if f.path != ["INBOX"] {
+                    f.path.insert(0, "INBOX".into());
+                }
+                f
+            })
+            .collect()
+    };
+    let strip = |snap: &imap::Snapshot| -> imap::Snapshot {
+        snap.iter()
+            .map(|(k, v)| {
+                let k = k.strip_prefix("INBOX/").unwrap_or(k).to_string();
+                (k, v.clone())
+            })
+            .collect()
+    };
+
+    // From the prefixed server to a plain one: INBOX.Work.2024 becomes Work/2024.
+    let mut pair = Pair::new(DovecotOptions::default());
+    pair.src = mailshift_tests::dovecot::Dovecot::start(prefixed()).unwrap();
+    pair.src.add_user("alice", SRC_PW);
+    imap::populate(pair.src.port(), "alice", SRC_PW, &under_inbox(&corpus))
+        .await
+        .unwrap();
+    imap::populate(
+        pair.dst.port(),
+        "alice",
+        DST_PW,
+        &[corpus::CorpusFolder {
+            path: vec!["Sent".into()],
+            special_use: Some("\\Sent".into()),
+            messages: Vec::new(),
+        }],
+    )
+    .await
+    .unwrap();
+    let out = pair.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert!(
+        !dst.keys().any(|k| k.starts_with("INBOX/")),
+        "{:?}",
+        dst.keys()
+    );
+    assert_same(
+        &expected_on_destination(&strip(&src)),
+        &dst,
+        "prefixed -> plain",
+    );
+
+    // And back: from a plain server into a prefixed one (its Sent already there).
+    let mut back = Pair::new(DovecotOptions::default());
+    populate(
+        &back,
+        &CorpusSpec {
+            seed: 35,
+            messages: 200,
+            big_attachments: 0,
+        },
+    )
+    .await;
+    back.dst = mailshift_tests::dovecot::Dovecot::start(prefixed()).unwrap();
+    back.dst.add_user("alice", DST_PW);
+    imap::populate(
+        back.dst.port(),
+        "alice",
+        DST_PW,
+        &[corpus::CorpusFolder {
+            path: vec!["INBOX".into(), "Sent".into()],
+            special_use: Some("\\Sent".into()),
+            messages: Vec::new(),
+        }],
+    )
+    .await
+    .unwrap();
+    let out = back.migrate(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let src = imap::snapshot(back.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    let dst = imap::snapshot(back.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert!(
+        dst.keys().all(|k| k == "INBOX" || k.starts_with("INBOX/")),
+        "{:?}",
+        dst.keys()
+    );
+    assert_same(
+        &expected_on_destination(&src),
+        &strip(&dst),
+        "plain -> prefixed",
+    );
+}

@@ -169,7 +169,7 @@ impl FolderPath {
             .collect()
     }
 
-    fn starts_with(&self, prefix: &FolderPath) -> bool {
+    pub fn starts_with(&self, prefix: &FolderPath) -> bool {
         self.0.len() >= prefix.0.len() && self.0[..prefix.0.len()] == prefix.0[..]
     }
 }
@@ -278,6 +278,10 @@ pub fn map_folders(
     let mut out = FolderMapping::default();
     let src_roles = roles(source);
     let dst_roles = roles(dest);
+    // Personal namespace prefixes (INBOX.): folders are compared below the prefix, so
+    // `INBOX.Sent` on one server is `Sent` on the other, and back.
+    let inbox = FolderPath(vec!["INBOX".to_string()]);
+    let (src_prefixed, dst_prefixed) = (inbox_prefixed(source), inbox_prefixed(dest));
     // A Gmail-style label store: one folder holds all mail (\All).
     let gmail = src_roles.iter().any(|(r, _)| *r == SpecialUse::All);
     let maps: Vec<(FolderPath, FolderPath)> = rules
@@ -328,6 +332,21 @@ pub fn map_folders(
             continue;
         }
         let all_mail = gmail && role == Some(SpecialUse::All);
+        // The folder's path below the source's personal prefix.
+        let rel = if src_prefixed && !path.is_inbox() && path.starts_with(&inbox) {
+            FolderPath(path.0[1..].to_vec())
+        } else {
+            path.clone()
+        };
+        let under_dest_prefix = |p: FolderPath| {
+            if dst_prefixed && !p.is_inbox() && !p.starts_with(&inbox) {
+                let mut c = vec!["INBOX".to_string()];
+                c.extend(p.0);
+                FolderPath(c)
+            } else {
+                p
+            }
+        };
         let (mut dest_path, reason) = if let Some((s, d)) = user_map {
             let mut comps = d.0.clone();
             comps.extend_from_slice(&path.0[s.0.len()..]);
@@ -336,15 +355,18 @@ pub fn map_folders(
             // Archived Gmail mail goes to the destination's archive.
             match dst_roles.iter().find(|(r, _)| *r == SpecialUse::Archive) {
                 Some((_, d)) => (d.path(), MapReason::SpecialUse(SpecialUse::Archive)),
-                None => (FolderPath(vec!["Archive".to_string()]), MapReason::SamePath),
+                None => (
+                    under_dest_prefix(FolderPath(vec!["Archive".to_string()])),
+                    MapReason::SamePath,
+                ),
             }
         } else if let Some(role) = role {
             match dst_roles.iter().find(|(r, _)| *r == role) {
                 Some((_, d)) => (d.path(), MapReason::SpecialUse(role)),
-                None => (path.clone(), MapReason::SamePath),
+                None => (under_dest_prefix(rel.clone()), MapReason::SamePath),
             }
         } else {
-            (path.clone(), MapReason::SamePath)
+            (under_dest_prefix(rel.clone()), MapReason::SamePath)
         };
         // A component may contain the destination's delimiter ("a.b" going to a '.'
         // server): it would silently become a hierarchy level, so replace it.
@@ -426,6 +448,18 @@ pub fn map_folders(
     Ok(out)
 }
 
+/// Whether a server keeps every folder under INBOX (a personal namespace prefix such as
+/// `INBOX.`, as Courier and cPanel servers do): some folder lives under INBOX and none
+/// but INBOX at the top. async-imap cannot parse NAMESPACE responses, so the folder list
+/// tells instead.
+pub fn inbox_prefixed(folders: &[ListedFolder]) -> bool {
+    let paths: Vec<FolderPath> = folders.iter().map(ListedFolder::path).collect();
+    paths.iter().any(|p| p.0.len() > 1 && p.0[0] == "INBOX")
+        && paths
+            .iter()
+            .all(|p| p.0.first().is_some_and(|c| c == "INBOX"))
+}
+
 /// Gmail's system folders by name, for servers (or simulations) without SPECIAL-USE.
 fn gmail_role(path: &FolderPath) -> Option<SpecialUse> {
     match path.0.as_slice() {
@@ -483,6 +517,48 @@ mod tests {
             special_use: su,
             selectable: true,
         }
+    }
+
+    #[test]
+    fn personal_inbox_prefixes_are_translated_both_ways() {
+        let prefixed = vec![
+            lf("INBOX", '.', None),
+            lf("INBOX.Sent", '.', Some(SpecialUse::Sent)),
+            lf("INBOX.Work", '.', None),
+            lf("INBOX.Work.2024", '.', None),
+        ];
+        let plain = vec![
+            lf("INBOX", '/', None),
+            lf("Sent", '/', Some(SpecialUse::Sent)),
+        ];
+        assert!(inbox_prefixed(&prefixed) && !inbox_prefixed(&plain));
+        let rules = FolderRules::default();
+        let m = map_folders(&prefixed, Some('.'), &plain, Some('/'), &rules).unwrap();
+        let dest = |m: &FolderMapping, s: &str| {
+            m.folders
+                .iter()
+                .find(|f| f.source_raw == s)
+                .unwrap()
+                .dest_raw
+                .clone()
+        };
+        assert_eq!(dest(&m, "INBOX"), "INBOX");
+        assert_eq!(dest(&m, "INBOX.Sent"), "Sent");
+        assert_eq!(dest(&m, "INBOX.Work.2024"), "Work/2024");
+        let back = map_folders(
+            &[
+                lf("INBOX", '/', None),
+                lf("Work", '/', None),
+                lf("Work/2024", '/', None),
+            ],
+            Some('/'),
+            &prefixed,
+            Some('.'),
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(dest(&back, "Work/2024"), "INBOX.Work.2024");
+        assert_eq!(dest(&back, "INBOX"), "INBOX");
     }
 
     #[test]
