@@ -60,6 +60,28 @@ impl ImapSession {
         .await?;
         let caps = parse_capabilities(&names);
         tracing::debug!(server = %cfg.label(), capabilities = ?names, "logged in");
+        if names.iter().any(|n| n == "ID") {
+            // RFC 2971: some providers throttle or refuse clients that do not say who
+            // they are. What the server answers is only logged.
+            match tokio::time::timeout(
+                cfg.timeout,
+                sess.id([
+                    ("name", Some("mailshift")),
+                    ("version", Some(env!("CARGO_PKG_VERSION"))),
+                ]),
+            )
+            .await
+            {
+                Ok(Ok(server)) => tracing::debug!(server = %cfg.label(), id = ?server, "ID"),
+                Ok(Err(e)) => tracing::debug!(server = %cfg.label(), error = %e, "ID refused"),
+                Err(_) => {
+                    return Err(ImapError::Timeout {
+                        op: "ID".into(),
+                        after: cfg.timeout,
+                    });
+                }
+            }
+        }
         metrics::gauge!("mailshift_imap_connections", "server" => cfg.endpoint.host_port())
             .increment(1.0);
         Ok(ImapSession {
