@@ -57,6 +57,8 @@ pub struct DovecotOptions {
     pub special_use: Vec<(String, String)>,
     /// Largest accepted message in bytes (quota plugin `quota_max_mail_size`).
     pub max_mail_size: Option<u64>,
+    /// Offer COMPRESS=DEFLATE (the `imap_zlib` plugin).
+    pub compress: bool,
     /// Personal namespace prefix, e.g. `"INBOX."` (Courier/cPanel style: every folder
     /// lives under INBOX).
     pub prefix: Option<String>,
@@ -88,6 +90,7 @@ impl Default for DovecotOptions {
             fsync: false,
             oauth2_introspection_url: None,
             prefix: None,
+            compress: false,
             oauth2_xoauth2_only: false,
         }
     }
@@ -368,6 +371,12 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
             c,
             "mail_plugins = $mail_plugins quota\n\
              plugin {{\n  quota = maildir:User quota\n  quota_max_mail_size = {max}\n}}"
+        );
+    }
+    if opts.compress {
+        let _ = writeln!(
+            c,
+            "protocol imap {{\n  mail_plugins = $mail_plugins imap_zlib\n}}"
         );
     }
     let _ = writeln!(

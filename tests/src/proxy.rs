@@ -26,6 +26,8 @@ struct Control {
     throttle: Mutex<Option<Throttle>>,
     cuts: AtomicUsize,
     throttled: AtomicUsize,
+    /// Bytes carried, both directions, all connections.
+    bytes: AtomicU64,
     connections: AtomicUsize,
 }
 
@@ -93,6 +95,11 @@ impl Proxy {
         self.ctl.throttled.load(Ordering::SeqCst)
     }
 
+    /// Bytes carried so far (both directions, every connection).
+    pub fn bytes(&self) -> u64 {
+        self.ctl.bytes.load(Ordering::SeqCst)
+    }
+
     pub fn connections(&self) -> usize {
         self.ctl.connections.load(Ordering::SeqCst)
     }
@@ -123,6 +130,7 @@ async fn relay(client: TcpStream, server: TcpStream, ctl: Arc<Control>, n: u64) 
                     tokio::time::sleep(Duration::from_millis(d)).await;
                 }
                 let before = carried.fetch_add(k as u64, Ordering::SeqCst);
+                ctl.bytes.fetch_add(k as u64, Ordering::SeqCst);
                 let k = if before + k as u64 > limit {
                     (limit.saturating_sub(before)) as usize
                 } else {
@@ -152,7 +160,17 @@ async fn relay(client: TcpStream, server: TcpStream, ctl: Arc<Control>, n: u64) 
                 }
                 pending.extend_from_slice(&buf[..k]);
                 let mut out: Vec<u8> = Vec::new();
+                // Without a throttling rule the bytes pass as they are (they may not be
+                // lines at all once a session is compressed).
+                let parse = ctl.throttle.lock().map(|t| t.is_some()).unwrap_or(false);
+                if !parse {
+                    out.append(&mut pending);
+                    literal_left = 0;
+                }
                 loop {
+                    if !parse {
+                        break;
+                    }
                     if literal_left > 0 {
                         let take = literal_left.min(pending.len());
                         out.extend(pending.drain(..take));
@@ -181,6 +199,7 @@ async fn relay(client: TcpStream, server: TcpStream, ctl: Arc<Control>, n: u64) 
                     continue;
                 }
                 let before = carried.fetch_add(out.len() as u64, Ordering::SeqCst);
+                ctl.bytes.fetch_add(out.len() as u64, Ordering::SeqCst);
                 let mut send = &out[..];
                 if before + out.len() as u64 > limit {
                     send = &out[..limit.saturating_sub(before) as usize];

@@ -456,3 +456,49 @@ async fn an_inbox_prefixed_namespace_is_translated_both_ways() {
         "plain -> prefixed",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compress_deflate_is_used_when_offered_and_halves_the_traffic() {
+    let z = || DovecotOptions {
+        compress: true,
+        ..Default::default()
+    };
+    let spec = CorpusSpec {
+        seed: 36,
+        messages: 300,
+        big_attachments: 0,
+    };
+    // The same mailbox twice, through counting proxies: compressed, then not.
+    let mut traffic = Vec::new();
+    for flags in [&["--json"][..], &["--json", "--no-compress"][..]] {
+        let mut pair = Pair::new(z());
+        pair.src = mailshift_tests::dovecot::Dovecot::start(DovecotOptions {
+            delimiter: '.',
+            special_use: mailshift_tests::corpus::special_use_options(
+                &mailshift_tests::corpus::standard_folders(),
+                '.',
+            ),
+            ..z()
+        })
+        .unwrap();
+        pair.src.add_user("alice", SRC_PW);
+        populate(&pair, &spec).await;
+        let (sp, dp) = (
+            Proxy::start(pair.src.port()).await,
+            Proxy::start(pair.dst.port()).await,
+        );
+        let out = pair
+            .command_via(sp.port(), dp.port(), flags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_mirrored(&pair, "after a compressed migration").await;
+        traffic.push(sp.bytes() + dp.bytes());
+    }
+    let (compressed, plain) = (traffic[0], traffic[1]);
+    eprintln!("traffic: {compressed} bytes compressed, {plain} plain");
+    assert!(
+        compressed * 10 < plain * 7,
+        "COMPRESS=DEFLATE saved too little: {compressed} vs {plain} bytes"
+    );
+}

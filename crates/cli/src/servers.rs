@@ -55,6 +55,9 @@ pub struct Servers {
     /// Trust this CA certificate (PEM) for the new server, besides the system's
     #[arg(long, value_name = "FILE")]
     pub(crate) to_ca_file: Option<PathBuf>,
+    /// Do not compress sessions (COMPRESS=DEFLATE is used whenever a server offers it)
+    #[arg(long)]
+    pub(crate) no_compress: bool,
     /// Seconds a connection or a single IMAP command may take
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub(crate) timeout: u64,
@@ -97,6 +100,7 @@ impl Servers {
                 ca_file: self.from_ca_file.clone(),
                 timeout,
                 pauses: pauses.clone(),
+                compress: !self.no_compress,
             },
             target: ServerConfig {
                 endpoint: dest.clone(),
@@ -106,6 +110,7 @@ impl Servers {
                 ca_file: self.to_ca_file.clone(),
                 timeout,
                 pauses,
+                compress: !self.no_compress,
             },
         };
         Ok((source, dest, rules, connector))

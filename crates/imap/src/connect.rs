@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Throttling pauses per server, shared by every session of the process.
     pub pauses: Arc<HostPauses>,
+    /// Compress the session (COMPRESS=DEFLATE) when the server offers it.
+    pub compress: bool,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -69,10 +71,12 @@ impl ServerConfig {
     }
 }
 
-/// The byte stream under async-imap: plain TCP or TLS over TCP.
+/// The byte stream under async-imap: plain TCP, TLS over TCP, or either compressed
+/// with DEFLATE (RFC 4978) once the session has negotiated it.
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Deflate(Box<async_imap::DeflateStream<Stream>>),
 }
 
 impl fmt::Debug for Transport {
@@ -80,6 +84,7 @@ impl fmt::Debug for Transport {
         f.write_str(match self {
             Transport::Plain(_) => "Transport::Plain",
             Transport::Tls(_) => "Transport::Tls",
+            Transport::Deflate(_) => "Transport::Deflate",
         })
     }
 }
@@ -93,6 +98,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -106,6 +112,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -113,6 +120,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -120,6 +128,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -221,7 +230,7 @@ async fn connect_inner(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
             Ok(()) => {
                 let tcp = match client.into_inner().into_inner() {
                     Transport::Plain(tcp) => tcp,
-                    Transport::Tls(_) => {
+                    Transport::Tls(_) | Transport::Deflate(_) => {
                         return Err(ImapError::Unsupported(
                             "STARTTLS on a TLS connection".into(),
                         ));
@@ -351,6 +360,7 @@ impl mailshift_core::ports::Connectors for FleetConnectors {
                 ca_file: self.ca_file.clone(),
                 timeout: self.timeout,
                 pauses: self.pauses.clone(),
+                compress: true,
             })
         };
         Ok(std::sync::Arc::new(ImapConnector {

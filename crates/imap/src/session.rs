@@ -60,6 +60,36 @@ impl ImapSession {
         .await?;
         let caps = parse_capabilities(&names);
         tracing::debug!(server = %cfg.label(), capabilities = ?names, "logged in");
+        if cfg.compress && names.iter().any(|n| n == "COMPRESS=DEFLATE") {
+            // RFC 4978: everything after this is DEFLATE-compressed both ways; message
+            // bodies shrink by half or more, which counts on slow links.
+            sess = match tokio::time::timeout(
+                cfg.timeout,
+                sess.compress(|d| {
+                    tokio::io::BufWriter::with_capacity(
+                        64 * 1024,
+                        crate::connect::Transport::Deflate(Box::new(d)),
+                    )
+                }),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(ImapError::Io {
+                        op: format!("COMPRESS DEFLATE with {}", cfg.label()),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ImapError::Timeout {
+                        op: "COMPRESS DEFLATE".into(),
+                        after: cfg.timeout,
+                    });
+                }
+            };
+            tracing::debug!(server = %cfg.label(), "compression on");
+        }
         if names.iter().any(|n| n == "ID") {
             // RFC 2971: some providers throttle or refuse clients that do not say who
             // they are. What the server answers is only logged.
