@@ -113,7 +113,7 @@ pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<T
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false)
+                    .with_span_list(true)
                     .with_writer(std::io::stderr),
             ),
         )

@@ -318,6 +318,16 @@ pub fn map_folders(
             .iter()
             .filter(|(s, _)| path.starts_with(s))
             .max_by_key(|(s, _)| s.0.len());
+        // Other users' and public folders (shared namespaces) are not this mailbox's
+        // mail: left alone unless a --map names them.
+        if user_map.is_none() && is_shared_namespace(&path) {
+            out.notes.push(format!(
+                "'{display}' is in a shared or public namespace: not copied (map it with \
+                 --map to copy it)"
+            ));
+            out.excluded.push(display);
+            continue;
+        }
         // Gmail label views (a label store has an All Mail): Starred and Important only
         // show messages that live in label folders; copying them would duplicate mail.
         if gmail
@@ -460,6 +470,22 @@ pub fn inbox_prefixed(folders: &[ListedFolder]) -> bool {
             .all(|p| p.0.first().is_some_and(|c| c == "INBOX"))
 }
 
+/// The usual roots of shared and public namespaces (Dovecot, Cyrus, Courier, Exchange).
+fn is_shared_namespace(path: &FolderPath) -> bool {
+    const ROOTS: [&str; 7] = [
+        "#shared",
+        "#public",
+        "shared",
+        "Shared Folders",
+        "Public Folders",
+        "Other Users",
+        "#users",
+    ];
+    path.0
+        .first()
+        .is_some_and(|c| ROOTS.iter().any(|r| r.eq_ignore_ascii_case(c)))
+}
+
 /// Gmail's system folders by name, for servers (or simulations) without SPECIAL-USE.
 fn gmail_role(path: &FolderPath) -> Option<SpecialUse> {
     match path.0.as_slice() {
@@ -517,6 +543,23 @@ mod tests {
             special_use: su,
             selectable: true,
         }
+    }
+
+    #[test]
+    fn shared_namespaces_are_left_out_unless_mapped() {
+        let src = vec![
+            lf("INBOX", '/', None),
+            lf("shared/bob/INBOX", '/', None),
+            lf("Public Folders/News", '/', None),
+            lf("Shareholders", '/', None),
+        ];
+        let m = map_folders(&src, Some('/'), &[], Some('/'), &FolderRules::default()).unwrap();
+        let copied: Vec<&str> = m.folders.iter().map(|f| f.source_raw.as_str()).collect();
+        assert_eq!(copied, vec!["INBOX", "Shareholders"]);
+        assert_eq!(m.excluded.len(), 2);
+        let rules = FolderRules::new(&["Public Folders/News=News".to_string()], &[]).unwrap();
+        let m = map_folders(&src, Some('/'), &[], Some('/'), &rules).unwrap();
+        assert!(m.folders.iter().any(|f| f.dest_raw == "News"));
     }
 
     #[test]

@@ -40,11 +40,11 @@ impl Default for BatchLimits {
 }
 
 impl BatchLimits {
-    /// Smaller batches for a retry after failures: halved per failed attempt (down to one
-    /// message, 64 KiB), so a link that drops every few megabytes still lets each
+    /// Smaller batches for a retry after failures: a quarter per failed attempt (down to
+    /// one message, 64 KiB), so a link that drops every few megabytes still lets each
     /// attempt complete, and checkpoint, a batch.
     pub fn for_attempt(&self, attempt: u32) -> BatchLimits {
-        let shift = attempt.saturating_sub(1).min(16);
+        let shift = (attempt.saturating_sub(1) * 2).min(16);
         BatchLimits {
             max_messages: (self.max_messages >> shift).max(1),
             max_bytes: (self.max_bytes >> shift).max(64 << 10).min(self.max_bytes),
@@ -96,8 +96,8 @@ mod limits_tests {
     fn retries_use_smaller_batches() {
         let l = BatchLimits::default();
         assert_eq!(l.for_attempt(1), l);
-        assert_eq!(l.for_attempt(2).max_bytes, 2 << 20);
-        assert_eq!(l.for_attempt(3).max_messages, 100);
+        assert_eq!(l.for_attempt(2).max_bytes, 1 << 20);
+        assert_eq!(l.for_attempt(3).max_messages, 25);
         assert_eq!(l.for_attempt(30).max_messages, 1);
         assert_eq!(l.for_attempt(30).max_bytes, 64 << 10);
     }

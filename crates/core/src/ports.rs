@@ -512,6 +512,10 @@ pub trait JobQueue: Send + Sync {
         let _ = reason;
         self.ack(delivery).await
     }
+    /// Jobs waiting in the queue, when the queue can tell.
+    async fn depth(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -82,7 +82,11 @@ impl Scheduler {
                 source = %m.source,
                 dual_reception = dual,
                 jobs = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             );
+            if let Some(id) = mailshift_queue::trace::trace_id(&span) {
+                span.record("trace_id", id.as_str());
+            }
             let planned = {
                 use tracing::Instrument;
                 self.plan(m, dual).instrument(span.clone()).await
@@ -121,6 +125,9 @@ impl Scheduler {
             }
         }
         metrics::gauge!(crate::metrics::PASS_LAG).set(lag.max(0) as f64);
+        if let Ok(Some(depth)) = self.queue.depth().await {
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(depth as f64);
+        }
         if let Some(c) = &self.cutovers {
             final_passes.sort_unstable();
             final_passes.dedup();

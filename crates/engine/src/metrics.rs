@@ -12,6 +12,7 @@ pub const JOB_SECONDS: &str = "mailshift_job_duration_seconds";
 pub const ERRORS: &str = "mailshift_errors_total";
 pub const PASS_LAG: &str = "mailshift_pass_lag_seconds";
 pub const JOBS_PUBLISHED: &str = "mailshift_jobs_published_total";
+pub const QUEUE_DEPTH: &str = "mailshift_queue_depth";
 
 /// Registers descriptions (shown as `# HELP` lines).
 pub fn describe() {
@@ -28,6 +29,10 @@ pub fn describe() {
     );
     metrics::describe_gauge!(PASS_LAG, "How late the most overdue incremental pass is");
     metrics::describe_counter!(JOBS_PUBLISHED, "Folder jobs published by the scheduler");
+    metrics::describe_gauge!(
+        QUEUE_DEPTH,
+        "Folder jobs waiting in the queue (after a round)"
+    );
     metrics::describe_histogram!(
         "mailshift_imap_command_duration_seconds",
         "Duration of IMAP commands, by command"

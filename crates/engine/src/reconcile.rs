@@ -366,7 +366,17 @@ async fn move_messages(
             .map(|v| v.state.clone())
             .or_else(|| gone_states.get(name).cloned())
     };
-    let how = if delete {
+    // Removing a single message from the old folder needs MOVE or UID EXPUNGE (UIDPLUS);
+    // without either, the message is copied to its new folder and kept in the old one.
+    let can_remove = target.capabilities().move_ || target.capabilities().uidplus;
+    if delete && !can_remove && !moves.is_empty() {
+        out.notes.push(format!(
+            "{} message(s) moved on the source are copied to their new folder and also kept \
+             in the old one: the destination has neither MOVE nor UIDPLUS",
+            moves.len()
+        ));
+    }
+    let how = if delete && can_remove {
         Transfer::Move
     } else {
         Transfer::Copy

@@ -205,9 +205,14 @@ impl Worker {
                 migration = %delivery.job.migration_id,
                 attempt = delivery.job.attempt,
                 outcome = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             );
             // A child of the span that published the job (the scheduler's).
             mailshift_queue::trace::adopt(&job_span, &delivery.trace);
+            if let Some(id) = mailshift_queue::trace::trace_id(&job_span) {
+                // So JSON log lines of this job carry the trace they belong to.
+                job_span.record("trace_id", id.as_str());
+            }
             let started = std::time::Instant::now();
             let (outcome, report) = self
                 .handle(queue, delivery, &mut pooled)

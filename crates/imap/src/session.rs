@@ -896,15 +896,41 @@ impl ImapSession {
         if uids.is_empty() {
             return Ok(());
         }
-        if !self.caps.uidplus {
-            return Err(ImapError::Unsupported(format!(
-                "{} has no UIDPLUS: mailshift cannot delete single messages in {folder} \
-                 without also expunging messages a user marked \\Deleted",
-                self.cfg.label()
-            )));
-        }
         let set = sorted_set(uids);
         let op = format!("deleting messages in {folder}");
+        if !self.caps.uidplus {
+            // Without UID EXPUNGE, EXPUNGE removes every \Deleted message of the folder:
+            // safe only when no other message carries \Deleted (a user's pending delete).
+            let mut marked: Vec<u32> = Vec::new();
+            raw::command(
+                &mut self.sess,
+                "UID SEARCH DELETED",
+                &format!("listing deleted messages of {folder}"),
+                |r| {
+                    if let Response::MailboxData(MailboxDatum::Search(ids)) = r {
+                        marked.extend_from_slice(ids);
+                    }
+                    Ok(())
+                },
+            )
+            .await
+            .map_err(|e| self.note_error(e))?;
+            let ours: std::collections::HashSet<u32> = uids.iter().copied().collect();
+            if marked.iter().any(|u| !ours.contains(u)) {
+                return Err(ImapError::Unsupported(format!(
+                    "{} has no UIDPLUS and {folder} holds messages a user marked \\Deleted: \
+                     mailshift cannot delete single messages there without expunging those too",
+                    self.cfg.label()
+                )));
+            }
+            self.run_tracked(
+                &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+                &op,
+                &mut Vec::new(),
+            )
+            .await?;
+            return self.run_tracked("EXPUNGE", &op, &mut Vec::new()).await;
+        }
         self.run_tracked(
             &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
             &op,

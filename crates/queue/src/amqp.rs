@@ -341,6 +341,25 @@ impl JobQueue for AmqpQueue {
         self.ack_tag(delivery.tag).await
     }
 
+    async fn depth(&self) -> Result<Option<u64>> {
+        let Some((_, ch)) = self.channel() else {
+            return Ok(None);
+        };
+        // A passive declare changes nothing and reports the ready messages.
+        let q = ch
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err(&self.url, "cannot read the queue depth", e))?;
+        Ok(Some(u64::from(q.message_count())))
+    }
+
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let mut headers = FieldTable::default();
         headers.insert(

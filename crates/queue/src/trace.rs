@@ -68,3 +68,11 @@ pub fn adopt(span: &tracing::Span, carrier: &[(String, String)]) {
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Carrier(carrier)));
     let _ = span.set_parent(cx);
 }
+
+/// The trace id of a span (hex), once a tracer is installed; for log lines.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
