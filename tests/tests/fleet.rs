@@ -1209,3 +1209,159 @@ async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_
         }
     }
 }
+
+fn new_fleet() -> Fleet {
+    let key = String::from_utf8(
+        Command::new(mailshift_bin())
+            .args(["db", "new-key"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let fleet = Fleet {
+        db: Db::create(),
+        key,
+        queue: format!("mailshift.test.{}", uuid_like()),
+    };
+    let out = fleet.run(&["db", "migrate"], &[]);
+    assert!(out.status.success(), "db migrate: {}", text(&out));
+    fleet
+}
+
+#[test]
+fn a_csv_batch_is_imported_with_line_numbered_errors() {
+    if skip() {
+        return;
+    }
+    let fleet = new_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good = write(
+        "good.csv",
+        b"source_host,source_user,source_password,dest_host,dest_user,dest_password,tls\n\
+          old.example,ann,Secret-ann-1,new.example,ann@acme.example,Secret-ann-2,starttls\n\
+          old.example,ben,Secret-ben-1,new.example,ben@acme.example,Secret-ben-2,\n",
+    );
+    let out = fleet.run(&["batch", "import", &good, "--name", "acme", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Secret-"), "a password in the output");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["imported"].as_array().unwrap().len(), 2, "{j:#}");
+
+    // Missing column, bad port, duplicate (in the file and across batches), good rows.
+    let missing = write(
+        "missing.csv",
+        b"source_host,source_user,dest_host,dest_user,dest_password\nx,y,z,w,v\n",
+    );
+    let out = fleet.run(&["batch", "import", &missing, "--name", "acme"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("line 1: the header lacks column(s) source_password"),
+        "{}",
+        text(&out)
+    );
+
+    let mixed = write(
+        "mixed.csv",
+        b"source_host,source_user,source_password,dest_host,dest_user,dest_password,source_port\n\
+          old.example,cat,Secret-cat-1,new.example,cat@acme.example,Secret-cat-2,\n\
+          old.example,dan,Secret-dan-1,new.example,dan@acme.example,Secret-dan-2,70000\n\
+          old.example,cat,Secret-cat-3,new.example,cat2@acme.example,Secret-cat-4,\n\
+          old.example,eve,Secret-eve-1,new.example,eve@acme.example,,\n",
+    );
+    let out = fleet.run(&["batch", "import", &mixed, "--name", "beta"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("imported 1 mailbox(es) into batch 'beta'"),
+        "{t}"
+    );
+    assert!(
+        t.contains("line 3: source_port '70000' is not a port number (1-65535)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("line 4: mailbox cat on old.example:993 appears twice in the file"),
+        "{t}"
+    );
+    assert!(t.contains("line 5: dest_password is empty"), "{t}");
+    assert!(!t.contains("Secret-"), "a password in the output: {t}");
+
+    // A mailbox already in another batch is not moved silently.
+    let out = fleet.run(&["batch", "import", &good, "--name", "beta"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "line 2: mailbox imap://ann@old.example:143 is already registered in batch 'acme'"
+        ),
+        "{}",
+        text(&out)
+    );
+
+    // Bad encoding: one error naming the line.
+    let latin1 = write(
+        "latin1.csv",
+        b"source_host,source_user,source_password,dest_host,dest_user,dest_password\nold.example,j\xe9r\xf4me,pw,new.example,jerome,pw\n",
+    );
+    let out = fleet.run(&["batch", "import", &latin1, "--name", "acme"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("line 2: not UTF-8 text"),
+        "{}",
+        text(&out)
+    );
+
+    // imapsync layout, and Exchange's with the servers given on the command line.
+    let imapsync = write(
+        "imapsync.txt",
+        b"old.example;fay;Secret-fay-1;new.example;fay@acme.example;Secret-fay-2\n",
+    );
+    let out = fleet.run(&["batch", "import", &imapsync, "--name", "acme"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exchange = write("exchange.csv", b"gus@acme.example,ACME\\gus,Secret-gus-1\n");
+    let out = fleet.run(
+        &[
+            "batch",
+            "import",
+            &exchange,
+            "--name",
+            "acme",
+            "--source-host",
+            "exch.example",
+            "--dest-host",
+            "new.example",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = fleet.run(&["status", "--batch", "acme", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.len(), 4, "{status:#}");
+    assert!(
+        sources.contains(&"imaps://ACME\\gus@exch.example:993"),
+        "{sources:?}"
+    );
+    // Sealed at rest.
+    let secrets = psql(
+        &fleet.db.name,
+        "SELECT source_secret || dest_secret FROM mailbox",
+    );
+    assert!(
+        !secrets.contains("Secret-"),
+        "a plaintext password in the database"
+    );
+}

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// Where the fleet keeps its state and its key.
 #[derive(Args, Clone)]
-pub struct FleetDb {
+pub(crate) struct FleetDb {
     /// PostgreSQL URL of the fleet's database
     #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
     database: String,
@@ -37,7 +37,7 @@ pub struct FleetDb {
 }
 
 impl FleetDb {
-    async fn open(&self, need_key: bool) -> anyhow::Result<SeaStore> {
+    pub(crate) async fn open(&self, need_key: bool) -> anyhow::Result<SeaStore> {
         let store = SeaStore::connect(&self.database, !self.no_migrate).await?;
         let key = match &self.secret_key_file {
             Some(f) => Some(

@@ -1,6 +1,7 @@
 //! The `mailshift` binary: parses the command line, wires adapters to the engine, and
 //! prints what happened. The only crate that uses anyhow and touches the terminal.
 
+mod batch;
 mod dns;
 mod fleet;
 mod migrate;
@@ -79,6 +80,9 @@ enum Command {
     /// Cutover: check a domain's DNS readiness, watch the MX switch propagate
     #[command(subcommand)]
     Dns(dns::DnsCommand),
+    /// Batches: import a spreadsheet of mailboxes
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Cutover: where every domain stands (prepare .. done)
     #[command(subcommand)]
     Domain(fleet::DomainCommand),
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             Command::Dns(cmd) => dns::dns(cmd).await,
             Command::Plan(args) => dns::plan(*args).await,
             Command::Domain(cmd) => fleet::domain(cmd).await,
+            Command::Batch(cmd) => batch::batch(cmd).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod flags;
 pub mod folder;
+pub mod import;
 pub mod job;
 pub mod plan;
 pub mod ports;
