@@ -59,6 +59,9 @@ pub struct DovecotOptions {
     pub max_mail_size: Option<u64>,
     /// Offer COMPRESS=DEFLATE (the `imap_zlib` plugin).
     pub compress: bool,
+    /// A storage quota per user (`quota_rule = *:storage=...`, e.g. `"1M"`), reported by
+    /// GETQUOTAROOT.
+    pub quota_storage: Option<String>,
     /// Personal namespace prefix, e.g. `"INBOX."` (Courier/cPanel style: every folder
     /// lives under INBOX).
     pub prefix: Option<String>,
@@ -91,6 +94,7 @@ impl Default for DovecotOptions {
             oauth2_introspection_url: None,
             prefix: None,
             compress: false,
+            quota_storage: None,
             oauth2_xoauth2_only: false,
         }
     }
@@ -366,17 +370,27 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
     if let Some(cap) = &opts.capability {
         let _ = writeln!(c, "imap_capability = {cap}");
     }
-    if let Some(max) = opts.max_mail_size {
-        let _ = writeln!(
-            c,
-            "mail_plugins = $mail_plugins quota\n\
-             plugin {{\n  quota = maildir:User quota\n  quota_max_mail_size = {max}\n}}"
-        );
+    let mut imap_plugins: Vec<&str> = Vec::new();
+    if opts.max_mail_size.is_some() || opts.quota_storage.is_some() {
+        let _ = writeln!(c, "mail_plugins = $mail_plugins quota");
+        c.push_str("plugin {\n  quota = maildir:User quota\n");
+        if let Some(max) = opts.max_mail_size {
+            let _ = writeln!(c, "  quota_max_mail_size = {max}");
+        }
+        if let Some(storage) = &opts.quota_storage {
+            let _ = writeln!(c, "  quota_rule = *:storage={storage}");
+        }
+        c.push_str("}\n");
+        imap_plugins.push("imap_quota");
     }
     if opts.compress {
+        imap_plugins.push("imap_zlib");
+    }
+    if !imap_plugins.is_empty() {
         let _ = writeln!(
             c,
-            "protocol imap {{\n  mail_plugins = $mail_plugins imap_zlib\n}}"
+            "protocol imap {{\n  mail_plugins = $mail_plugins {}\n}}",
+            imap_plugins.join(" ")
         );
     }
     let _ = writeln!(

@@ -1365,3 +1365,77 @@ fn a_csv_batch_is_imported_with_line_numbered_errors() {
         "a plaintext password in the database"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_verify_names_refused_logins_and_quotas_too_small() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["hal", "ida", "jon"], 40).await;
+    let fleet = &setup.fleet;
+    // jon's destination password is wrong.
+    fleet.add(
+        &setup.src,
+        &setup.dst,
+        "jon",
+        &src_pw("jon"),
+        "not-jons-password",
+    );
+    // ida also goes to a server whose quota (50 KiB) cannot hold her mailbox.
+    let tiny = Dovecot::start(DovecotOptions {
+        quota_storage: Some("50K".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    tiny.add_user("ida", &dst_pw("ida"));
+    fleet.add(&setup.src, &tiny, "ida", &src_pw("ida"), &dst_pw("ida"));
+
+    let out = fleet.run(&["batch", "verify", "test", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("-Pw1"), "a password in the output");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = j["mailboxes"].as_array().unwrap();
+    let find = |user: &str, dest_port: u16| {
+        rows.iter()
+            .find(|r| {
+                r["source"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("//{user}@"))
+                    && r["dest"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&format!(":{dest_port}"))
+            })
+            .unwrap_or_else(|| panic!("no row for {user}: {j:#}"))
+    };
+    let hal = find("hal", setup.dst.port());
+    assert_eq!(hal["ready"], true, "{hal:#}");
+    assert_eq!(hal["source_login"], "ok");
+    assert!(hal["source_messages"].as_u64().unwrap() > 0);
+    assert!(
+        hal["dest_capabilities"].to_string().contains("UIDPLUS"),
+        "{hal:#}"
+    );
+    let jon = find("jon", setup.dst.port());
+    assert_eq!(
+        (jon["ready"].clone(), jon["dest_login"].clone()),
+        (false.into(), "refused".into()),
+        "{jon:#}"
+    );
+    assert!(
+        jon["problems"].to_string().contains("destination"),
+        "{jon:#}"
+    );
+    let ida = find("ida", tiny.port());
+    assert_eq!(ida["ready"], false, "{ida:#}");
+    assert!(ida["problems"].to_string().contains("quota"), "{ida:#}");
+    assert_eq!(ida["dest_quota_limit"], 50 * 1024, "{ida:#}");
+    // The human report names them too.
+    let out = fleet.run(&["batch", "verify", "test"], &[]);
+    let t = text(&out);
+    assert!(
+        t.contains("problem: ") && t.contains("mailbox(es) ready"),
+        "{t}"
+    );
+}

@@ -28,6 +28,30 @@ pub enum BatchCommand {
         Exit status: 0 when every row was imported; 1 when some were rejected; 2 on bad \
         usage.")]
     Import(Box<ImportArgs>),
+    /// Log in to both servers of every mailbox of a batch (nothing is copied) and say
+    /// what stands in the way: refused logins, a destination quota too small
+    #[command(long_about = "Check every mailbox of a batch before migrating it.\n\n\
+        Logs in to both servers of each mailbox (read-only; nothing is copied) and \
+        reports: login ok or refused (which side, the server's reason), the source's \
+        folders, messages and bytes, the destination's quota against that size (a \
+        warning when it will not fit), and the capabilities that matter (UIDPLUS, \
+        CONDSTORE, MOVE, MULTIAPPEND).\n\n\
+        Exit status: 0 when every mailbox is ready; 1 when one is not; 2 on bad usage.")]
+    Verify(Box<VerifyArgs>),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch to check
+    name: String,
+    /// Seconds a connection or a single IMAP command may take
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -65,7 +89,161 @@ pub struct ImportArgs {
 }
 
 pub async fn batch(cmd: BatchCommand) -> anyhow::Result<ExitCode> {
-    let BatchCommand::Import(a) = cmd;
+    match cmd {
+        BatchCommand::Import(a) => import(*a).await,
+        BatchCommand::Verify(a) => verify(*a).await,
+    }
+}
+
+fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (on, name) in [
+        (c.uidplus, "UIDPLUS"),
+        (c.condstore, "CONDSTORE"),
+        (c.move_, "MOVE"),
+        (c.multiappend, "MULTIAPPEND"),
+    ] {
+        if on {
+            v.push(name);
+        }
+    }
+    v
+}
+
+/// One mailbox's readiness, as JSON.
+async fn check_mailbox(
+    connectors: &dyn mailshift_core::ports::Connectors,
+    m: &mailshift_core::ports::MailboxRecord,
+) -> serde_json::Value {
+    let connector = match connectors.connector(m.migration_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            return serde_json::json!({"source": m.source, "dest": m.dest, "ready": false, "problems": [e.message]});
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let (s, t) = tokio::join!(connector.source(), connector.target());
+    let mut out = serde_json::json!({"source": m.source, "dest": m.dest});
+    let mut source_bytes = None;
+    match s {
+        Err(e) => {
+            out["source_login"] = "refused".into();
+            problems.push(e.message);
+        }
+        Ok(mut src) => {
+            out["source_login"] = "ok".into();
+            out["source_capabilities"] = caps_text(src.capabilities()).into();
+            let size = async {
+                let (folders, _) = src.list_folders().await?;
+                let (mut n, mut messages, mut bytes) = (0u64, 0u64, 0u64);
+                for f in folders.iter().filter(|f| f.selectable) {
+                    n += 1;
+                    let st = src.examine(&f.raw).await?;
+                    if st.exists > 0 {
+                        let list = src.list_messages(1).await?;
+                        messages += list.len() as u64;
+                        bytes += list.iter().map(|m| u64::from(m.size)).sum::<u64>();
+                    }
+                }
+                Ok::<_, mailshift_core::Error>((n, messages, bytes))
+            }
+            .await;
+            match size {
+                Ok((n, messages, bytes)) => {
+                    out["source_folders"] = n.into();
+                    out["source_messages"] = messages.into();
+                    out["source_bytes"] = bytes.into();
+                    source_bytes = Some(bytes);
+                }
+                Err(e) => problems.push(e.message),
+            }
+        }
+    }
+    match t {
+        Err(e) => {
+            out["dest_login"] = "refused".into();
+            problems.push(e.message);
+        }
+        Ok(mut dst) => {
+            out["dest_login"] = "ok".into();
+            out["dest_capabilities"] = caps_text(dst.capabilities()).into();
+            match dst.storage_quota().await {
+                Ok(Some((used, limit))) => {
+                    out["dest_quota_used"] = used.into();
+                    out["dest_quota_limit"] = limit.into();
+                    if let Some(need) = source_bytes
+                        && used + need > limit
+                    {
+                        problems.push(format!(
+                            "the destination quota ({} KiB, {} KiB used) cannot hold the source's {} KiB",
+                            limit / 1024,
+                            used / 1024,
+                            need / 1024
+                        ));
+                    }
+                }
+                Ok(None) => warnings.push("the destination reports no quota".into()),
+                Err(e) => {
+                    warnings.push(format!("cannot read the destination quota: {}", e.message))
+                }
+            }
+        }
+    }
+    out["ready"] = problems.is_empty().into();
+    out["problems"] = problems.into();
+    out["warnings"] = warnings.into();
+    out
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(true).await?;
+    let mailboxes = store.mailboxes(Some(&a.name)).await?;
+    anyhow::ensure!(
+        !mailboxes.is_empty(),
+        "batch '{}' has no mailbox (see mailshift batch import)",
+        a.name
+    );
+    let connectors = crate::fleet::connectors(&store, a.timeout);
+    let mut rows = Vec::new();
+    for m in &mailboxes {
+        rows.push(check_mailbox(&*connectors, m).await);
+    }
+    let ready = rows.iter().filter(|r| r["ready"] == true).count();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"batch": a.name, "mailboxes": rows}))?
+        );
+    } else {
+        for r in &rows {
+            let mark = if r["ready"] == true { "ok  " } else { "FAIL" };
+            println!(
+                "{mark} {}  login {}/{}  {} folder(s), {} message(s), {} KiB",
+                r["source"].as_str().unwrap_or(""),
+                r["source_login"].as_str().unwrap_or("-"),
+                r["dest_login"].as_str().unwrap_or("-"),
+                r["source_folders"],
+                r["source_messages"],
+                r["source_bytes"].as_u64().unwrap_or(0) / 1024
+            );
+            for p in r["problems"].as_array().into_iter().flatten() {
+                println!("       problem: {}", p.as_str().unwrap_or(""));
+            }
+            for w in r["warnings"].as_array().into_iter().flatten() {
+                println!("       warning: {}", w.as_str().unwrap_or(""));
+            }
+        }
+        println!("\n{ready} of {} mailbox(es) ready", rows.len());
+    }
+    Ok(if ready == rows.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!a.name.trim().is_empty(), "--name must not be empty");
     let bytes =
         std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;

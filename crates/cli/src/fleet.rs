@@ -336,7 +336,7 @@ pub struct SchedulerArgs {
 
 /// The fleet's connectors: credentials from the store, every session inside a
 /// fleet-wide connection slot of its server (`mailshift host limit`).
-fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
+pub(crate) fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
     let inner = Arc::new(FleetConnectors {
         store: Arc::new(store.clone()),
         timeout: Duration::from_secs(timeout.max(1)),

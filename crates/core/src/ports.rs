@@ -33,6 +33,8 @@ pub struct Capabilities {
     pub idle: bool,
     /// APPENDLIMIT=N advertised globally.
     pub append_limit: Option<u64>,
+    /// QUOTA (RFC 9208): usage and limits can be asked.
+    pub quota: bool,
 }
 
 /// A folder as EXAMINE/SELECT reported it.
@@ -130,6 +132,10 @@ pub trait MailSource: Send {
 #[async_trait]
 pub trait MailTarget: Send {
     fn capabilities(&self) -> &Capabilities;
+    /// Storage used and allowed in bytes (QUOTA), when the server reports a limit.
+    async fn storage_quota(&mut self) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)>;
     /// Creates a folder; succeeds if it already exists.
     async fn create_folder(&mut self, folder: &str) -> Result<()>;

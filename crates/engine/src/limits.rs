@@ -248,6 +248,9 @@ impl MailTarget for Guarded<dyn MailTarget> {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
+    async fn storage_quota(&mut self) -> Result<Option<(u64, u64)>> {
+        self.inner.storage_quota().await
+    }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)> {
         self.inner.list_folders().await
     }

@@ -1073,6 +1073,7 @@ fn parse_capabilities(names: &[String]) -> Capabilities {
         literal_plus: has("LITERAL+"),
         literal_minus: has("LITERAL-"),
         condstore: has("CONDSTORE") || has("QRESYNC"),
+        quota: has("QUOTA"),
         qresync: has("QRESYNC"),
         move_: has("MOVE"),
         special_use: has("SPECIAL-USE"),
@@ -1159,6 +1160,29 @@ impl MailSource for ImapSession {
 impl MailTarget for ImapSession {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    async fn storage_quota(&mut self) -> mailshift_core::Result<Option<(u64, u64)>> {
+        if !self.caps.quota {
+            return Ok(None);
+        }
+        self.timed("GETQUOTAROOT".into(), |s| async move {
+            let (_, quotas) = s
+                .sess
+                .get_quota_root("INBOX")
+                .await
+                .map_err(|e| ImapError::Io {
+                    op: "GETQUOTAROOT INBOX".into(),
+                    reason: e.to_string(),
+                })?;
+            // STORAGE is counted in units of 1024 octets (RFC 9208).
+            Ok(quotas
+                .iter()
+                .flat_map(|q| q.resources.iter())
+                .find(|r| matches!(r.name, async_imap::types::QuotaResourceName::Storage))
+                .map(|r| (r.usage * 1024, r.limit * 1024)))
+        })
+        .await
     }
 
     async fn list_folders(&mut self) -> mailshift_core::Result<(Vec<ListedFolder>, Option<char>)> {
