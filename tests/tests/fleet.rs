@@ -189,15 +189,17 @@ impl Setup {
         n
     }
 
-    fn worker(&self, extra: &[&str]) -> std::process::Child {
+    fn worker(&self, extra: &[&str]) -> WorkerProc {
         let mut args = vec!["worker", "--queue", &self.fleet.queue];
         args.extend_from_slice(extra);
-        self.fleet
-            .cmd(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        WorkerProc::new(
+            self.fleet
+                .cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn schedule(&self) -> Output {
@@ -206,7 +208,53 @@ impl Setup {
     }
 }
 
-fn finish(worker: std::process::Child) {
+/// A worker process whose stderr is read as it is written: a pipe nobody drains fills
+/// up (64 KiB) and then blocks the worker on its next log line.
+struct WorkerProc {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl WorkerProc {
+    fn new(mut child: std::process::Child) -> WorkerProc {
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut e, &mut buf);
+                buf
+            })
+        });
+        WorkerProc { child, stderr }
+    }
+
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+
+    fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let status = self.child.wait()?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        })
+    }
+}
+
+fn finish(worker: WorkerProc) {
     let out = worker.wait_with_output().unwrap();
     assert!(out.status.success(), "worker: {}", text(&out));
     let all = text(&out);
@@ -776,7 +824,8 @@ async fn twenty_mailboxes_one_with_a_30000_message_inbox_by_three_workers() {
         let out = w.wait_with_output().unwrap();
         assert!(out.status.success(), "worker: {}", text(&out));
         assert!(!text(&out).contains("-Pw1"));
-        if String::from_utf8_lossy(&out.stderr).contains("INBOX [UIDs ") {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("INBOX [UIDs ") {
             with_big_inbox += 1;
         }
     }
@@ -1129,6 +1178,7 @@ async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let worker = WorkerProc::new(worker);
     let total: usize = setup.before[0].values().map(Vec::len).sum();
     let started = std::time::Instant::now();
     while setup.destination_total().await < total {

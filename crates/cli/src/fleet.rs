@@ -417,7 +417,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         crate::telemetry::serve_metrics(addr)?;
     }
     let store = a.db.open(true).await?;
-    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;
+    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue, 1).await?;
     let s = Scheduler {
         state: Arc::new(store.clone()),
         mailboxes: Arc::new(store.clone()),
@@ -497,7 +497,12 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         crate::telemetry::serve_metrics(addr)?;
     }
     let store = a.db.open(true).await?;
-    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue).await?;
+    let queue = crate::queue::open(
+        &a.queue.amqp,
+        &a.queue.queue,
+        a.concurrency.clamp(1, u16::MAX as usize) as u16,
+    )
+    .await?;
     let queue: Arc<dyn JobQueue> = match a.exit_when_idle {
         Some(secs) => Arc::new(crate::queue::IdleExit::new(
             queue,

@@ -7,8 +7,10 @@ use mailshift_queue::AmqpQueue;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn open(url: &str, name: &str) -> anyhow::Result<Arc<dyn JobQueue>> {
-    Ok(Arc::new(AmqpQueue::connect(url, name, 4).await?))
+/// `prefetch`: deliveries held unacknowledged at once. A worker asks for as many as it
+/// runs, so it never hoards jobs (a big folder's slices) that idle workers could take.
+pub async fn open(url: &str, name: &str, prefetch: u16) -> anyhow::Result<Arc<dyn JobQueue>> {
+    Ok(Arc::new(AmqpQueue::connect(url, name, prefetch).await?))
 }
 
 /// `receive` returns `None` once no job arrived for `idle`.
