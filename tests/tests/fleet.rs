@@ -1249,6 +1249,14 @@ async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_
             && published.contains(s.trace_id.as_str())
     });
     assert!(imap_in_trace, "no IMAP command span in a scheduler trace");
+    for name in ["folder.pass", "batch"] {
+        assert!(
+            spans.iter().any(|s| s.name == name
+                && s.service == "mailshift-worker"
+                && published.contains(s.trace_id.as_str())),
+            "no {name} span in a scheduler trace"
+        );
+    }
     for s in &spans {
         for (k, v) in &s.attributes {
             assert!(

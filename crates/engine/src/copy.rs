@@ -494,14 +494,27 @@ async fn copy_window(
                 ),
             ));
         }
-        let (prefetched, outcome) = if i + 1 < batches.len() {
-            let (p, o) = tokio::join!(
-                fetch(&mut *source, &batches[i + 1]),
-                appender.append_batch(fetched, store, state)
-            );
-            (Some(p), o)
-        } else {
-            (None, appender.append_batch(fetched, store, state).await)
+        // One span per batch (its APPEND, and the next batch's FETCH beside it).
+        let batch_span = tracing::info_span!(
+            "batch",
+            messages = fetched.len(),
+            bytes = fetched.iter().map(|m| m.raw.len()).sum::<usize>(),
+        );
+        let (prefetched, outcome) = {
+            use tracing::Instrument;
+            async {
+                if i + 1 < batches.len() {
+                    let (p, o) = tokio::join!(
+                        fetch(&mut *source, &batches[i + 1]),
+                        appender.append_batch(fetched, store, state)
+                    );
+                    (Some(p), o)
+                } else {
+                    (None, appender.append_batch(fetched, store, state).await)
+                }
+            }
+            .instrument(batch_span)
+            .await
         };
         next = prefetched;
         let (ok, bad, bytes) = outcome?;
