@@ -125,23 +125,7 @@ impl Setup {
         })
         .unwrap();
         let dst = Dovecot::start(DovecotOptions::default()).unwrap();
-        let key = String::from_utf8(
-            Command::new(mailshift_bin())
-                .args(["db", "new-key"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim()
-        .to_string();
-        let fleet = Fleet {
-            db: Db::create(),
-            key,
-            queue: format!("mailshift.test.{}", uuid_like()),
-        };
-        let out = fleet.run(&["db", "migrate"], &[]);
-        assert!(out.status.success(), "db migrate: {}", text(&out));
+        let fleet = new_fleet();
         // All users before the first login: Dovecot re-reads its passwd file by mtime.
         for u in users {
             src.add_user(u, &src_pw(u));
@@ -1268,6 +1252,7 @@ async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_
     }
 }
 
+/// A fresh database (schema applied), credentials key and queue name.
 fn new_fleet() -> Fleet {
     let key = String::from_utf8(
         Command::new(mailshift_bin())
