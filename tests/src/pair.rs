@@ -74,6 +74,30 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// The destination holds exactly the source's messages (multisets per folder, so a
+    /// duplicate fails too), `Sent Items` mapped to `Sent`.
+    pub async fn assert_mirrored(&self, what: &str) {
+        let src = imap::snapshot(self.src.port(), "alice", SRC_PW)
+            .await
+            .expect("snapshot source");
+        let dst = imap::snapshot(self.dst.port(), "alice", DST_PW)
+            .await
+            .expect("snapshot destination");
+        assert_same(&expected_on_destination(&src), &dst, what);
+    }
+}
+
+/// Sum of one per-folder counter (`copied`, `deleted`, ...) of a `--json` summary.
+pub fn total(summary: &serde_json::Value, field: &str) -> u64 {
+    summary["folders"]
+        .as_array()
+        .expect("folders")
+        .iter()
+        .map(|f| f[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status: {}\n--- stdout\n{}\n--- stderr\n{}",

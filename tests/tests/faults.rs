@@ -9,17 +9,6 @@ use mailshift_tests::imap;
 use mailshift_tests::pair::*;
 use mailshift_tests::proxy::{Proxy, Throttle};
 
-async fn assert_mirrored(pair: &Pair, what: &str) {
-    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
-        .await
-        .unwrap();
-    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
-        .await
-        .unwrap();
-    // assert_same compares multisets: a duplicate on the destination fails it too.
-    assert_same(&expected_on_destination(&src), &dst, what);
-}
-
 /// Messages stay below the cut (one bigger than it could never cross such a link whole:
 /// an APPEND cannot be split).
 #[tokio::test(flavor = "multi_thread")]
@@ -54,11 +43,8 @@ async fn connections_cut_every_two_megabytes_lose_and_duplicate_nothing() {
         src.cuts(),
         dst.cuts()
     );
-    assert_mirrored(
-        &pair,
-        "after a migration through connections cut every ~2 MB",
-    )
-    .await;
+    pair.assert_mirrored("after a migration through connections cut every ~2 MB")
+        .await;
     // And a second pass through the same proxies finds nothing to do.
     let out = pair
         .command_via(src.port(), dst.port(), &["--json"])
@@ -105,7 +91,7 @@ async fn a_throttled_server_is_waited_for_as_it_asks() {
         "finished in {:?} despite a 1.5 s back-off",
         started.elapsed()
     );
-    assert_mirrored(&pair, "after throttling").await;
+    pair.assert_mirrored("after throttling").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -538,7 +524,7 @@ async fn compress_deflate_is_used_when_offered_and_halves_the_traffic() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        assert_mirrored(&pair, "after a compressed migration").await;
+        pair.assert_mirrored("after a compressed migration").await;
         traffic.push(sp.bytes() + dp.bytes());
     }
     let (compressed, plain) = (traffic[0], traffic[1]);

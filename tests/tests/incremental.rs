@@ -12,16 +12,6 @@ use mailshift_tests::pair::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Sum of one per-folder counter of a `--json` summary.
-fn total(summary: &serde_json::Value, field: &str) -> u64 {
-    summary["folders"]
-        .as_array()
-        .expect("folders")
-        .iter()
-        .map(|f| f[field].as_u64().unwrap_or(0))
-        .sum()
-}
-
 async fn source_snapshot(pair: &Pair) -> imap::Snapshot {
     imap::snapshot(pair.src.port(), "alice", SRC_PW)
         .await

@@ -80,27 +80,6 @@ fn assert_no_tokens(out: &Output, tokens: &[&str]) {
     }
 }
 
-async fn assert_mirrored(pair: &Pair, what: &str) {
-    let src = imap::snapshot(pair.src.port(), "alice", SRC_PW)
-        .await
-        .unwrap();
-    let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
-        .await
-        .unwrap();
-    // assert_same compares multisets: a duplicate on the destination fails it too.
-    assert_same(&expected_on_destination(&src), &dst, what);
-}
-
-/// Sum of one per-folder counter of a `--json` summary.
-fn total(summary: &serde_json::Value, field: &str) -> u64 {
-    summary["folders"]
-        .as_array()
-        .expect("folders")
-        .iter()
-        .map(|f| f[field].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// Logins (`imap-login: Info: Login: ... method=M`) in the part of the Dovecot log after
 /// byte `since`, as a list of methods.
 fn login_methods(log: &str, since: usize) -> Vec<String> {
@@ -234,7 +213,8 @@ async fn oauthbearer_login_with_a_token_command_mirrors_the_source_byte_exact() 
             .all(|i| i.active && i.token == token && i.username.as_deref() == Some("alice")),
         "{asked:?}"
     );
-    assert_mirrored(&pair, "after a migration logged in with OAuth").await;
+    pair.assert_mirrored("after a migration logged in with OAuth")
+        .await;
 }
 
 /// Simple runs: a revoked token is refused with a clear error naming the server (and
@@ -260,7 +240,7 @@ async fn an_expired_token_is_refused_clearly_and_a_refreshed_file_resumes() {
     let out = run(&pair, &["--json", "--from-oauth-token-file", file]).await;
     assert!(out.status.success(), "first run:\n{}", text(&out));
     assert_no_tokens(&out, &[&t1]);
-    assert_mirrored(&pair, "after the first run").await;
+    pair.assert_mirrored("after the first run").await;
 
     // T1 expires; new mail arrives; the file still holds T1.
     oauth.revoke(&t1);
@@ -301,7 +281,8 @@ async fn an_expired_token_is_refused_clearly_and_a_refreshed_file_resumes() {
     );
     assert_no_tokens(&out, &[&t1, &t2]);
     assert_eq!(total(&json(&out), "copied"), 1, "{}", text(&out));
-    assert_mirrored(&pair, "after the run with the refreshed token").await;
+    pair.assert_mirrored("after the run with the refreshed token")
+        .await;
 }
 
 /// A long `--follow` run outlives its token: after the first pass the token expires and a
@@ -447,7 +428,8 @@ async fn a_follow_run_survives_token_expiry_between_passes() {
         "too few logins after the switch: {after:?}"
     );
     assert!(after.iter().all(|i| i.token == t2), "{after:?}");
-    assert_mirrored(&pair, "after following across a token expiry").await;
+    pair.assert_mirrored("after following across a token expiry")
+        .await;
 }
 
 /// Google and Microsoft offer XOAUTH2 only: a destination logged into with XOAUTH2.
@@ -498,5 +480,6 @@ async fn xoauth2_login_to_the_destination_mirrors_the_source() {
         !methods.is_empty() && methods.iter().all(|m| m == "XOAUTH2"),
         "{methods:?}"
     );
-    assert_mirrored(&pair, "after a migration into an XOAUTH2 server").await;
+    pair.assert_mirrored("after a migration into an XOAUTH2 server")
+        .await;
 }
