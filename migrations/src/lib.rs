@@ -15,6 +15,7 @@ mod m0001_initial;
 mod m0002_fleet;
 mod m0003_host_slots;
 mod m0004_domains;
+mod m0005_batches;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_fleet::Migration),
             Box::new(m0003_host_slots::Migration),
             Box::new(m0004_domains::Migration),
+            Box::new(m0005_batches::Migration),
         ]
     }
 }

@@ -1,11 +1,10 @@
-//! `mailshift batch ...`: what account managers do with a spreadsheet of mailboxes.
+//! `mailshift batch ...`: what account managers do with a spreadsheet of mailboxes. The
+//! work itself is in [`crate::batch_ops`], shared with `mailshift serve`.
 
+use crate::batch_ops::{self as ops, Action, ImportOptions, ScheduleChange};
 use crate::fleet::FleetDb;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mailshift_core::endpoint::Security;
-use mailshift_core::import::{Defaults, RowError, parse};
-use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +24,8 @@ pub enum BatchCommand {
         Every row is checked on its own; bad rows are reported with their line number and \
         reason and nothing of them is stored; good rows are registered (or updated) with \
         their passwords sealed under MAILSHIFT_SECRET_KEY.\n\n\
+        A new batch is a draft: nothing is copied until `mailshift batch start` (check \
+        the credentials first with `mailshift batch verify`).\n\n\
         Exit status: 0 when every row was imported; 1 when some were rejected; 2 on bad \
         usage.")]
     Import(Box<ImportArgs>),
@@ -38,6 +39,121 @@ pub enum BatchCommand {
         CONDSTORE, MOVE, MULTIAPPEND).\n\n\
         Exit status: 0 when every mailbox is ready; 1 when one is not; 2 on bad usage.")]
     Verify(Box<VerifyArgs>),
+    /// Set when a batch starts, how often it syncs, the switch date and when it ends
+    #[command(
+        long_about = "Set a batch's schedule (only the options given change).\n\n\
+        The scheduler (`mailshift scheduler`) follows it: no pass before --start-at; an \
+        incremental pass of each mailbox every --interval; at --complete-at each mailbox \
+        gets one final pass and the batch is completed. --switch-at records the MX switch \
+        agreed with the customer on the domain's cutover plan (see `mailshift plan`). \
+        --concurrency caps how many of the batch's mailboxes copy at once (connections per \
+        server are capped fleet-wide by `mailshift host limit`).\n\n\
+        Times are RFC 3339 with their UTC offset: 2026-12-05T06:00+01:00.\n\n\
+        Example: mailshift batch schedule acme --start-at 2026-12-01T20:00+01:00 \
+        --interval 4h --switch-at 2026-12-05T06:00+01:00 --complete-at \
+        2026-12-08T06:00+01:00 --concurrency 20"
+    )]
+    Schedule(Box<ScheduleArgs>),
+    /// Start a batch now (or at --at): its mailboxes get their first pass
+    Start(Box<StartArgs>),
+    /// Stop planning new passes for a batch (passes in flight finish)
+    Pause(Box<NameArgs>),
+    /// Resume a paused batch
+    Resume(Box<NameArgs>),
+    /// Retry the failed mailboxes of a batch at the scheduler's next round
+    RetryFailed(Box<NameArgs>),
+    /// Show a batch's mailboxes with their progress, or list the batches
+    Status(Box<StatusArgs>),
+    /// Compare both servers of every mailbox of a batch now and write a report (CSV or
+    /// JSON) that proves what was copied
+    #[command(long_about = "Compare both servers of every mailbox of a batch now \
+        (read-only on both sides, independently of mailshift's own records) and write a \
+        report per mailbox and per folder: source and destination message counts and \
+        sizes, what is missing, extra or different, the verdict and the errors.\n\n\
+        Exit status: 0 when every mailbox is in sync; 1 otherwise; 2 on bad usage.")]
+    Report(Box<ReportArgs>),
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch
+    name: String,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch
+    name: String,
+    /// Start at this time instead of now (RFC 3339 with offset)
+    #[arg(long, value_name = "TIME", value_parser = parse_unix)]
+    at: Option<i64>,
+}
+
+#[derive(Args)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch
+    name: String,
+    /// No pass before this time
+    #[arg(long, value_name = "TIME", value_parser = parse_unix)]
+    start_at: Option<i64>,
+    /// Time between incremental passes of each mailbox: 90s, 15m, 4h, 1d
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    interval: Option<u64>,
+    /// The MX switch agreed with the customer (recorded on the domain's cutover)
+    #[arg(long, value_name = "TIME", value_parser = parse_unix)]
+    switch_at: Option<i64>,
+    /// Final pass of every mailbox at this time, then the batch is completed
+    #[arg(long, value_name = "TIME", value_parser = parse_unix)]
+    complete_at: Option<i64>,
+    /// Mailboxes of this batch copying at once
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
+    /// The mail domain of the batch (for --switch-at)
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch (all batches when omitted)
+    name: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The batch
+    name: String,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: ReportFormat,
+    /// Write the report to this file instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Compare full-content hashes (downloads every message of both sides) instead of
+    /// header fingerprints and sizes
+    #[arg(long)]
+    deep: bool,
+    /// Seconds a connection or a single IMAP command may take
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Args)]
@@ -88,127 +204,153 @@ pub struct ImportArgs {
     json: bool,
 }
 
+fn parse_unix(s: &str) -> Result<i64, String> {
+    crate::dns::parse_time(s).map(|t| t.timestamp())
+}
+
+fn parse_interval(s: &str) -> Result<u64, String> {
+    mailshift_core::batch::parse_interval(s)
+}
+
 pub async fn batch(cmd: BatchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BatchCommand::Import(a) => import(*a).await,
         BatchCommand::Verify(a) => verify(*a).await,
+        BatchCommand::Schedule(a) => schedule(*a).await,
+        BatchCommand::Start(a) => act(&a.db, &a.name, Action::Start, a.at).await,
+        BatchCommand::Pause(a) => act(&a.db, &a.name, Action::Pause, None).await,
+        BatchCommand::Resume(a) => act(&a.db, &a.name, Action::Resume, None).await,
+        BatchCommand::RetryFailed(a) => act(&a.db, &a.name, Action::RetryFailed, None).await,
+        BatchCommand::Status(a) => status(*a).await,
+        BatchCommand::Report(a) => report(*a).await,
     }
 }
 
-fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    for (on, name) in [
-        (c.uidplus, "UIDPLUS"),
-        (c.condstore, "CONDSTORE"),
-        (c.move_, "MOVE"),
-        (c.multiappend, "MULTIAPPEND"),
-    ] {
-        if on {
-            v.push(name);
-        }
-    }
-    v
+async fn act(
+    db: &FleetDb,
+    name: &str,
+    action: Action,
+    at: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let store = db.open(false).await?;
+    let (_, said) = ops::act(&store, name, action, at).await?;
+    eprintln!("{said}");
+    Ok(ExitCode::SUCCESS)
 }
 
-/// One mailbox's readiness, as JSON.
-async fn check_mailbox(
-    connectors: &dyn mailshift_core::ports::Connectors,
-    m: &mailshift_core::ports::MailboxRecord,
-) -> serde_json::Value {
-    let connector = match connectors.connector(m.migration_id).await {
-        Ok(c) => c,
-        Err(e) => {
-            return serde_json::json!({"source": m.source, "dest": m.dest, "ready": false, "problems": [e.message]});
-        }
+async fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(false).await?;
+    let change = ScheduleChange {
+        start_at: a.start_at,
+        interval_secs: a.interval,
+        switch_at: a.switch_at,
+        complete_at: a.complete_at,
+        concurrency: a.concurrency,
+        domain: a.domain,
     };
-    let mut problems: Vec<String> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    let (s, t) = tokio::join!(connector.source(), connector.target());
-    let mut out = serde_json::json!({"source": m.source, "dest": m.dest});
-    let mut source_bytes = None;
-    match s {
-        Err(e) => {
-            out["source_login"] = "refused".into();
-            problems.push(e.message);
-        }
-        Ok(mut src) => {
-            out["source_login"] = "ok".into();
-            out["source_capabilities"] = caps_text(src.capabilities()).into();
-            let size = async {
-                let (folders, _) = src.list_folders().await?;
-                let (mut n, mut messages, mut bytes) = (0u64, 0u64, 0u64);
-                for f in folders.iter().filter(|f| f.selectable) {
-                    n += 1;
-                    let st = src.examine(&f.raw).await?;
-                    if st.exists > 0 {
-                        let list = src.list_messages(1).await?;
-                        messages += list.len() as u64;
-                        bytes += list.iter().map(|m| u64::from(m.size)).sum::<u64>();
-                    }
-                }
-                Ok::<_, mailshift_core::Error>((n, messages, bytes))
-            }
-            .await;
-            match size {
-                Ok((n, messages, bytes)) => {
-                    out["source_folders"] = n.into();
-                    out["source_messages"] = messages.into();
-                    out["source_bytes"] = bytes.into();
-                    source_bytes = Some(bytes);
-                }
-                Err(e) => problems.push(e.message),
-            }
+    let b = ops::schedule(&store, &a.name, &change).await?;
+    let opt = |t: Option<i64>| t.map(ops::stamp).unwrap_or_else(|| "-".into());
+    eprintln!(
+        "batch '{}' ({}): start {}, every {}, switch {}, complete {}, {} at once",
+        b.name,
+        b.display_state(ops::now()),
+        opt(b.start_at),
+        b.interval_secs
+            .map(|s| format!("{s} s"))
+            .unwrap_or_else(|| "scheduler's interval".into()),
+        opt(b.switch_at),
+        opt(b.complete_at),
+        b.concurrency
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "all".into()),
+    );
+    if b.state == mailshift_core::batch::BatchState::Draft {
+        eprintln!(
+            "it is still a draft: `mailshift batch start {}` starts it",
+            b.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(false).await?;
+    let names = match a.name {
+        Some(n) => vec![n],
+        None => ops::batch_names(&store).await?,
+    };
+    let mut views = Vec::new();
+    for n in &names {
+        views.push(ops::batch_view(&store, n).await?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in &views {
+        let t = &v.totals;
+        println!(
+            "batch {} ({}): {} mailbox(es), {} synced, {} syncing, {} failed, {} pending; {} message(s) copied{}",
+            v.name,
+            v.state,
+            t.mailboxes,
+            t.synced,
+            t.syncing,
+            t.failed,
+            t.pending,
+            t.messages_copied,
+            t.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+        );
+        for m in &v.mailboxes {
+            println!(
+                "  {:<40} {:<8} {:>9} {:>6}  {}",
+                m.source,
+                m.status,
+                m.progress.messages_copied,
+                m.progress
+                    .percent
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "-".into()),
+                m.last_error.as_deref().unwrap_or("")
+            );
         }
     }
-    match t {
-        Err(e) => {
-            out["dest_login"] = "refused".into();
-            problems.push(e.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(true).await?;
+    let r = ops::report(&store, &a.name, a.timeout, a.deep).await?;
+    let text = match a.format {
+        ReportFormat::Csv => ops::report_csv(&r)?,
+        ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
+    };
+    match &a.output {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
         }
-        Ok(mut dst) => {
-            out["dest_login"] = "ok".into();
-            out["dest_capabilities"] = caps_text(dst.capabilities()).into();
-            match dst.storage_quota().await {
-                Ok(Some((used, limit))) => {
-                    out["dest_quota_used"] = used.into();
-                    out["dest_quota_limit"] = limit.into();
-                    if let Some(need) = source_bytes
-                        && used + need > limit
-                    {
-                        problems.push(format!(
-                            "the destination quota ({} KiB, {} KiB used) cannot hold the source's {} KiB",
-                            limit / 1024,
-                            used / 1024,
-                            need / 1024
-                        ));
-                    }
-                }
-                Ok(None) => warnings.push("the destination reports no quota".into()),
-                Err(e) => {
-                    warnings.push(format!("cannot read the destination quota: {}", e.message))
-                }
-            }
-        }
+        None => print!("{text}"),
     }
-    out["ready"] = problems.is_empty().into();
-    out["problems"] = problems.into();
-    out["warnings"] = warnings.into();
-    out
+    let synced = r
+        .mailboxes
+        .iter()
+        .filter(|m| m.verdict == "in-sync")
+        .count();
+    eprintln!(
+        "batch '{}': {synced} of {} mailbox(es) in sync",
+        r.batch,
+        r.mailboxes.len()
+    );
+    Ok(if r.in_sync {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
-    let mailboxes = store.mailboxes(Some(&a.name)).await?;
-    anyhow::ensure!(
-        !mailboxes.is_empty(),
-        "batch '{}' has no mailbox (see mailshift batch import)",
-        a.name
-    );
-    let connectors = crate::fleet::connectors(&store, a.timeout);
-    let mut rows = Vec::new();
-    for m in &mailboxes {
-        rows.push(check_mailbox(&*connectors, m).await);
-    }
+    let rows = ops::verify_batch(&store, &a.name, a.timeout).await?;
     let ready = rows.iter().filter(|r| r["ready"] == true).count();
     if a.json {
         println!(
@@ -244,95 +386,39 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(!a.name.trim().is_empty(), "--name must not be empty");
     let bytes =
         std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
-    let defaults = Defaults {
+    let store = a.db.open(true).await?;
+    let o = ImportOptions {
+        domain: a.domain.clone(),
         source_host: a.source_host.clone(),
         dest_host: a.dest_host.clone(),
         source_port: a.source_port,
         dest_port: a.dest_port,
-        security: a.starttls.then_some(Security::StartTls),
+        starttls: a.starttls,
+        allow_plaintext: a.allow_plaintext,
     };
-    let (rows, mut rejected) = parse(&bytes, &defaults);
-    let store = a.db.open(true).await?;
-    let existing = store.mailboxes(None).await?;
-    let mut imported = Vec::new();
-    for r in rows {
-        // Registered in another batch: moving it silently would surprise its owner.
-        if let Some(other) = existing.iter().find(|m| {
-            m.source == r.source.to_string()
-                && m.dest == r.dest.to_string()
-                && m.batch.as_deref() != Some(a.name.as_str())
-        }) {
-            rejected.push(RowError {
-                line: r.line,
-                reason: format!(
-                    "mailbox {} is already registered in batch '{}'",
-                    r.source,
-                    other.batch.as_deref().unwrap_or("(none)")
-                ),
-            });
-            continue;
-        }
-        let options = MailboxOptions {
-            maps: r.maps.clone(),
-            excludes: r.excludes.clone(),
-            allow_plaintext: a.allow_plaintext,
-            delete: true,
-            adopt_existing: false,
-            domain: a
-                .domain
-                .clone()
-                .or_else(|| r.dest.user.rsplit_once('@').map(|(_, d)| d.to_string()))
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
-        };
-        let creds = MailboxCredentials {
-            source_password: r.source_password.clone(),
-            dest_password: r.dest_password.clone(),
-        };
-        match store
-            .add_mailbox(&r.source, &r.dest, Some(&a.name), &options, &creds)
-            .await
-        {
-            Ok(m) => imported.push((r.line, m.source, m.dest)),
-            Err(e) => rejected.push(RowError {
-                line: r.line,
-                reason: format!("cannot store it: {}", e.message),
-            }),
-        }
-    }
-    rejected.sort_by_key(|e| e.line);
+    let out = ops::import_csv(&store, &a.name, &bytes, &o).await?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "batch": a.name,
-                "imported": imported
-                    .iter()
-                    .map(|(l, s, d)| serde_json::json!({"line": l, "source": s, "dest": d}))
-                    .collect::<Vec<_>>(),
-                "rejected": rejected,
-            }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "imported {} mailbox(es) into batch '{}' from {}",
-            imported.len(),
+            out.imported.len(),
             a.name,
             a.file.display()
         );
-        if !rejected.is_empty() {
+        if !out.rejected.is_empty() {
             println!(
                 "{} row(s) rejected (fix them and import the file again):",
-                rejected.len()
+                out.rejected.len()
             );
-            for e in &rejected {
+            for e in &out.rejected {
                 println!("  line {}: {}", e.line, e.reason);
             }
         }
     }
-    Ok(if rejected.is_empty() {
+    Ok(if out.rejected.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

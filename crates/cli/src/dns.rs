@@ -421,3 +421,29 @@ async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow
     );
     Ok(())
 }
+
+/// `dns check` of a domain the fleet tracks, with the servers and MX hosts its cutover
+/// was recorded with (the dashboard's DNS readiness).
+pub(crate) async fn check_domain(c: &cutover::DomainConfig) -> anyhow::Result<check::Report> {
+    let new_mx = c.new_mx.clone().with_context(|| {
+        format!(
+            "domain {} has no new MX recorded: record its cutover with `mailshift plan --database ... --new-mx HOST`",
+            c.name
+        )
+    })?;
+    let parse = |list: &[String], role| -> anyhow::Result<Vec<Server>> {
+        list.iter()
+            .map(|s| parse_server(s, role).map_err(anyhow::Error::msg))
+            .collect()
+    };
+    let o = Options {
+        new_mx,
+        old_mx: c.old_mx.clone(),
+        spf_include: None,
+        dkim_selectors: Vec::new(),
+        resolvers: parse(&c.nameservers, Role::Recursive)?,
+        authoritative: parse(&c.authoritative, Role::Authoritative)?,
+        switch_at: c.switch_at.as_deref().and_then(|s| parse_time(s).ok()),
+    };
+    Ok(check::check(&Dns::new(Duration::from_secs(3)), &c.name, &o, now()).await)
+}

@@ -322,9 +322,13 @@ pub struct SchedulerArgs {
     /// Time between incremental passes of a mailbox, in seconds
     #[arg(long, default_value_t = 4 * 3600, value_name = "SECS")]
     interval: u64,
-    /// Plan one round (every mailbox, due or not) and exit
+    /// Plan one round (every mailbox, due or not, unless its batch holds it) and exit
     #[arg(long)]
     once: bool,
+    /// Seconds between scheduling rounds (how soon a due pass, a started batch or a
+    /// retry is picked up)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    tick: u64,
     /// Split a folder's first copy into UID-range jobs of this many messages when it is
     /// bigger, so several workers share it (0: never split)
     #[arg(long, default_value_t = 20_000, value_name = "N")]
@@ -429,6 +433,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
             store: Arc::new(store.clone()),
             observer: Arc::new(DnsObserver::new(Duration::from_secs(3))),
         }),
+        batches: Some(Arc::new(store.clone())),
     };
     if a.once {
         let r = s.round(true).await?;
@@ -452,7 +457,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => break,
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(a.tick.max(1))) => {}
             _ = tokio::signal::ctrl_c() => break,
         }
     }

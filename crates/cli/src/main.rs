@@ -2,14 +2,17 @@
 //! prints what happened. The only crate that uses anyhow and touches the terminal.
 
 mod batch;
+mod batch_ops;
 mod dns;
 mod fleet;
 mod migrate;
 mod output;
 mod progress;
 mod queue;
+mod serve;
 mod servers;
 mod telemetry;
+mod token;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -80,7 +83,7 @@ enum Command {
     /// Cutover: check a domain's DNS readiness, watch the MX switch propagate
     #[command(subcommand)]
     Dns(dns::DnsCommand),
-    /// Batches: import a spreadsheet of mailboxes
+    /// Batches: import a spreadsheet, check credentials, schedule, start, report
     #[command(subcommand)]
     Batch(batch::BatchCommand),
     /// Cutover: where every domain stands (prepare .. done)
@@ -96,6 +99,21 @@ enum Command {
         or in working hours, and suggests a quieter slot."
     )]
     Plan(Box<dns::PlanArgs>),
+    /// Batches: the HTTP API and web dashboard for account managers
+    #[command(
+        long_about = "Serve the HTTP JSON API (/api/v1, see docs/openapi.yaml) and the web \
+        dashboard on the fleet's database.\n\n\
+        Every page and endpoint except /health needs an API token: create one with \
+        `mailshift token create --name NAME [--read-only]`, then log in to the dashboard \
+        with it, or send it as `Authorization: Bearer TOKEN`. Read-only tokens can look \
+        but not change anything. /metrics serves Prometheus metrics (token required).\n\n\
+        The scheduler and workers do the copying: run them beside it (`mailshift \
+        scheduler`, `mailshift worker`)."
+    )]
+    Serve(Box<serve::ServeArgs>),
+    /// Batches: API tokens for `mailshift serve`
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +131,7 @@ fn main() -> ExitCode {
     let (service, level) = match &cli.command {
         Command::Scheduler(_) => ("mailshift-scheduler", "info"),
         Command::Worker(_) => ("mailshift-worker", "info"),
+        Command::Serve(_) => ("mailshift-serve", "info"),
         Command::Migrate(_) => ("mailshift-migrate", "warn"),
         _ => ("mailshift", "warn"),
     };
@@ -133,6 +152,8 @@ fn main() -> ExitCode {
             Command::Plan(args) => dns::plan(*args).await,
             Command::Domain(cmd) => fleet::domain(cmd).await,
             Command::Batch(cmd) => batch::batch(cmd).await,
+            Command::Serve(args) => serve::serve(*args).await,
+            Command::Token(cmd) => token::token(cmd).await,
         }
     });
     match result {

@@ -160,3 +160,13 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     mailshift_engine::metrics::describe();
     Ok(())
 }
+
+/// Installs the Prometheus recorder without a listener of its own, for a server that
+/// renders `/metrics` itself (`mailshift serve`); None if a recorder is already set.
+pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok()?;
+    mailshift_engine::metrics::describe();
+    Some(handle)
+}

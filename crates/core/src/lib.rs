@@ -2,9 +2,10 @@
 //!
 //! This crate owns endpoints (where mail lives), folder mapping (which source folder goes
 //! where), flags, content fingerprints, copy plans (which messages go in which batch),
-//! folder jobs, reports, the cutover timeline and phases of a domain, and the ports (traits) that the IMAP, store and queue adapters
+//! folder jobs, reports, batches (schedule, state, progress), the cutover timeline and phases of a domain, and the ports (traits) that the IMAP, store and queue adapters
 //! implement. It knows nothing about sockets, SQL or AMQP, and it never blocks.
 
+pub mod batch;
 pub mod cutover;
 pub mod endpoint;
 pub mod error;

@@ -348,6 +348,16 @@ pub struct MailboxRecord {
     /// Unix seconds.
     pub last_pass_at: Option<i64>,
     pub next_pass_at: Option<i64>,
+    /// Folder jobs of the current pass not finished yet.
+    pub jobs_left: u32,
+    /// The source's size at the latest count (pass planning, `batch verify`).
+    pub source_messages: Option<u64>,
+    pub source_bytes: Option<u64>,
+    /// JSON of the latest `batch verify` of this mailbox.
+    pub checked: Option<String>,
+    /// When the current pass was planned (unix seconds), and messages copied then.
+    pub pass_started_at: Option<i64>,
+    pub copied_at_start: Option<u64>,
 }
 
 /// Decrypted passwords of a mailbox, only ever held in memory.
@@ -388,6 +398,27 @@ pub trait MailboxStore: Send + Sync {
         error: Option<&str>,
         next_pass_at: Option<i64>,
     ) -> Result<()>;
+    /// A pass of `jobs` folder jobs was published: the mailbox is `syncing` until they
+    /// are all finished (`synced` at once when there are none).
+    async fn begin_pass(
+        &self,
+        id: Uuid,
+        jobs: u32,
+        source_messages: Option<u64>,
+        next_pass_at: Option<i64>,
+    ) -> Result<()>;
+    /// One folder job of the mailbox's pass finished (copied or dead-lettered).
+    async fn job_finished(&self, migration: Uuid) -> Result<()>;
+    /// Records a credential check (`batch verify`) and the source size it saw.
+    async fn record_check(
+        &self,
+        id: Uuid,
+        checked: &str,
+        source_messages: Option<u64>,
+        source_bytes: Option<u64>,
+    ) -> Result<()>;
+    /// Messages and bytes on the destination per migration (of one batch, or all).
+    async fn copied_totals(&self, batch: Option<&str>) -> Result<HashMap<Uuid, (u64, u64)>>;
     /// Takes (or renews) the lease of one folder for `owner`, creating the folder's
     /// checkpoint row if it has none; false if another worker holds an unexpired lease.
     async fn claim_folder(
@@ -409,6 +440,15 @@ pub trait MailboxStore: Send + Sync {
         owner: &str,
         lease: Duration,
     ) -> Result<bool>;
+}
+
+/// The fleet's batches (see [`crate::batch`]).
+#[async_trait]
+pub trait BatchStore: Send + Sync {
+    /// Creates or replaces a batch's row.
+    async fn put_batch(&self, batch: &crate::batch::BatchRecord) -> Result<()>;
+    async fn batch(&self, name: &str) -> Result<Option<crate::batch::BatchRecord>>;
+    async fn batches(&self) -> Result<Vec<crate::batch::BatchRecord>>;
 }
 
 /// The fleet's record of domain cutovers.

@@ -3,11 +3,13 @@
 //! folder to the queue; workers anywhere take them from there.
 
 use crate::pass::{PassOptions, prepare};
+use mailshift_core::batch::{BatchRecord, BatchState, Gate};
 use mailshift_core::cutover::{DomainObservation, DomainRecord, Phase, next_phase};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::ports::{
-    Connectors, DomainStore, JobQueue, MailboxRecord, MailboxStore, MxObserver, StateStore,
+    BatchStore, Connectors, DomainStore, JobQueue, MailboxRecord, MailboxStore, MxObserver,
+    StateStore,
 };
 use mailshift_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -31,6 +33,9 @@ pub struct Scheduler {
     pub split_above: Option<usize>,
     /// Domain phases (prepare .. done); None: every mailbox is synced as before a switch.
     pub cutovers: Option<Cutovers>,
+    /// Batch schedules (start, interval, completion, pause, concurrency); None: every
+    /// mailbox is scheduled on `interval`.
+    pub batches: Option<Arc<dyn BatchStore>>,
 }
 
 /// What one scheduling round did.
@@ -55,6 +60,16 @@ impl Scheduler {
         let t = now();
         let mailboxes = self.mailboxes.mailboxes(None).await?;
         let phases = self.advance_domains(&mailboxes, t).await?;
+        let batches = self.advance_batches(&mailboxes, t).await?;
+        let mut in_flight: HashMap<&str, u32> = HashMap::new();
+        for m in &mailboxes {
+            if let Some(b) = &m.batch
+                && m.jobs_left > 0
+                && m.status == "syncing"
+            {
+                *in_flight.entry(b.as_str()).or_default() += 1;
+            }
+        }
         let mut final_passes: Vec<&str> = Vec::new();
         let mut lag: i64 = 0;
         for m in &mailboxes {
@@ -62,16 +77,35 @@ impl Scheduler {
             if domain.is_some_and(|d| d.phase == Phase::Done) {
                 continue; // decommissioned: no more passes
             }
+            let batch = m.batch.as_deref().and_then(|b| batches.get(b));
+            let (now_anyway, interval) = match batch.map(|b| b.gate(t, m.pass_started_at)) {
+                Some(Gate::Hold(_)) => continue,
+                Some(Gate::Now) => (true, None),
+                Some(Gate::Due(interval)) => (false, interval),
+                None => (false, None),
+            };
             let ending = domain.filter(|d| {
                 d.phase == Phase::DualReception
                     && d.final_pass_at.is_none()
                     && d.dual_reception_until().is_some_and(|u| t >= u)
             });
-            if !force && ending.is_none() && m.next_pass_at.is_some_and(|due| due > t) {
+            if !force
+                && !now_anyway
+                && ending.is_none()
+                && m.next_pass_at.is_some_and(|due| due > t)
+            {
                 continue;
             }
+            if let Some(b) = batch
+                && let Some(limit) = b.concurrency
+                && !(m.jobs_left > 0 && m.status == "syncing")
+                && in_flight.get(b.name.as_str()).copied().unwrap_or(0) >= limit
+            {
+                continue; // the batch's other mailboxes go first
+            }
             let dual = domain.is_some_and(|d| d.phase.dual_reception());
-            let next = Some(t + self.interval.as_secs() as i64);
+            let interval = interval.unwrap_or(self.interval.as_secs());
+            let next = Some(t + interval as i64);
             if let Some(due) = m.next_pass_at {
                 lag = lag.max(t - due);
             }
@@ -91,19 +125,25 @@ impl Scheduler {
                 use tracing::Instrument;
                 self.plan(m, dual).instrument(span.clone()).await
             };
-            if let Ok(n) = &planned {
+            if let Ok((n, _)) = &planned {
                 span.record("jobs", *n);
                 metrics::counter!(crate::metrics::JOBS_PUBLISHED).increment(*n as u64);
             }
             match planned {
-                Ok(n) => {
+                Ok((n, source_messages)) => {
                     round.mailboxes += 1;
                     round.jobs += n;
                     if let Some(d) = ending {
                         final_passes.push(&d.config.name);
                     }
+                    if let Some(b) = batch
+                        && n > 0
+                        && m.jobs_left == 0
+                    {
+                        *in_flight.entry(b.name.as_str()).or_default() += 1;
+                    }
                     self.mailboxes
-                        .set_mailbox_status(m.id, "syncing", None, next)
+                        .begin_pass(m.id, n as u32, Some(source_messages), next)
                         .await?;
                     tracing::info!(mailbox = %m.source, jobs = n, "pass scheduled");
                 }
@@ -137,6 +177,36 @@ impl Scheduler {
             }
         }
         Ok(round)
+    }
+
+    /// Moves each batch on (running -> completing -> completed) from its schedule and
+    /// its mailboxes' passes; returns the batches by name.
+    async fn advance_batches(
+        &self,
+        mailboxes: &[MailboxRecord],
+        t: i64,
+    ) -> Result<HashMap<String, BatchRecord>> {
+        let Some(store) = &self.batches else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::new();
+        for mut b in store.batches().await? {
+            let members: Vec<(u32, Option<i64>)> = mailboxes
+                .iter()
+                .filter(|m| m.batch.as_deref() == Some(b.name.as_str()))
+                .map(|m| (m.jobs_left, m.pass_started_at))
+                .collect();
+            if let Some(next) = b.next_state(t, &members) {
+                tracing::info!(batch = %b.name, from = %b.state, to = %next, "batch state");
+                if next == BatchState::Completing {
+                    b.final_pass_at = Some(t);
+                }
+                b.state = next;
+                store.put_batch(&b).await?;
+            }
+            out.insert(b.name.clone(), b);
+        }
+        Ok(out)
     }
 
     /// Moves each domain's cutover on by at most one phase, from what its DNS and
@@ -257,7 +327,9 @@ impl Scheduler {
         .to_string()
     }
 
-    async fn plan(&self, m: &MailboxRecord, dual_reception: bool) -> Result<usize> {
+    /// Publishes a pass's jobs; returns how many, and how many messages the source's
+    /// folders hold now (the dashboard's total).
+    async fn plan(&self, m: &MailboxRecord, dual_reception: bool) -> Result<(usize, u64)> {
         let connector = self.connectors.connector(m.migration_id).await?;
         let (s, t) = tokio::join!(connector.source(), connector.target());
         let (mut src, mut dst) = match (s, t) {
@@ -281,9 +353,16 @@ impl Scheduler {
             dual_reception,
         };
         let pass = prepare(&mut *src, &mut *dst, &*self.state, &source, &dest, &opts).await?;
+        let mut total = 0u64;
+        let mut counted = std::collections::HashSet::new();
+        for job in &pass.jobs {
+            if counted.insert(job.source_folder.as_str()) {
+                total += u64::from(src.examine(&job.source_folder).await?.exists);
+            }
+        }
         for job in &pass.jobs {
             self.queue.publish(job).await?;
         }
-        Ok(pass.jobs.len())
+        Ok((pass.jobs.len(), total))
     }
 }

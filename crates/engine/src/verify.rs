@@ -76,6 +76,9 @@ pub struct FolderCheck {
     pub dest: String,
     pub source_messages: usize,
     pub dest_messages: usize,
+    /// RFC822.SIZE totals (the source's is 0 when its destination folder is missing).
+    pub source_bytes: u64,
+    pub dest_bytes: u64,
     /// The destination folder does not exist (its source messages are not listed one by
     /// one in `missing`).
     pub dest_folder_missing: bool,
@@ -478,6 +481,8 @@ async fn check_group(
     let (s, d) = (s?, d.map_err(|e| e.context(&dest_label))?);
     check.source_messages = s.len();
     check.dest_messages = d.len();
+    check.source_bytes = s.iter().map(|m| u64::from(m.size)).sum();
+    check.dest_bytes = d.iter().map(|m| u64::from(m.size)).sum();
     let m = match_messages(s, d);
     tracing::info!(
         dest = group.dest_display,

@@ -405,6 +405,11 @@ impl Worker {
             }
             _ => queue.ack(&delivery).await?,
         }
+        if let Some(l) = &self.leases
+            && let Err(e) = l.store.job_finished(migration).await
+        {
+            tracing::warn!(folder = %delivery.job.source_display, error = %e.message, "cannot count the finished job");
+        }
         if let Some(e) = &err {
             crate::metrics::error(&e.kind);
         }

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// No mailbox is registered for a migration.
     #[error("state database {place}: no mailbox for migration {id}")]
     NoMailbox { place: String, id: Uuid },
+    /// A row with the same unique name exists.
+    #[error("state database {place}: {what}")]
+    Conflict { place: String, what: String },
     /// A stored value cannot be decoded (out-of-range number, bad fingerprint, bad JSON).
     #[error("state database {place}: corrupt {what}")]
     Corrupt { place: String, what: String },
@@ -60,7 +63,9 @@ impl From<StoreError> for Error {
             // Only `SeaStore::connect` returns it: the user must fix the URL.
             StoreError::Url { .. } => ErrorKind::Usage,
             // Configuration, not a transient failure: retrying cannot help.
-            StoreError::Secret { .. } | StoreError::NoMailbox { .. } => ErrorKind::Usage,
+            StoreError::Secret { .. }
+            | StoreError::NoMailbox { .. }
+            | StoreError::Conflict { .. } => ErrorKind::Usage,
             _ => ErrorKind::Store,
         };
         Error::new(kind, e.to_string())

@@ -16,6 +16,14 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter
 use std::time::Duration;
 use uuid::Uuid;
 
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 fn to_unix(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp())
 }
@@ -42,6 +50,12 @@ impl SeaStore {
             last_error: m.last_error.clone(),
             last_pass_at: to_unix(m.last_pass_at),
             next_pass_at: to_unix(m.next_pass_at),
+            jobs_left: u32::try_from(m.jobs_left).unwrap_or(0),
+            source_messages: m.source_messages.map(to_u64),
+            source_bytes: m.source_bytes.map(to_u64),
+            checked: m.checked.clone(),
+            pass_started_at: m.pass_started_at,
+            copied_at_start: m.copied_at_start.map(to_u64),
         })
     }
 
@@ -86,6 +100,12 @@ impl SeaStore {
             last_pass_at: Set(None),
             next_pass_at: Set(Some(Utc::now())),
             created_at: Set(Utc::now()),
+            jobs_left: Set(0),
+            source_messages: Set(None),
+            source_bytes: Set(None),
+            checked: Set(None),
+            pass_started_at: Set(None),
+            copied_at_start: Set(None),
         };
         mailbox::Entity::insert(row)
             .on_conflict(
@@ -161,6 +181,161 @@ impl SeaStore {
             .await
             .map_err(self.query_err("updating a mailbox's status"))?;
         Ok(())
+    }
+
+    async fn begin_pass_impl(
+        &self,
+        id: Uuid,
+        jobs: u32,
+        source_messages: Option<u64>,
+        next_pass_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let m = mailbox::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a mailbox"))?
+            .ok_or_else(|| self.corrupt(format!("mailbox {id} vanished")))?;
+        let (copied, _) = self
+            .copied_totals_impl(None, Some(m.migration_id))
+            .await?
+            .remove(&m.migration_id)
+            .unwrap_or((0, 0));
+        let next = next_pass_at.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+        let mut q = mailbox::Entity::update_many()
+            .col_expr(
+                mailbox::Column::Status,
+                Expr::value(if jobs == 0 { "synced" } else { "syncing" }),
+            )
+            .col_expr(
+                mailbox::Column::LastError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(mailbox::Column::NextPassAt, Expr::value(next))
+            .col_expr(
+                mailbox::Column::JobsLeft,
+                Expr::value(i32::try_from(jobs).unwrap_or(i32::MAX)),
+            )
+            .col_expr(
+                mailbox::Column::PassStartedAt,
+                Expr::value(Some(Utc::now().timestamp())),
+            )
+            .col_expr(
+                mailbox::Column::CopiedAtStart,
+                Expr::value(Some(to_i64(copied))),
+            );
+        if let Some(n) = source_messages {
+            q = q.col_expr(
+                mailbox::Column::SourceMessages,
+                Expr::value(Some(to_i64(n))),
+            );
+        }
+        q.filter(mailbox::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("starting a mailbox's pass"))?;
+        Ok(())
+    }
+
+    async fn job_finished_impl(&self, migration: Uuid) -> Result<(), StoreError> {
+        // One statement: every column expression reads the row's values before it.
+        mailbox::Entity::update_many()
+            .col_expr(
+                mailbox::Column::JobsLeft,
+                Expr::cust("CASE WHEN jobs_left > 0 THEN jobs_left - 1 ELSE 0 END"),
+            )
+            .col_expr(
+                mailbox::Column::Status,
+                Expr::cust(
+                    "CASE WHEN jobs_left <= 1 AND status = 'syncing' THEN 'synced' ELSE status END",
+                ),
+            )
+            .col_expr(
+                mailbox::Column::LastPassAt,
+                Expr::cust("CASE WHEN jobs_left <= 1 THEN CURRENT_TIMESTAMP ELSE last_pass_at END"),
+            )
+            .filter(mailbox::Column::MigrationId.eq(migration))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("counting a finished job"))?;
+        Ok(())
+    }
+
+    async fn record_check_impl(
+        &self,
+        id: Uuid,
+        checked: &str,
+        source_messages: Option<u64>,
+        source_bytes: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut q = mailbox::Entity::update_many().col_expr(
+            mailbox::Column::Checked,
+            Expr::value(Some(checked.to_string())),
+        );
+        if let Some(n) = source_messages {
+            q = q.col_expr(
+                mailbox::Column::SourceMessages,
+                Expr::value(Some(to_i64(n))),
+            );
+        }
+        if let Some(n) = source_bytes {
+            q = q.col_expr(mailbox::Column::SourceBytes, Expr::value(Some(to_i64(n))));
+        }
+        q.filter(mailbox::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("recording a credential check"))?;
+        Ok(())
+    }
+
+    /// Messages and bytes mapped on the destination, per migration.
+    async fn copied_totals_impl(
+        &self,
+        batch: Option<&str>,
+        migration: Option<Uuid>,
+    ) -> Result<std::collections::HashMap<Uuid, (u64, u64)>, StoreError> {
+        use sea_orm::{FromQueryResult, JoinType, QuerySelect, RelationTrait};
+        #[derive(FromQueryResult)]
+        struct Row {
+            migration_id: Uuid,
+            n: i64,
+            bytes: Option<i64>,
+        }
+        let mut q = crate::entity::message::Entity::find()
+            .select_only()
+            .column_as(folder::Column::MigrationId, "migration_id")
+            .column_as(
+                Expr::col(crate::entity::message::Column::SourceUid).count(),
+                "n",
+            )
+            .column_as(Expr::cust("CAST(SUM(message.size) AS BIGINT)"), "bytes")
+            .join(
+                JoinType::InnerJoin,
+                crate::entity::message::Relation::Folder.def(),
+            )
+            .group_by(folder::Column::MigrationId);
+        if let Some(m) = migration {
+            q = q.filter(folder::Column::MigrationId.eq(m));
+        }
+        if let Some(b) = batch {
+            let ids: Vec<Uuid> = mailbox::Entity::find()
+                .filter(mailbox::Column::Batch.eq(b))
+                .all(&self.db)
+                .await
+                .map_err(self.query_err("listing a batch's mailboxes"))?
+                .into_iter()
+                .map(|m| m.migration_id)
+                .collect();
+            q = q.filter(folder::Column::MigrationId.is_in(ids));
+        }
+        let rows = q
+            .into_model::<Row>()
+            .all(&self.db)
+            .await
+            .map_err(self.query_err("counting copied messages"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.migration_id, (to_u64(r.n), to_u64(r.bytes.unwrap_or(0)))))
+            .collect())
     }
 
     async fn claim_impl(
@@ -289,6 +464,41 @@ impl MailboxStore for SeaStore {
         Ok(self
             .set_status_impl(id, status, error, next_pass_at)
             .await?)
+    }
+
+    async fn begin_pass(
+        &self,
+        id: Uuid,
+        jobs: u32,
+        source_messages: Option<u64>,
+        next_pass_at: Option<i64>,
+    ) -> mailshift_core::Result<()> {
+        Ok(self
+            .begin_pass_impl(id, jobs, source_messages, next_pass_at)
+            .await?)
+    }
+
+    async fn job_finished(&self, migration: Uuid) -> mailshift_core::Result<()> {
+        Ok(self.job_finished_impl(migration).await?)
+    }
+
+    async fn record_check(
+        &self,
+        id: Uuid,
+        checked: &str,
+        source_messages: Option<u64>,
+        source_bytes: Option<u64>,
+    ) -> mailshift_core::Result<()> {
+        Ok(self
+            .record_check_impl(id, checked, source_messages, source_bytes)
+            .await?)
+    }
+
+    async fn copied_totals(
+        &self,
+        batch: Option<&str>,
+    ) -> mailshift_core::Result<std::collections::HashMap<Uuid, (u64, u64)>> {
+        Ok(self.copied_totals_impl(batch, None).await?)
     }
 
     async fn claim_folder(

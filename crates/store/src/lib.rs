@@ -24,6 +24,7 @@
 //! Do not hold a transaction of [`SeaStore::connection`] open while calling the store:
 //! with one connection that waits forever.
 
+mod batches;
 mod domains;
 pub mod entity;
 mod error;
@@ -31,6 +32,7 @@ mod fleet;
 pub mod secrets;
 mod store;
 
+pub use batches::{TOKEN_PREFIX, TokenInfo, token_hash};
 pub use error::StoreError;
 pub use secrets::{SecretError, SecretKey};
 pub use store::SeaStore;

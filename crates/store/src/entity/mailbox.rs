@@ -18,6 +18,14 @@ pub struct Model {
     pub last_pass_at: Option<ChronoDateTimeUtc>,
     pub next_pass_at: Option<ChronoDateTimeUtc>,
     pub created_at: ChronoDateTimeUtc,
+    pub jobs_left: i32,
+    pub source_messages: Option<i64>,
+    pub source_bytes: Option<i64>,
+    /// JSON of the last `batch verify`.
+    pub checked: Option<String>,
+    /// Unix seconds.
+    pub pass_started_at: Option<i64>,
+    pub copied_at_start: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,6 +2,8 @@
 //! the only Rust description of the tables; `SeaStore` converts them to and from the core
 //! types (`FolderState`, `CopiedMessage`, `FailedMessage`).
 
+pub mod api_token;
+pub mod batch;
 pub mod domain;
 pub mod failure;
 pub mod folder;

@@ -1,0 +1,797 @@
+//! What can be done to a batch, for both the command line (`mailshift batch ...`) and the
+//! HTTP API (`mailshift serve`): import a spreadsheet, check credentials, schedule, start,
+//! pause, retry, report. Results are plain data (serde) so each front end renders them
+//! its own way; nothing here prints.
+
+use anyhow::Context;
+use mailshift_core::batch::{BatchRecord, BatchState, Counts, progress};
+use mailshift_core::endpoint::Security;
+use mailshift_core::folder::FolderRules;
+use mailshift_core::import::{Defaults, RowError, parse};
+use mailshift_core::ports::{
+    BatchStore, Connectors, DomainStore, MailboxCredentials, MailboxOptions, MailboxRecord,
+    MailboxStore,
+};
+use mailshift_store::SeaStore;
+use serde::Serialize;
+use std::sync::Arc;
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Where imported rows' servers come from when the file does not say.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ImportOptions {
+    pub domain: Option<String>,
+    pub source_host: Option<String>,
+    pub dest_host: Option<String>,
+    pub source_port: Option<u16>,
+    pub dest_port: Option<u16>,
+    pub starttls: bool,
+    pub allow_plaintext: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Imported {
+    pub line: usize,
+    pub source: String,
+    pub dest: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ImportOutcome {
+    pub batch: String,
+    pub imported: Vec<Imported>,
+    pub rejected: Vec<RowError>,
+}
+
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.trim().is_empty()
+            && name.len() <= 100
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')),
+        "a batch name is 1-100 letters, digits, spaces, '-', '_' or '.' (got '{name}')"
+    );
+    Ok(())
+}
+
+/// Registers the good rows of a CSV file as mailboxes of batch `name` (created as a
+/// draft if new); bad rows are returned with their line and reason.
+pub(crate) async fn import_csv(
+    store: &SeaStore,
+    name: &str,
+    bytes: &[u8],
+    o: &ImportOptions,
+) -> anyhow::Result<ImportOutcome> {
+    check_name(name)?;
+    let defaults = Defaults {
+        source_host: o.source_host.clone(),
+        dest_host: o.dest_host.clone(),
+        source_port: o.source_port,
+        dest_port: o.dest_port,
+        security: o.starttls.then_some(Security::StartTls),
+    };
+    let (rows, mut rejected) = parse(bytes, &defaults);
+    let domain = o
+        .domain
+        .as_deref()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if store.batch(name).await?.is_none() {
+        store
+            .put_batch(&BatchRecord::new(name, domain.as_deref(), now()))
+            .await?;
+    }
+    let existing = store.mailboxes(None).await?;
+    let mut imported = Vec::new();
+    for r in rows {
+        // Registered in another batch: moving it silently would surprise its owner.
+        if let Some(other) = existing.iter().find(|m| {
+            m.source == r.source.to_string()
+                && m.dest == r.dest.to_string()
+                && m.batch.as_deref() != Some(name)
+        }) {
+            rejected.push(RowError {
+                line: r.line,
+                reason: format!(
+                    "mailbox {} is already registered in batch '{}'",
+                    r.source,
+                    other.batch.as_deref().unwrap_or("(none)")
+                ),
+            });
+            continue;
+        }
+        let options = MailboxOptions {
+            maps: r.maps.clone(),
+            excludes: r.excludes.clone(),
+            allow_plaintext: o.allow_plaintext,
+            delete: true,
+            adopt_existing: false,
+            domain: domain.clone().or_else(|| {
+                r.dest
+                    .user
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+            }),
+        };
+        let creds = MailboxCredentials {
+            source_password: r.source_password.clone(),
+            dest_password: r.dest_password.clone(),
+        };
+        match store
+            .add_mailbox(&r.source, &r.dest, Some(name), &options, &creds)
+            .await
+        {
+            Ok(m) => imported.push(Imported {
+                line: r.line,
+                source: m.source,
+                dest: m.dest,
+            }),
+            Err(e) => rejected.push(RowError {
+                line: r.line,
+                reason: format!("cannot store it: {}", e.message),
+            }),
+        }
+    }
+    rejected.sort_by_key(|e| e.line);
+    Ok(ImportOutcome {
+        batch: name.to_string(),
+        imported,
+        rejected,
+    })
+}
+
+async fn members(store: &SeaStore, name: &str) -> anyhow::Result<Vec<MailboxRecord>> {
+    let mailboxes = store.mailboxes(Some(name)).await?;
+    anyhow::ensure!(
+        !mailboxes.is_empty(),
+        "batch '{name}' has no mailbox (see mailshift batch import)"
+    );
+    Ok(mailboxes)
+}
+
+/// The batch's row; a batch made of `mailbox add --batch` mailboxes gets one, running
+/// (they were scheduled as soon as added).
+pub(crate) async fn batch_record(store: &SeaStore, name: &str) -> anyhow::Result<BatchRecord> {
+    if let Some(b) = store.batch(name).await? {
+        return Ok(b);
+    }
+    members(store, name).await?;
+    let mut b = BatchRecord::new(name, None, now());
+    b.state = BatchState::Running;
+    Ok(b)
+}
+
+/// Logs in to both sides of every mailbox of the batch; records and returns each
+/// mailbox's readiness.
+pub(crate) async fn verify_batch(
+    store: &SeaStore,
+    name: &str,
+    timeout: u64,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mailboxes = members(store, name).await?;
+    let connectors = crate::fleet::connectors(store, timeout);
+    let mut rows = Vec::new();
+    for m in &mailboxes {
+        let mut row = check_mailbox(&*connectors, m).await;
+        row["checked_at"] = now().into();
+        store
+            .record_check(
+                m.id,
+                &row.to_string(),
+                row["source_messages"].as_u64(),
+                row["source_bytes"].as_u64(),
+            )
+            .await?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Changes to a batch's schedule; None leaves a field as it is.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub(crate) struct ScheduleChange {
+    pub start_at: Option<i64>,
+    pub interval_secs: Option<u64>,
+    pub switch_at: Option<i64>,
+    pub complete_at: Option<i64>,
+    pub concurrency: Option<u32>,
+    pub domain: Option<String>,
+}
+
+pub(crate) async fn schedule(
+    store: &SeaStore,
+    name: &str,
+    c: &ScheduleChange,
+) -> anyhow::Result<BatchRecord> {
+    let mut b = batch_record(store, name).await?;
+    if let (Some(s), Some(e)) = (c.start_at.or(b.start_at), c.complete_at.or(b.complete_at)) {
+        anyhow::ensure!(
+            e > s,
+            "batch '{name}': complete-at must come after start-at"
+        );
+    }
+    if let Some(0) = c.concurrency {
+        anyhow::bail!(
+            "batch '{name}': a concurrency of 0 would never copy anything; use at least 1"
+        );
+    }
+    b.start_at = c.start_at.or(b.start_at);
+    b.interval_secs = c.interval_secs.or(b.interval_secs);
+    b.complete_at = c.complete_at.or(b.complete_at);
+    b.concurrency = c.concurrency.or(b.concurrency);
+    if let Some(d) = &c.domain {
+        b.domain = Some(d.trim_end_matches('.').to_ascii_lowercase());
+    }
+    if let Some(at) = c.switch_at {
+        b.switch_at = Some(at);
+        let domain = match &b.domain {
+            Some(d) => d.clone(),
+            None => {
+                // Every mailbox of the batch follows its own domain; one switch date
+                // only makes sense for one domain.
+                let mut ds: Vec<String> = members(store, name)
+                    .await?
+                    .into_iter()
+                    .filter_map(|m| m.options.domain)
+                    .collect();
+                ds.sort();
+                ds.dedup();
+                match ds.as_slice() {
+                    [one] => one.clone(),
+                    _ => anyhow::bail!(
+                        "batch '{name}' spans {} domains: give --domain to say whose switch this is",
+                        ds.len()
+                    ),
+                }
+            }
+        };
+        set_switch(store, &domain, at).await?;
+        b.domain = Some(domain);
+    }
+    store.put_batch(&b).await?;
+    Ok(b)
+}
+
+/// Records the switch date on the domain's cutover (registering the domain if new).
+async fn set_switch(store: &SeaStore, domain: &str, at: i64) -> anyhow::Result<()> {
+    let when = chrono::DateTime::from_timestamp(at, 0)
+        .context("switch time out of range")?
+        .to_rfc3339();
+    let existing = store
+        .domains()
+        .await?
+        .into_iter()
+        .find(|d| d.config.name == domain);
+    let (mut config, plan) = match existing {
+        Some(d) => (d.config, d.plan),
+        None => (
+            mailshift_core::cutover::DomainConfig {
+                name: domain.to_string(),
+                new_mx: None,
+                old_mx: None,
+                nameservers: Vec::new(),
+                authoritative: Vec::new(),
+                switch_at: None,
+                dual_reception_secs: 72 * 3600,
+            },
+            None,
+        ),
+    };
+    config.switch_at = Some(when);
+    store.put_domain(&config, plan.as_deref()).await?;
+    Ok(())
+}
+
+/// What a user can do to a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Start,
+    Pause,
+    Resume,
+    RetryFailed,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "start" => Action::Start,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "retry-failed" => Action::RetryFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// Applies `action`; returns the batch and a sentence saying what happened.
+pub(crate) async fn act(
+    store: &SeaStore,
+    name: &str,
+    action: Action,
+    start_at: Option<i64>,
+) -> anyhow::Result<(BatchRecord, String)> {
+    let mut b = batch_record(store, name).await?;
+    let said = match action {
+        Action::Start | Action::Resume => {
+            b.start(start_at).map_err(anyhow::Error::msg)?;
+            match b.start_at.filter(|s| *s > now()) {
+                Some(s) => format!("batch '{name}' starts at {}", stamp(s)),
+                None => format!(
+                    "batch '{name}' is running: its mailboxes are planned at the scheduler's next round"
+                ),
+            }
+        }
+        Action::Pause => {
+            b.pause().map_err(anyhow::Error::msg)?;
+            format!("batch '{name}' is paused: no new pass is planned; passes in flight finish")
+        }
+        Action::RetryFailed => {
+            let mut n = 0;
+            for m in members(store, name).await? {
+                if m.status == "failed" {
+                    store
+                        .set_mailbox_status(m.id, "pending", m.last_error.as_deref(), Some(now()))
+                        .await?;
+                    n += 1;
+                }
+            }
+            format!(
+                "{n} failed mailbox(es) of batch '{name}' will be retried at the scheduler's next round"
+            )
+        }
+    };
+    store.put_batch(&b).await?;
+    Ok((b, said))
+}
+
+pub(crate) fn stamp(t: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// One mailbox as the dashboard shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct MailboxView {
+    pub id: uuid::Uuid,
+    pub source: String,
+    pub dest: String,
+    pub domain: Option<String>,
+    /// pending | syncing | synced | failed
+    pub status: String,
+    pub progress: mailshift_core::batch::Progress,
+    pub jobs_left: u32,
+    pub last_pass_at: Option<i64>,
+    pub next_pass_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub check: Option<serde_json::Value>,
+}
+
+/// A batch with its mailboxes and totals.
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchView {
+    pub name: String,
+    /// draft | scheduled | running | paused | completing | completed
+    pub state: String,
+    pub batch: BatchRecord,
+    pub mailboxes: Vec<MailboxView>,
+    pub totals: Totals,
+    pub domain: Option<mailshift_core::cutover::DomainRecord>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Totals {
+    pub mailboxes: usize,
+    pub synced: usize,
+    pub syncing: usize,
+    pub failed: usize,
+    pub pending: usize,
+    pub messages_copied: u64,
+    pub messages_total: Option<u64>,
+    pub bytes_copied: u64,
+    pub percent: Option<f64>,
+}
+
+pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<BatchView> {
+    let b = batch_record(store, name).await?;
+    let t = now();
+    let copied = store.copied_totals(Some(name)).await?;
+    let mut totals = Totals::default();
+    let mut total_known = true;
+    let mut total = 0u64;
+    let mut views = Vec::new();
+    for m in store.mailboxes(Some(name)).await? {
+        let (n, bytes) = copied.get(&m.migration_id).copied().unwrap_or((0, 0));
+        let p = progress(
+            Counts {
+                copied: n,
+                copied_bytes: bytes,
+                total: m.source_messages,
+                total_bytes: m.source_bytes,
+                copied_at_start: m.copied_at_start,
+                pass_started_at: m.pass_started_at,
+                pass_done: m.jobs_left == 0,
+            },
+            t,
+        );
+        totals.mailboxes += 1;
+        match m.status.as_str() {
+            "synced" => totals.synced += 1,
+            "syncing" => totals.syncing += 1,
+            "failed" => totals.failed += 1,
+            _ => totals.pending += 1,
+        }
+        totals.messages_copied += n;
+        totals.bytes_copied += bytes;
+        match m.source_messages {
+            Some(s) => total += s,
+            None => total_known = false,
+        }
+        views.push(MailboxView {
+            id: m.id,
+            domain: m.options.domain.clone(),
+            status: m.status.clone(),
+            progress: p,
+            jobs_left: m.jobs_left,
+            last_pass_at: m.last_pass_at,
+            next_pass_at: m.next_pass_at,
+            last_error: m.last_error.clone(),
+            check: m
+                .checked
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            source: m.source,
+            dest: m.dest,
+        });
+    }
+    if total_known && totals.mailboxes > 0 {
+        totals.messages_total = Some(total);
+        totals.percent = Some(if total == 0 || totals.messages_copied >= total {
+            100.0
+        } else {
+            (totals.messages_copied as f64 * 1000.0 / total as f64).floor() / 10.0
+        });
+    }
+    let domain_name = b
+        .domain
+        .clone()
+        .or_else(|| views.first().and_then(|v| v.domain.clone()));
+    let domain = match domain_name {
+        Some(d) => store
+            .domains()
+            .await?
+            .into_iter()
+            .find(|r| r.config.name == d),
+        None => None,
+    };
+    Ok(BatchView {
+        name: b.name.clone(),
+        state: b.display_state(t).to_string(),
+        batch: b,
+        mailboxes: views,
+        totals,
+        domain,
+    })
+}
+
+/// Every batch: those with a row, and those only named by `mailbox add --batch`.
+pub(crate) async fn batch_names(store: &SeaStore) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = store.batches().await?.into_iter().map(|b| b.name).collect();
+    for m in store.mailboxes(None).await? {
+        if let Some(b) = m.batch
+            && !names.contains(&b)
+        {
+            names.push(b);
+        }
+    }
+    Ok(names)
+}
+
+/// One folder of the report.
+#[derive(Debug, Serialize)]
+pub(crate) struct FolderRow {
+    pub source_folder: String,
+    pub dest_folder: String,
+    pub source_messages: usize,
+    pub dest_messages: usize,
+    pub source_bytes: u64,
+    pub dest_bytes: u64,
+    pub missing: usize,
+    pub extra: usize,
+    pub different: usize,
+    pub verdict: &'static str,
+    pub error: Option<String>,
+}
+
+/// One mailbox of the report.
+#[derive(Debug, Serialize)]
+pub(crate) struct MailboxReport {
+    pub source: String,
+    pub dest: String,
+    pub status: String,
+    /// in-sync | differences | error
+    pub verdict: &'static str,
+    pub source_messages: usize,
+    pub dest_messages: usize,
+    pub source_bytes: u64,
+    pub dest_bytes: u64,
+    pub missing: usize,
+    pub extra: usize,
+    pub different: usize,
+    pub errors: Vec<String>,
+    pub folders: Vec<FolderRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub batch: String,
+    pub generated_at: String,
+    /// Header-level fingerprints, or full-content hashes (`deep`).
+    pub deep: bool,
+    pub in_sync: bool,
+    pub mailboxes: Vec<MailboxReport>,
+}
+
+/// Compares both servers of every mailbox now (read-only on both sides), independently
+/// of what mailshift recorded: the proof to send to a customer.
+pub(crate) async fn report(
+    store: &SeaStore,
+    name: &str,
+    timeout: u64,
+    deep: bool,
+) -> anyhow::Result<Report> {
+    let mailboxes = members(store, name).await?;
+    let connectors: Arc<dyn Connectors> = crate::fleet::connectors(store, timeout);
+    let mut out = Vec::new();
+    for m in &mailboxes {
+        out.push(report_mailbox(&*connectors, m, deep).await);
+    }
+    Ok(Report {
+        batch: name.to_string(),
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        deep,
+        in_sync: out.iter().all(|m| m.verdict == "in-sync"),
+        mailboxes: out,
+    })
+}
+
+async fn report_mailbox(
+    connectors: &dyn Connectors,
+    m: &MailboxRecord,
+    deep: bool,
+) -> MailboxReport {
+    let mut r = MailboxReport {
+        source: m.source.clone(),
+        dest: m.dest.clone(),
+        status: m.status.clone(),
+        verdict: "error",
+        source_messages: 0,
+        dest_messages: 0,
+        source_bytes: 0,
+        dest_bytes: 0,
+        missing: 0,
+        extra: 0,
+        different: 0,
+        errors: Vec::new(),
+        folders: Vec::new(),
+    };
+    let compared = async {
+        let connector = connectors.connector(m.migration_id).await?;
+        let (s, d) = tokio::join!(connector.source(), connector.target_reader());
+        let (mut src, mut dst) = (s?, d?);
+        let rules = FolderRules::new(&m.options.maps, &m.options.excludes)?;
+        mailshift_engine::verify::verify(&mut *src, &mut *dst, &rules, deep).await
+    }
+    .await;
+    match compared {
+        Err(e) => r.errors.push(e.message),
+        Ok(v) => {
+            for f in &v.folders {
+                let folder_verdict = if f.error.is_some() {
+                    "error"
+                } else if f.in_sync() {
+                    "in-sync"
+                } else {
+                    "differences"
+                };
+                r.folders.push(FolderRow {
+                    source_folder: f.source_label(),
+                    dest_folder: f.dest.clone(),
+                    source_messages: f.source_messages,
+                    dest_messages: f.dest_messages,
+                    source_bytes: f.source_bytes,
+                    dest_bytes: f.dest_bytes,
+                    missing: f.missing_count(),
+                    extra: f.extra.len(),
+                    different: f.different.len(),
+                    verdict: folder_verdict,
+                    error: f.error.as_ref().map(|e| e.message.clone()),
+                });
+                r.source_messages += f.source_messages;
+                r.dest_messages += f.dest_messages;
+                r.source_bytes += f.source_bytes;
+                r.dest_bytes += f.dest_bytes;
+            }
+            r.missing = v.missing();
+            r.extra = v.extra();
+            r.different = v.different();
+            r.errors.extend(v.errors.iter().map(|e| e.message.clone()));
+            r.verdict = if !v.complete() || !r.errors.is_empty() {
+                "error"
+            } else if v.in_sync() {
+                "in-sync"
+            } else {
+                "differences"
+            };
+        }
+    }
+    r
+}
+
+/// The report as CSV: one row per folder, and one per mailbox whose servers could not
+/// be compared at all.
+pub(crate) fn report_csv(r: &Report) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "batch",
+        "source",
+        "dest",
+        "mailbox_verdict",
+        "source_folder",
+        "dest_folder",
+        "source_messages",
+        "dest_messages",
+        "source_bytes",
+        "dest_bytes",
+        "missing",
+        "extra",
+        "different",
+        "folder_verdict",
+        "error",
+    ])?;
+    for m in &r.mailboxes {
+        if m.folders.is_empty() {
+            w.write_record([
+                r.batch.as_str(),
+                &m.source,
+                &m.dest,
+                m.verdict,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                &m.errors.join("; "),
+            ])?;
+        }
+        for f in &m.folders {
+            w.write_record([
+                r.batch.clone(),
+                m.source.clone(),
+                m.dest.clone(),
+                m.verdict.to_string(),
+                f.source_folder.clone(),
+                f.dest_folder.clone(),
+                f.source_messages.to_string(),
+                f.dest_messages.to_string(),
+                f.source_bytes.to_string(),
+                f.dest_bytes.to_string(),
+                f.missing.to_string(),
+                f.extra.to_string(),
+                f.different.to_string(),
+                f.verdict.to_string(),
+                f.error.clone().unwrap_or_default(),
+            ])?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+pub(crate) fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (on, name) in [
+        (c.uidplus, "UIDPLUS"),
+        (c.condstore, "CONDSTORE"),
+        (c.move_, "MOVE"),
+        (c.multiappend, "MULTIAPPEND"),
+    ] {
+        if on {
+            v.push(name);
+        }
+    }
+    v
+}
+
+/// One mailbox's readiness, as JSON.
+pub(crate) async fn check_mailbox(
+    connectors: &dyn mailshift_core::ports::Connectors,
+    m: &mailshift_core::ports::MailboxRecord,
+) -> serde_json::Value {
+    let connector = match connectors.connector(m.migration_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            return serde_json::json!({"source": m.source, "dest": m.dest, "ready": false, "problems": [e.message]});
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let (s, t) = tokio::join!(connector.source(), connector.target());
+    let mut out = serde_json::json!({"source": m.source, "dest": m.dest});
+    let mut source_bytes = None;
+    match s {
+        Err(e) => {
+            out["source_login"] = "refused".into();
+            problems.push(e.message);
+        }
+        Ok(mut src) => {
+            out["source_login"] = "ok".into();
+            out["source_capabilities"] = caps_text(src.capabilities()).into();
+            let size = async {
+                let (folders, _) = src.list_folders().await?;
+                let (mut n, mut messages, mut bytes) = (0u64, 0u64, 0u64);
+                for f in folders.iter().filter(|f| f.selectable) {
+                    n += 1;
+                    let st = src.examine(&f.raw).await?;
+                    if st.exists > 0 {
+                        let list = src.list_messages(1).await?;
+                        messages += list.len() as u64;
+                        bytes += list.iter().map(|m| u64::from(m.size)).sum::<u64>();
+                    }
+                }
+                Ok::<_, mailshift_core::Error>((n, messages, bytes))
+            }
+            .await;
+            match size {
+                Ok((n, messages, bytes)) => {
+                    out["source_folders"] = n.into();
+                    out["source_messages"] = messages.into();
+                    out["source_bytes"] = bytes.into();
+                    source_bytes = Some(bytes);
+                }
+                Err(e) => problems.push(e.message),
+            }
+        }
+    }
+    match t {
+        Err(e) => {
+            out["dest_login"] = "refused".into();
+            problems.push(e.message);
+        }
+        Ok(mut dst) => {
+            out["dest_login"] = "ok".into();
+            out["dest_capabilities"] = caps_text(dst.capabilities()).into();
+            match dst.storage_quota().await {
+                Ok(Some((used, limit))) => {
+                    out["dest_quota_used"] = used.into();
+                    out["dest_quota_limit"] = limit.into();
+                    if let Some(need) = source_bytes
+                        && used + need > limit
+                    {
+                        problems.push(format!(
+                            "the destination quota ({} KiB, {} KiB used) cannot hold the source's {} KiB",
+                            limit / 1024,
+                            used / 1024,
+                            need / 1024
+                        ));
+                    }
+                }
+                Ok(None) => warnings.push("the destination reports no quota".into()),
+                Err(e) => {
+                    warnings.push(format!("cannot read the destination quota: {}", e.message))
+                }
+            }
+        }
+    }
+    out["ready"] = problems.is_empty().into();
+    out["problems"] = problems.into();
+    out["warnings"] = warnings.into();
+    out
+}

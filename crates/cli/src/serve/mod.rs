@@ -1,0 +1,117 @@
+//! `mailshift serve`: the HTTP JSON API (`/api/v1`, described by `docs/openapi.yaml`) and
+//! the server-rendered dashboard for account managers, on the fleet's database.
+//!
+//! Security model: every route but `/health` needs an API token (`mailshift token
+//! create`). The API takes it as `Authorization: Bearer`; the dashboard keeps it in an
+//! HttpOnly, SameSite=Strict cookie after `/login`. Dashboard forms that change anything
+//! also carry a CSRF token derived from the session's token (which another site cannot
+//! read), and the API refuses cookie-authenticated writes. Read-only tokens may look but
+//! not act. Tokens are stored hashed; nothing here logs one.
+
+mod api;
+mod auth;
+mod pages;
+
+use crate::fleet::FleetDb;
+use axum::Router;
+use axum::routing::{get, post};
+use clap::Args;
+use mailshift_store::SeaStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    db: FleetDb,
+    /// Address to listen on (use a reverse proxy with TLS to expose it beyond localhost)
+    #[arg(
+        long,
+        env = "MAILSHIFT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    listen: SocketAddr,
+    /// Seconds a connection or an IMAP command may take in verify and report
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// Mark the session cookie Secure (set this when users reach the dashboard over HTTPS)
+    #[arg(long)]
+    secure_cookie: bool,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub store: SeaStore,
+    pub timeout: u64,
+    pub secure_cookie: bool,
+    pub metrics: Option<PrometheusHandle>,
+    /// Latest DNS readiness per domain (unix time, report), from the dashboard's button.
+    pub dns: Arc<Mutex<HashMap<String, (i64, mailshift_dns::check::Report)>>>,
+    /// Batches whose `verify` runs in the background (started from the dashboard).
+    pub verifying: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+pub fn router(app: App) -> Router {
+    let protected = Router::new()
+        .route("/", get(pages::home))
+        .route("/import", post(pages::import))
+        .route("/batches/{name}", get(pages::batch))
+        .route("/batches/{name}/action", post(pages::action))
+        .route("/batches/{name}/report.csv", get(pages::report_csv))
+        .route("/batches/{name}/report.json", get(pages::report_json))
+        .route("/logout", post(pages::logout))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/batches", get(api::list).post(api::import))
+        .route("/api/v1/batches/{name}", get(api::show))
+        .route("/api/v1/batches/{name}/verify", post(api::verify))
+        .route("/api/v1/batches/{name}/schedule", post(api::schedule))
+        .route("/api/v1/batches/{name}/report", get(api::report))
+        .route("/api/v1/batches/{name}/{action}", post(api::act))
+        .route("/api/v1/domains", get(api::domains))
+        .route("/api/v1/me", get(api::me))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require,
+        ));
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/static/style.css", get(pages::style))
+        .merge(protected)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(app)
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let store = a.db.open(true).await?;
+    let metrics = crate::telemetry::metrics_handle();
+    let app = App {
+        store,
+        timeout: a.timeout,
+        secure_cookie: a.secure_cookie,
+        metrics,
+        dns: Arc::default(),
+        verifying: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr().unwrap_or(a.listen);
+    tracing::info!(%addr, "serving the API and dashboard");
+    eprintln!(
+        "mailshift serve: dashboard and API on http://{addr}/ (tokens: mailshift token create)"
+    );
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the HTTP server stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
