@@ -13,6 +13,7 @@ pub mod baseline;
 pub mod corpus;
 pub mod dns;
 pub mod dovecot;
+pub mod fleet;
 pub mod imap;
 pub mod oauth;
 pub mod ops;

@@ -8,95 +8,10 @@
 
 use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
 use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
+use mailshift_tests::fleet::{Fleet, WorkerProc, new_fleet, psql, skip};
 use mailshift_tests::imap;
-use mailshift_tests::mailshift_bin;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::{Command, Output, Stdio};
-
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-fn skip() -> bool {
-    std::env::var_os("MAILSHIFT_TEST_SKIP_FLEET").is_some()
-}
-
-/// A throwaway PostgreSQL database, dropped at the end.
-struct Db {
-    name: String,
-}
-
-impl Db {
-    fn create() -> Db {
-        let name = format!("mailshift_fleet_{}", uuid_like());
-        psql("postgres", &format!("CREATE DATABASE {name}"));
-        Db { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-At",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("run psql");
-    assert!(out.status.success(), "psql {sql}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn uuid_like() -> String {
-    // Tests run in parallel: a counter keeps names apart even within one clock tick.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        t % 1_000_000_000
-    )
-}
-
-struct Fleet {
-    db: Db,
-    key: String,
-    queue: String,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for q in ["", ".delay", ".dead"] {
-            let _ = Command::new("rabbitmqctl")
-                .args(["delete_queue", &format!("{}{q}", self.queue)])
-                .output();
-        }
-    }
-}
 
 /// Servers, a fleet database and queue, and `users` registered with a corpus each.
 struct Setup {
@@ -192,106 +107,11 @@ impl Setup {
     }
 }
 
-/// A worker process whose stderr is read as it is written: a pipe nobody drains fills
-/// up (64 KiB) and then blocks the worker on its next log line.
-struct WorkerProc {
-    child: std::process::Child,
-    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-}
-
-impl WorkerProc {
-    fn new(mut child: std::process::Child) -> WorkerProc {
-        let stderr = child.stderr.take().map(|mut e| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut e, &mut buf);
-                buf
-            })
-        });
-        WorkerProc { child, stderr }
-    }
-
-    fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.child.kill()
-    }
-
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.child.wait()
-    }
-
-    fn wait_with_output(mut self) -> std::io::Result<Output> {
-        let status = self.child.wait()?;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        Ok(Output {
-            status,
-            stdout: Vec::new(),
-            stderr,
-        })
-    }
-}
-
 fn finish(worker: WorkerProc) {
     let out = worker.wait_with_output().unwrap();
     assert!(out.status.success(), "worker: {}", text(&out));
     let all = text(&out);
     assert!(!all.contains("-Pw1"), "a password in the worker's output");
-}
-
-impl Fleet {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(mailshift_bin());
-        c.args(args)
-            .env("MAILSHIFT_DATABASE_URL", self.db.url())
-            .env("MAILSHIFT_AMQP_URL", AMQP)
-            .env("MAILSHIFT_SECRET_KEY", &self.key)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn add(&self, src: &Dovecot, dst: &Dovecot, user: &str, spw: &str, dpw: &str) {
-        let out = self.run(
-            &[
-                "mailbox",
-                "add",
-                "--from",
-                &src.url(user),
-                "--to",
-                &dst.url(user),
-                "--allow-plaintext",
-                "--batch",
-                "test",
-            ],
-            &[
-                ("MAILSHIFT_FROM_PASSWORD", spw),
-                ("MAILSHIFT_TO_PASSWORD", dpw),
-            ],
-        );
-        assert!(out.status.success(), "mailbox add: {}", text(&out));
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"], &[]);
-        assert!(out.status.success(), "status: {}", text(&out));
-        assert!(!text(&out).contains("-Pw1"));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        let mut c = self.cmd(args);
-        for (k, v) in extra_env {
-            c.env(k, v);
-        }
-        c.output().expect("run mailshift")
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1253,26 +1073,6 @@ async fn one_trace_follows_a_job_from_scheduler_to_worker_and_metrics_count_the_
 }
 
 /// A fresh database (schema applied), credentials key and queue name.
-fn new_fleet() -> Fleet {
-    let key = String::from_utf8(
-        Command::new(mailshift_bin())
-            .args(["db", "new-key"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let fleet = Fleet {
-        db: Db::create(),
-        key,
-        queue: format!("mailshift.test.{}", uuid_like()),
-    };
-    let out = fleet.run(&["db", "migrate"], &[]);
-    assert!(out.status.success(), "db migrate: {}", text(&out));
-    fleet
-}
 
 #[test]
 fn a_csv_batch_is_imported_with_line_numbered_errors() {

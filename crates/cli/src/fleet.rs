@@ -421,7 +421,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         crate::telemetry::serve_metrics(addr)?;
     }
     let store = a.db.open(true).await?;
-    let queue = crate::queue::open(&a.queue.amqp, &a.queue.queue, 1).await?;
+    let queue = crate::queue::publisher(&a.queue.amqp, &a.queue.queue).await?;
     let s = Scheduler {
         state: Arc::new(store.clone()),
         mailboxes: Arc::new(store.clone()),

@@ -7,6 +7,11 @@ use mailshift_queue::AmqpQueue;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The scheduler's handle: it publishes and never takes a job.
+pub async fn publisher(url: &str, name: &str) -> anyhow::Result<Arc<dyn JobQueue>> {
+    Ok(Arc::new(AmqpQueue::publisher(url, name).await?))
+}
+
 /// `prefetch`: deliveries held unacknowledged at once. A worker asks for as many as it
 /// runs, so it never hoards jobs (a big folder's slices) that idle workers could take.
 pub async fn open(url: &str, name: &str, prefetch: u16) -> anyhow::Result<Arc<dyn JobQueue>> {

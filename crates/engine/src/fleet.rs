@@ -123,7 +123,7 @@ impl Scheduler {
             }
             let planned = {
                 use tracing::Instrument;
-                self.plan(m, dual).instrument(span.clone()).await
+                self.plan(m, dual, next).instrument(span.clone()).await
             };
             if let Ok((n, _)) = &planned {
                 span.record("jobs", *n);
@@ -142,10 +142,7 @@ impl Scheduler {
                     {
                         *in_flight.entry(b.name.as_str()).or_default() += 1;
                     }
-                    self.mailboxes
-                        .begin_pass(m.id, n as u32, Some(source_messages), next)
-                        .await?;
-                    tracing::info!(mailbox = %m.source, jobs = n, "pass scheduled");
+                    tracing::info!(mailbox = %m.source, jobs = n, messages = source_messages, "pass scheduled");
                 }
                 Err(e) => {
                     round.failed += 1;
@@ -329,7 +326,12 @@ impl Scheduler {
 
     /// Publishes a pass's jobs; returns how many, and how many messages the source's
     /// folders hold now (the dashboard's total).
-    async fn plan(&self, m: &MailboxRecord, dual_reception: bool) -> Result<(usize, u64)> {
+    async fn plan(
+        &self,
+        m: &MailboxRecord,
+        dual_reception: bool,
+        next: Option<i64>,
+    ) -> Result<(usize, u64)> {
         let connector = self.connectors.connector(m.migration_id).await?;
         let (s, t) = tokio::join!(connector.source(), connector.target());
         let (mut src, mut dst) = match (s, t) {
@@ -360,6 +362,10 @@ impl Scheduler {
                 total += u64::from(src.examine(&job.source_folder).await?.exists);
             }
         }
+        // Counted before any is published: a fast worker may finish one at once.
+        self.mailboxes
+            .begin_pass(m.id, pass.jobs.len() as u32, Some(total), next)
+            .await?;
         for job in &pass.jobs {
             self.queue.publish(job).await?;
         }

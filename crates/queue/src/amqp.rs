@@ -37,8 +37,12 @@ pub struct AmqpQueue {
     queue: String,
     prefetch: u16,
     live: Mutex<Option<(u64, Channel)>>,
-    consumer: tokio::sync::Mutex<Option<(u64, Consumer, Connection)>>,
+    /// The connection of the current epoch, and its consumer (None for a publisher).
+    consumer: tokio::sync::Mutex<Option<(u64, Option<Consumer>, Connection)>>,
     connecting: tokio::sync::Mutex<u64>,
+    /// Takes deliveries; false for a process that only publishes (the scheduler), which
+    /// would otherwise be handed jobs it never runs.
+    consume: bool,
 }
 
 /// The URL without its password, for messages.
@@ -66,6 +70,16 @@ fn err(url: &str, what: &str, e: impl std::fmt::Display) -> Error {
 impl AmqpQueue {
     /// Connects and declares the queues (`queue`, `queue.delay`, `queue.dead`).
     pub async fn connect(url: &str, queue: &str, prefetch: u16) -> Result<AmqpQueue> {
+        Self::new(url, queue, prefetch, true).await
+    }
+
+    /// Like [`AmqpQueue::connect`], for a process that only publishes: no consumer, so
+    /// the broker never hands it a job ([`JobQueue::receive`] is an error).
+    pub async fn publisher(url: &str, queue: &str) -> Result<AmqpQueue> {
+        Self::new(url, queue, 1, false).await
+    }
+
+    async fn new(url: &str, queue: &str, prefetch: u16, consume: bool) -> Result<AmqpQueue> {
         let q = AmqpQueue {
             url: url.to_string(),
             queue: queue.to_string(),
@@ -73,6 +87,7 @@ impl AmqpQueue {
             live: Mutex::new(None),
             consumer: tokio::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
+            consume,
         };
         q.open().await?;
         Ok(q)
@@ -153,18 +168,23 @@ impl AmqpQueue {
         let mut epoch = self.connecting.lock().await;
         *epoch += 1;
         let live = self.open_once(*epoch).await?;
-        let consumer = live
-            .channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                format!("mailshift-{}-{}", std::process::id(), live.epoch)
-                    .as_str()
-                    .into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+        let consumer = if self.consume {
+            Some(
+                live.channel
+                    .basic_consume(
+                        self.queue.as_str().into(),
+                        format!("mailshift-{}-{}", std::process::id(), live.epoch)
+                            .as_str()
+                            .into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| err(&self.url, "cannot consume", e))?,
             )
-            .await
-            .map_err(|e| err(&self.url, "cannot consume", e))?;
+        } else {
+            None
+        };
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((live.epoch, live.channel.clone()));
         *self.consumer.lock().await = Some((live.epoch, consumer, live._conn));
@@ -289,6 +309,12 @@ impl JobQueue for AmqpQueue {
                 continue;
             };
             let epoch = *epoch;
+            let Some(consumer) = consumer.as_mut() else {
+                return Err(Error::new(
+                    ErrorKind::Queue,
+                    format!("queue {}: this connection only publishes", self.queue),
+                ));
+            };
             match consumer.next().await {
                 Some(Ok(d)) => {
                     let tag = (epoch << EPOCH_SHIFT) | d.delivery_tag;

@@ -241,3 +241,32 @@ async fn rabbitmq_redelivers_what_a_dead_consumer_held() {
         name,
     });
 }
+
+/// RabbitMQ only: a publisher-only connection (the scheduler's) is never handed a job,
+/// so a long-running scheduler cannot sit on one; the consumer gets them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_never_hands_a_job_to_a_publisher() {
+    if std::env::var_os("MAILSHIFT_TEST_SKIP_AMQP").is_some() {
+        return;
+    }
+    let name = queue_name();
+    let publisher = AmqpQueue::publisher(AMQP, &name).await.unwrap();
+    let consumer = AmqpQueue::connect(AMQP, &name, 1).await.unwrap();
+    let jobs: Vec<FolderJob> = ["INBOX", "Sent", "Archive"].into_iter().map(job).collect();
+    for j in &jobs {
+        publisher.publish(j).await.unwrap();
+    }
+    for j in &jobs {
+        let d = receive_within(&consumer, Duration::from_secs(5))
+            .await
+            .expect("every job reaches the consumer");
+        assert_eq!(d.job.id, j.id);
+        consumer.ack(&d).await.unwrap();
+    }
+    assert!(publisher.receive().await.is_err());
+    drop(publisher);
+    drop(Scratch {
+        inner: consumer,
+        name,
+    });
+}

@@ -148,8 +148,11 @@ pub(crate) async fn verify(State(app): State<App>, Path(name): Path<String>) -> 
 pub(crate) async fn schedule(
     State(app): State<App>,
     Path(name): Path<String>,
-    Json(change): Json<ScheduleChange>,
+    body: Bytes,
 ) -> ApiResult {
+    // Any content type: a JSON body is what is documented, and curl users forget the header.
+    let change: ScheduleChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))?;
     known(&app, &name).await?;
     let b = ops::schedule(&app.store, &name, &change).await?;
     Ok(Json(b).into_response())

@@ -1,0 +1,212 @@
+//! A throwaway fleet for tests: a PostgreSQL database of its own, a credentials key, a
+//! RabbitMQ queue name, and the `mailshift` processes run against them (workers whose
+//! stderr is drained as they run).
+//!
+//! `MAILSHIFT_TEST_SKIP_FLEET=1` makes [`skip`] true where PostgreSQL or RabbitMQ is absent.
+
+use crate::dovecot::Dovecot;
+use crate::mailshift_bin;
+use crate::pair::text;
+use std::process::{Command, Output, Stdio};
+
+/// Where fleet tests find RabbitMQ.
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn skip() -> bool {
+    std::env::var_os("MAILSHIFT_TEST_SKIP_FLEET").is_some()
+}
+
+/// A throwaway PostgreSQL database, dropped at the end.
+pub struct Db {
+    pub name: String,
+}
+
+impl Db {
+    pub fn create() -> Db {
+        let name = format!("mailshift_fleet_{}", uuid_like());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        Db { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-At",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql {sql}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn uuid_like() -> String {
+    // Tests run in parallel: a counter keeps names apart even within one clock tick.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        t % 1_000_000_000
+    )
+}
+
+pub struct Fleet {
+    pub db: Db,
+    pub key: String,
+    pub queue: String,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for q in ["", ".delay", ".dead"] {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_queue", &format!("{}{q}", self.queue)])
+                .output();
+        }
+    }
+}
+
+/// A worker process whose stderr is read as it is written: a pipe nobody drains fills
+/// up (64 KiB) and then blocks the worker on its next log line.
+pub struct WorkerProc {
+    pub child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl WorkerProc {
+    pub fn new(mut child: std::process::Child) -> WorkerProc {
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut e, &mut buf);
+                buf
+            })
+        });
+        WorkerProc { child, stderr }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let status = self.child.wait()?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        })
+    }
+}
+
+impl Fleet {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(mailshift_bin());
+        c.args(args)
+            .env("MAILSHIFT_DATABASE_URL", self.db.url())
+            .env("MAILSHIFT_AMQP_URL", AMQP)
+            .env("MAILSHIFT_SECRET_KEY", &self.key)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn add(&self, src: &Dovecot, dst: &Dovecot, user: &str, spw: &str, dpw: &str) {
+        let out = self.run(
+            &[
+                "mailbox",
+                "add",
+                "--from",
+                &src.url(user),
+                "--to",
+                &dst.url(user),
+                "--allow-plaintext",
+                "--batch",
+                "test",
+            ],
+            &[
+                ("MAILSHIFT_FROM_PASSWORD", spw),
+                ("MAILSHIFT_TO_PASSWORD", dpw),
+            ],
+        );
+        assert!(out.status.success(), "mailbox add: {}", text(&out));
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"], &[]);
+        assert!(out.status.success(), "status: {}", text(&out));
+        assert!(!text(&out).contains("-Pw1"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd(args);
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        c.output().expect("run mailshift")
+    }
+}
+
+pub fn new_fleet() -> Fleet {
+    let key = String::from_utf8(
+        Command::new(mailshift_bin())
+            .args(["db", "new-key"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let fleet = Fleet {
+        db: Db::create(),
+        key,
+        queue: format!("mailshift.test.{}", uuid_like()),
+    };
+    let out = fleet.run(&["db", "migrate"], &[]);
+    assert!(out.status.success(), "db migrate: {}", text(&out));
+    fleet
+}

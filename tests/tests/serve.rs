@@ -1,0 +1,558 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `mailshift serve` end to end over real HTTP: API tokens (401 without one, 403 for a
+//! read-only one), a batch imported from CSV, verified, scheduled, started, followed to
+//! 100% and reported, with a real scheduler and worker on PostgreSQL, RabbitMQ and
+//! Dovecot; then the same through the dashboard in Debian's headless Chromium, driven
+//! over WebDriver (chromedriver), with a screenshot kept in `target/test-artifacts/`.
+//!
+//! `MAILSHIFT_TEST_SKIP_FLEET=1` skips them where PostgreSQL or RabbitMQ is absent;
+//! `MAILSHIFT_TEST_SKIP_BROWSER=1` skips the browser test where Chromium is absent.
+
+use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
+use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
+use mailshift_tests::fleet::{Fleet, WorkerProc, new_fleet, skip};
+use mailshift_tests::imap;
+use mailshift_tests::pair::{assert_same, text};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Option<WorkerProc>);
+
+impl Running {
+    fn output(mut self) -> String {
+        let mut p = self.0.take().unwrap();
+        let _ = p.kill();
+        text(&p.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.0 {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn spawn(fleet: &Fleet, args: &[&str]) -> Running {
+    Running(Some(WorkerProc::new(
+        fleet
+            .cmd(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("MAILSHIFT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )))
+}
+
+/// Servers with `users`, a fleet, and the scheduler, a worker and `serve` running.
+struct Stack {
+    src: Dovecot,
+    dst: Dovecot,
+    fleet: Fleet,
+    users: Vec<String>,
+    before: Vec<imap::Snapshot>,
+    base: String,
+    serve: Running,
+    scheduler: Running,
+    worker: Running,
+}
+
+fn src_pw(u: &str) -> String {
+    format!("src-{u}-Pw1")
+}
+
+fn dst_pw(u: &str) -> String {
+    format!("dst-{u}-Pw1")
+}
+
+impl Stack {
+    async fn start(users: &[&str], messages: usize) -> Stack {
+        let folders = corpus::standard_folders();
+        let src = Dovecot::start(DovecotOptions {
+            delimiter: '.',
+            special_use: special_use_options(&folders, '.'),
+            ..Default::default()
+        })
+        .unwrap();
+        let dst = Dovecot::start(DovecotOptions::default()).unwrap();
+        for u in users {
+            src.add_user(u, &src_pw(u));
+            dst.add_user(u, &dst_pw(u));
+        }
+        let mut before = Vec::new();
+        for (i, u) in users.iter().enumerate() {
+            let c = corpus::generate(&CorpusSpec {
+                seed: 300 + i as u64,
+                messages,
+                big_attachments: 0,
+            });
+            imap::populate(src.port(), u, &src_pw(u), &c).await.unwrap();
+            before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
+        }
+        let fleet = new_fleet();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let serve = spawn(&fleet, &["serve", "--listen", &listen]);
+        let scheduler = spawn(
+            &fleet,
+            &["scheduler", "--queue", &fleet.queue, "--tick", "1"],
+        );
+        let worker = spawn(&fleet, &["worker", "--queue", &fleet.queue]);
+        let base = format!("http://{listen}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/health")).await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "serve did not answer /health");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Stack {
+            src,
+            dst,
+            fleet,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            before,
+            base,
+            serve,
+            scheduler,
+            worker,
+        }
+    }
+
+    fn token(&self, name: &str, read_only: bool) -> String {
+        let mut args = vec!["token", "create", "--name", name];
+        if read_only {
+            args.push("--read-only");
+        }
+        let out = self.fleet.run(&args, &[]);
+        assert!(out.status.success(), "token create: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The batch file: every user, on the loopback servers' plain-text ports.
+    fn csv(&self) -> String {
+        let mut s = String::from(
+            "source_host,source_user,source_password,dest_host,dest_user,dest_password,source_port,dest_port,tls\n",
+        );
+        for u in &self.users {
+            s.push_str(&format!(
+                "127.0.0.1,{u},{},127.0.0.1,{u},{},{},{},starttls\n",
+                src_pw(u),
+                dst_pw(u),
+                self.src.port(),
+                self.dst.port()
+            ));
+        }
+        s
+    }
+
+    async fn assert_all_mirrored(&self) {
+        for (i, u) in self.users.iter().enumerate() {
+            let got = imap::snapshot(self.dst.port(), u, &dst_pw(u))
+                .await
+                .unwrap();
+            assert_same(&self.before[i], &got, &format!("mailbox {u}"));
+        }
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, String) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Option<String>) -> (u16, String) {
+        self.call(reqwest::Method::POST, path, Some(token), body)
+            .await
+    }
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
+    if skip() {
+        return;
+    }
+    let stack = Stack::start(&["ann", "bob"], 40).await;
+    let full = stack.token("ops", false);
+    let viewer = stack.token("viewer", true);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: stack.base.clone(),
+    };
+
+    // Nothing but /health without a valid token.
+    assert_eq!(api.get("/health", None).await.0, 200);
+    for path in ["/api/v1/batches", "/api/v1/domains", "/metrics", "/"] {
+        assert_eq!(api.get(path, None).await.0, 401, "{path} without a token");
+        assert_eq!(
+            api.get(path, Some("mst_not-a-real-token")).await.0,
+            401,
+            "{path} with a bad token"
+        );
+    }
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/batches?name=acme",
+            None,
+            Some(stack.csv()),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // A read-only token may look, not import.
+    let (status, body) = api
+        .post(
+            "/api/v1/batches?name=acme&allow_plaintext=true",
+            &viewer,
+            Some(stack.csv()),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(api.get("/api/v1/batches", Some(&viewer)).await.0, 200);
+
+    // Import: a draft batch of two mailboxes; a bad row is named by its line.
+    let mut csv = stack.csv();
+    csv.push_str("127.0.0.1,carl,pw,127.0.0.1,carl,,1,2,starttls\n");
+    let (status, body) = api
+        .post(
+            "/api/v1/batches?name=acme&allow_plaintext=true",
+            &full,
+            Some(csv),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let j = json(&body);
+    assert_eq!(j["imported"].as_array().unwrap().len(), 2, "{j:#}");
+    assert_eq!(j["rejected"][0]["line"], 4, "{j:#}");
+    assert_eq!(
+        j["rejected"][0]["reason"], "dest_password is empty",
+        "{j:#}"
+    );
+    let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
+    assert_eq!(json(&body)["state"], "draft", "{body}");
+    assert_eq!(api.get("/api/v1/batches/nope", Some(&full)).await.0, 404);
+
+    // Verify: both logins work; the source's size is counted.
+    let (status, body) = api.post("/api/v1/batches/acme/verify", &full, None).await;
+    assert_eq!(status, 200, "{body}");
+    let j = json(&body);
+    assert_eq!(j["ready"], 2, "{j:#}");
+    for m in j["mailboxes"].as_array().unwrap() {
+        assert_eq!(m["source_login"], "ok", "{m:#}");
+        assert_eq!(m["dest_login"], "ok", "{m:#}");
+        assert_eq!(m["source_messages"], 40, "{m:#}");
+    }
+
+    // Scheduled an hour ahead: nothing is copied yet, whatever the scheduler does.
+    let (status, body) = api
+        .post(
+            "/api/v1/batches/acme/schedule",
+            &full,
+            Some(format!(
+                r#"{{"start_at": {}, "interval_secs": 3600, "concurrency": 1}}"#,
+                now() + 3600
+            )),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.post("/api/v1/batches/acme/start", &viewer, None).await;
+    assert_eq!(status, 403, "a read-only token started a batch: {body}");
+    let (status, body) = api.post("/api/v1/batches/acme/start", &full, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "scheduled", "{body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
+    let j = json(&body);
+    assert_eq!(j["totals"]["pending"], 2, "planned before start-at: {j:#}");
+    assert_eq!(j["totals"]["messages_copied"], 0, "{j:#}");
+
+    // Started now: both mailboxes are copied, one at a time (concurrency 1).
+    let (status, body) = api
+        .post(
+            "/api/v1/batches/acme/start",
+            &full,
+            Some(format!(r#"{{"at": {}}}"#, now())),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "running", "{body}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most_syncing = 0;
+    let status = loop {
+        let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
+        let j = json(&body);
+        most_syncing = most_syncing.max(j["totals"]["syncing"].as_u64().unwrap());
+        if j["totals"]["synced"] == 2 {
+            break j;
+        }
+        if Instant::now() > deadline {
+            let (w, s) = (stack.worker.output(), stack.scheduler.output());
+            panic!("the batch did not finish: {j:#}\nworker: {w}\nscheduler: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(status["totals"]["percent"], 100.0, "{status:#}");
+    assert_eq!(status["totals"]["messages_copied"], 80, "{status:#}");
+    assert!(
+        most_syncing <= 1,
+        "concurrency 1 was exceeded: {most_syncing}"
+    );
+    for m in status["mailboxes"].as_array().unwrap() {
+        assert_eq!(m["progress"]["percent"], 100.0, "{m:#}");
+        assert_eq!(m["progress"]["messages_total"], 40, "{m:#}");
+        assert!(m["progress"]["bytes_copied"].as_u64().unwrap() > 0, "{m:#}");
+    }
+    stack.assert_all_mirrored().await;
+
+    // A read-only token cannot pause it either; a full one can.
+    assert_eq!(
+        api.post("/api/v1/batches/acme/pause", &viewer, None)
+            .await
+            .0,
+        403
+    );
+    let (status, body) = api.post("/api/v1/batches/acme/pause", &full, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "paused");
+
+    // The report, compared on the servers themselves.
+    let (status, body) = api
+        .get("/api/v1/batches/acme/report?format=json", Some(&viewer))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = json(&body);
+    assert_eq!(r["in_sync"], true, "{r:#}");
+    for m in r["mailboxes"].as_array().unwrap() {
+        assert_eq!(m["verdict"], "in-sync", "{m:#}");
+        assert_eq!(m["source_messages"], 40, "{m:#}");
+        assert_eq!(m["dest_messages"], 40, "{m:#}");
+        assert_eq!(m["source_bytes"], m["dest_bytes"], "{m:#}");
+        assert!(m["folders"].as_array().unwrap().len() > 5, "{m:#}");
+    }
+    let resp = api
+        .http
+        .get(format!(
+            "{}/api/v1/batches/acme/report?format=csv",
+            api.base
+        ))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = resp.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("batch,source,dest,mailbox_verdict,source_folder"),
+        "{csv}"
+    );
+    assert!(lines.all(|l| l.contains(",in-sync,")), "{csv}");
+
+    let (status, metrics) = api.get("/metrics", Some(&viewer)).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("# TYPE") || metrics.is_empty(),
+        "{metrics}"
+    );
+
+    let out = stack.serve.output();
+    assert!(!out.contains("-Pw1"), "a password in serve's output: {out}");
+    assert!(!out.contains(&full), "a token in serve's output");
+    assert!(!csv_has_password(&body), "a password in the report");
+}
+
+fn csv_has_password(s: &str) -> bool {
+    s.contains("-Pw1")
+}
+
+/// Chromium driven over WebDriver: log in, import the CSV, start the batch, watch the
+/// progress reach 100%.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_imports_starts_and_follows_a_batch_in_chromium() {
+    if skip() || std::env::var_os("MAILSHIFT_TEST_SKIP_BROWSER").is_some() {
+        return;
+    }
+    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromedriver is not installed: run scripts/test (it installs Debian's chromium and chromium-driver) or set MAILSHIFT_TEST_SKIP_BROWSER=1");
+    let stack = Stack::start(&["dora", "eli"], 30).await;
+    let token = stack.token("browser", false);
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("batch.csv");
+    std::fs::write(&csv_path, stack.csv()).unwrap();
+
+    let wd_port = free_port();
+    let mut driver = std::process::Command::new(chromedriver)
+        .arg(format!("--port={wd_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wd = format!("http://127.0.0.1:{wd_port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", wd_port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100"],
+        }),
+    );
+    let client = fantoccini::ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&wd)
+        .await
+        .expect("connect to chromedriver");
+    let result = drive(&client, &stack, &token, &csv_path).await;
+    if result.is_err() {
+        let url = client.current_url().await.map(|u| u.to_string());
+        let page = client.source().await.unwrap_or_default();
+        eprintln!("browser at {url:?} when it failed:\n{page}");
+    }
+    let _ = client.close().await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    result.unwrap();
+    stack.assert_all_mirrored().await;
+}
+
+/// The element once it is on the page (clicks do not wait for the next page to load).
+async fn el(
+    c: &fantoccini::Client,
+    css: &str,
+) -> Result<fantoccini::elements::Element, fantoccini::error::CmdError> {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+}
+
+async fn drive(
+    c: &fantoccini::Client,
+    stack: &Stack,
+    token: &str,
+    csv: &std::path::Path,
+) -> Result<(), fantoccini::error::CmdError> {
+    use fantoccini::Locator;
+    // Without a session: the login form.
+    c.goto(&format!("{}/", stack.base)).await?;
+    el(c, "#token").await?.send_keys(token).await?;
+    el(c, "#login").await?.click().await?;
+
+    // Import the CSV through the form.
+    el(c, "#batch-name")
+        .await?
+        .send_keys("browser-batch")
+        .await?;
+    el(c, "#csv-file")
+        .await?
+        .send_keys(csv.to_str().unwrap())
+        .await?;
+    el(c, "#allow-plaintext").await?.click().await?;
+    el(c, "#import").await?.click().await?;
+    let result = el(c, "#import-result").await?.text().await?;
+    assert_eq!(result, "Imported 2 mailbox(es).");
+    el(c, "#to-batch").await?.click().await?;
+    assert_eq!(el(c, "#batch-state").await?.text().await?, "draft");
+
+    // Start it and watch the page (it refreshes itself) until everything is copied.
+    el(c, "#action-start").await?.click().await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // The page may be reloading between the two reads: read again then.
+        let percent = match el(c, "#batch-percent").await?.text().await {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        let synced = match el(c, "#synced-count").await?.text().await {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        if percent == "100%" && synced == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "progress stuck at {percent}, {synced} synced"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A fresh load, so nothing below races the page's own refresh.
+    c.refresh().await?;
+    assert_eq!(el(c, "#batch-state").await?.text().await?, "running");
+    el(c, "#mailboxes").await?;
+    let rows = c.find_all(Locator::Css("#mailboxes tbody tr")).await?;
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r.attr("data-status").await?.as_deref(), Some("synced"));
+    }
+    let png = c.screenshot().await?;
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("dashboard-batch.png"), png).unwrap();
+    Ok(())
+}
