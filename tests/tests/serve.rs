@@ -225,12 +225,31 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     if skip() {
         return;
     }
-    let stack = Stack::start(&["ann", "bob"], 40).await;
+    let stack = Stack::start(&["ann", "bob", "cid"], 40).await;
+    // cid's new server does not take the password of the spreadsheet (yet).
+    stack.dst.set_password("cid", "not-the-one-in-the-file-Pw1");
     let full = stack.token("ops", false);
     let viewer = stack.token("viewer", true);
     let api = Api {
         http: reqwest::Client::new(),
         base: stack.base.clone(),
+    };
+    let batch = |api: &Api| {
+        let viewer = viewer.clone();
+        let api_base = api.base.clone();
+        let http = api.http.clone();
+        async move {
+            let body = http
+                .get(format!("{api_base}/api/v1/batches/acme"))
+                .bearer_auth(&viewer)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            json(&body)
+        }
     };
 
     // Nothing but /health without a valid token.
@@ -254,73 +273,73 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     assert_eq!(status, 401);
 
     // A read-only token may look, not import.
-    let (status, body) = api
-        .post(
-            "/api/v1/batches?name=acme&allow_plaintext=true",
-            &viewer,
-            Some(stack.csv()),
-        )
-        .await;
+    let import = "/api/v1/batches?name=acme&domain=acme.example&allow_plaintext=true";
+    let (status, body) = api.post(import, &viewer, Some(stack.csv())).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(api.get("/api/v1/batches", Some(&viewer)).await.0, 200);
 
-    // Import: a draft batch of two mailboxes; a bad row is named by its line.
+    // Import: a draft batch of three mailboxes; a bad row is named by its line.
     let mut csv = stack.csv();
-    csv.push_str("127.0.0.1,carl,pw,127.0.0.1,carl,,1,2,starttls\n");
-    let (status, body) = api
-        .post(
-            "/api/v1/batches?name=acme&allow_plaintext=true",
-            &full,
-            Some(csv),
-        )
-        .await;
+    csv.push_str("127.0.0.1,dan,pw,127.0.0.1,dan,,1,2,starttls\n");
+    let (status, body) = api.post(import, &full, Some(csv)).await;
     assert_eq!(status, 200, "{body}");
     let j = json(&body);
-    assert_eq!(j["imported"].as_array().unwrap().len(), 2, "{j:#}");
-    assert_eq!(j["rejected"][0]["line"], 4, "{j:#}");
+    assert_eq!(j["imported"].as_array().unwrap().len(), 3, "{j:#}");
+    assert_eq!(j["rejected"][0]["line"], 5, "{j:#}");
     assert_eq!(
         j["rejected"][0]["reason"], "dest_password is empty",
         "{j:#}"
     );
-    let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
-    assert_eq!(json(&body)["state"], "draft", "{body}");
+    assert_eq!(batch(&api).await["state"], "draft");
     assert_eq!(api.get("/api/v1/batches/nope", Some(&full)).await.0, 404);
 
-    // Verify: both logins work; the source's size is counted.
+    // Verify: ann and bob are ready, cid's destination refuses the login.
     let (status, body) = api.post("/api/v1/batches/acme/verify", &full, None).await;
     assert_eq!(status, 200, "{body}");
     let j = json(&body);
     assert_eq!(j["ready"], 2, "{j:#}");
     for m in j["mailboxes"].as_array().unwrap() {
         assert_eq!(m["source_login"], "ok", "{m:#}");
-        assert_eq!(m["dest_login"], "ok", "{m:#}");
         assert_eq!(m["source_messages"], 40, "{m:#}");
+        let cid = m["source"].as_str().unwrap().contains("cid@");
+        assert_eq!(m["ready"], !cid, "{m:#}");
+        assert_eq!(m["dest_login"], if cid { "refused" } else { "ok" }, "{m:#}");
     }
 
-    // Scheduled an hour ahead: nothing is copied yet, whatever the scheduler does.
+    // Scheduled an hour ahead, with the switch date: nothing is copied yet.
     let (status, body) = api
         .post(
             "/api/v1/batches/acme/schedule",
             &full,
             Some(format!(
-                r#"{{"start_at": {}, "interval_secs": 3600, "concurrency": 1}}"#,
-                now() + 3600
+                r#"{{"start_at": {}, "interval_secs": 3600, "concurrency": 1, "switch_at": {}}}"#,
+                now() + 3600,
+                now() + 5 * 86_400
             )),
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let (_, body) = api.get("/api/v1/domains", Some(&viewer)).await;
+    let domains = json(&body);
+    assert_eq!(
+        domains[0]["domain"]["config"]["name"], "acme.example",
+        "{domains:#}"
+    );
+    assert!(
+        domains[0]["domain"]["config"]["switch_at"].is_string(),
+        "{domains:#}"
+    );
     let (status, body) = api.post("/api/v1/batches/acme/start", &viewer, None).await;
     assert_eq!(status, 403, "a read-only token started a batch: {body}");
     let (status, body) = api.post("/api/v1/batches/acme/start", &full, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["state"], "scheduled", "{body}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
-    let j = json(&body);
-    assert_eq!(j["totals"]["pending"], 2, "planned before start-at: {j:#}");
+    let j = batch(&api).await;
+    assert_eq!(j["totals"]["pending"], 3, "planned before start-at: {j:#}");
     assert_eq!(j["totals"]["messages_copied"], 0, "{j:#}");
 
-    // Started now: both mailboxes are copied, one at a time (concurrency 1).
+    // Started now: ann and bob are copied one at a time (concurrency 1); cid fails.
     let (status, body) = api
         .post(
             "/api/v1/batches/acme/start",
@@ -330,35 +349,41 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["state"], "running", "{body}");
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut most_syncing = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        let (_, body) = api.get("/api/v1/batches/acme", Some(&viewer)).await;
-        let j = json(&body);
+        let j = batch(&api).await;
         most_syncing = most_syncing.max(j["totals"]["syncing"].as_u64().unwrap());
-        if j["totals"]["synced"] == 2 {
+        if j["totals"]["synced"] == 2 && j["totals"]["failed"] == 1 {
             break j;
         }
         if Instant::now() > deadline {
             let (w, s) = (stack.worker.output(), stack.scheduler.output());
             panic!("the batch did not finish: {j:#}\nworker: {w}\nscheduler: {s}");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(status["totals"]["percent"], 100.0, "{status:#}");
-    assert_eq!(status["totals"]["messages_copied"], 80, "{status:#}");
     assert!(
         most_syncing <= 1,
         "concurrency 1 was exceeded: {most_syncing}"
     );
+    assert_eq!(status["totals"]["messages_copied"], 80, "{status:#}");
     for m in status["mailboxes"].as_array().unwrap() {
+        if m["source"].as_str().unwrap().contains("cid@") {
+            assert_eq!(m["status"], "failed", "{m:#}");
+            assert!(
+                m["last_error"].as_str().unwrap().contains("destination"),
+                "the error does not name the side: {m:#}"
+            );
+            continue;
+        }
+        assert_eq!(m["status"], "synced", "{m:#}");
         assert_eq!(m["progress"]["percent"], 100.0, "{m:#}");
         assert_eq!(m["progress"]["messages_total"], 40, "{m:#}");
         assert!(m["progress"]["bytes_copied"].as_u64().unwrap() > 0, "{m:#}");
     }
-    stack.assert_all_mirrored().await;
 
-    // A read-only token cannot pause it either; a full one can.
+    // Pause and resume (a read-only token can do neither).
     assert_eq!(
         api.post("/api/v1/batches/acme/pause", &viewer, None)
             .await
@@ -368,6 +393,48 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     let (status, body) = api.post("/api/v1/batches/acme/pause", &full, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["state"], "paused");
+    let (status, body) = api.post("/api/v1/batches/acme/resume", &full, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "running");
+
+    // The password is fixed on the new server; retry-failed copies cid too.
+    stack.dst.set_password("cid", &dst_pw("cid"));
+    let (status, body) = api
+        .post("/api/v1/batches/acme/retry-failed", &full, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // And complete-at: one final pass of every mailbox, then the batch is completed.
+    let (status, body) = api
+        .post(
+            "/api/v1/batches/acme/schedule",
+            &full,
+            Some(format!(r#"{{"complete_at": {}}}"#, now() + 2)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let j = batch(&api).await;
+        if j["state"] == "completed" {
+            break j;
+        }
+        if Instant::now() > deadline {
+            let (w, s) = (stack.worker.output(), stack.scheduler.output());
+            panic!("the batch did not complete: {j:#}\nworker: {w}\nscheduler: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(status["totals"]["synced"], 3, "{status:#}");
+    assert_eq!(status["totals"]["percent"], 100.0, "{status:#}");
+    for m in status["mailboxes"].as_array().unwrap() {
+        assert!(
+            m["last_pass_at"].as_i64().unwrap() >= status["batch"]["complete_at"].as_i64().unwrap(),
+            "no final pass: {m:#}"
+        );
+    }
+    stack.assert_all_mirrored().await;
+    let (status, _) = api.post("/api/v1/batches/acme/start", &full, None).await;
+    assert_eq!(status, 409, "a completed batch started again");
 
     // The report, compared on the servers themselves.
     let (status, body) = api
@@ -404,18 +471,17 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
         "{csv}"
     );
     assert!(lines.all(|l| l.contains(",in-sync,")), "{csv}");
+    assert!(
+        !csv_has_password(&csv) && !csv_has_password(&body),
+        "a password in the report"
+    );
 
     let (status, metrics) = api.get("/metrics", Some(&viewer)).await;
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("# TYPE") || metrics.is_empty(),
-        "{metrics}"
-    );
+    assert_eq!(status, 200, "{metrics}");
 
     let out = stack.serve.output();
     assert!(!out.contains("-Pw1"), "a password in serve's output: {out}");
     assert!(!out.contains(&full), "a token in serve's output");
-    assert!(!csv_has_password(&body), "a password in the report");
 }
 
 fn csv_has_password(s: &str) -> bool {

@@ -125,9 +125,9 @@ impl BatchRecord {
         }
     }
 
-    /// May a mailbox of this batch get a pass at `now`? `pass_started_at` is when the
-    /// mailbox's latest pass was planned.
-    pub fn gate(&self, now: i64, pass_started_at: Option<i64>) -> Gate {
+    /// May a mailbox of this batch get a pass at `now`? `attempted_at` is when the
+    /// mailbox's latest pass was planned, or its planning failed (see [`attempted_at`]).
+    pub fn gate(&self, now: i64, attempted_at: Option<i64>) -> Gate {
         match self.state {
             BatchState::Draft => return Gate::Hold("not started"),
             BatchState::Paused => return Gate::Hold("paused"),
@@ -139,7 +139,7 @@ impl BatchRecord {
         }
         match self.complete_at {
             Some(c) if now >= c => {
-                if pass_started_at.is_some_and(|p| p >= c) {
+                if attempted_at.is_some_and(|p| p >= c) {
                     Gate::Hold("final pass planned")
                 } else {
                     Gate::Now
@@ -150,7 +150,9 @@ impl BatchRecord {
     }
 
     /// The state the batch moves to at `now`, given its mailboxes as (jobs of the
-    /// current pass left, when that pass was planned); None: it stays.
+    /// current pass left, [`attempted_at`]); None: it stays. A mailbox whose final pass
+    /// could not even be planned (a refused login) does not hold the batch open: it is
+    /// reported failed, and `retry-failed` gives it another final pass.
     pub fn next_state(&self, now: i64, mailboxes: &[(u32, Option<i64>)]) -> Option<BatchState> {
         let complete_at = self.complete_at?;
         match self.state {
@@ -164,6 +166,20 @@ impl BatchRecord {
             }
             _ => None,
         }
+    }
+}
+
+/// When a mailbox's latest pass was attempted: planned (`pass_started_at`), or, for a
+/// mailbox whose planning failed, that failure (`last_pass_at`).
+pub fn attempted_at(
+    status: &str,
+    pass_started_at: Option<i64>,
+    last_pass_at: Option<i64>,
+) -> Option<i64> {
+    if status == "failed" {
+        pass_started_at.max(last_pass_at)
+    } else {
+        pass_started_at
     }
 }
 
@@ -314,6 +330,24 @@ mod tests {
         b.state = BatchState::Completed;
         assert_eq!(b.gate(600, Some(501)), Gate::Hold("completed"));
         assert!(b.start(None).is_err());
+    }
+
+    #[test]
+    fn a_failed_final_pass_is_not_retried_every_round() {
+        let mut b = batch();
+        b.start(None).unwrap();
+        b.complete_at = Some(500);
+        b.state = BatchState::Completing;
+        // Planning failed at 501 (wrong password): held, and the batch can complete.
+        let failed = attempted_at("failed", Some(10), Some(501));
+        assert_eq!(b.gate(502, failed), Gate::Hold("final pass planned"));
+        assert_eq!(
+            b.next_state(502, &[(0, failed)]),
+            Some(BatchState::Completed)
+        );
+        // retry-failed makes it pending again: another final pass.
+        let retried = attempted_at("pending", Some(10), Some(503));
+        assert_eq!(b.gate(504, retried), Gate::Now);
     }
 
     #[test]

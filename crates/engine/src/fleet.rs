@@ -3,7 +3,7 @@
 //! folder to the queue; workers anywhere take them from there.
 
 use crate::pass::{PassOptions, prepare};
-use mailshift_core::batch::{BatchRecord, BatchState, Gate};
+use mailshift_core::batch::{BatchRecord, BatchState, Gate, attempted_at};
 use mailshift_core::cutover::{DomainObservation, DomainRecord, Phase, next_phase};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
@@ -78,7 +78,8 @@ impl Scheduler {
                 continue; // decommissioned: no more passes
             }
             let batch = m.batch.as_deref().and_then(|b| batches.get(b));
-            let (now_anyway, interval) = match batch.map(|b| b.gate(t, m.pass_started_at)) {
+            let attempted = attempted_at(&m.status, m.pass_started_at, m.last_pass_at);
+            let (now_anyway, interval) = match batch.map(|b| b.gate(t, attempted)) {
                 Some(Gate::Hold(_)) => continue,
                 Some(Gate::Now) => (true, None),
                 Some(Gate::Due(interval)) => (false, interval),
@@ -191,7 +192,12 @@ impl Scheduler {
             let members: Vec<(u32, Option<i64>)> = mailboxes
                 .iter()
                 .filter(|m| m.batch.as_deref() == Some(b.name.as_str()))
-                .map(|m| (m.jobs_left, m.pass_started_at))
+                .map(|m| {
+                    (
+                        m.jobs_left,
+                        attempted_at(&m.status, m.pass_started_at, m.last_pass_at),
+                    )
+                })
                 .collect();
             if let Some(next) = b.next_state(t, &members) {
                 tracing::info!(batch = %b.name, from = %b.state, to = %next, "batch state");

@@ -875,6 +875,110 @@ mod fleet_suite {
     }
 }
 
+/// Batches, API tokens and a pass's progress counters.
+mod batch_suite {
+    use super::*;
+    use mailshift_core::batch::{BatchRecord, BatchState};
+    use mailshift_core::ports::{BatchStore, MailboxCredentials, MailboxOptions, MailboxStore};
+    use mailshift_store::SecretKey;
+    use secrecy::SecretString;
+
+    pub async fn batches_tokens_and_pass_progress(store: SeaStore) {
+        let mut b = BatchRecord::new("acme", Some("acme.example"), 1000);
+        store.put_batch(&b).await.unwrap();
+        b.start(Some(2000)).unwrap();
+        b.interval_secs = Some(14_400);
+        b.concurrency = Some(5);
+        store.put_batch(&b).await.unwrap();
+        assert_eq!(store.batch("acme").await.unwrap(), Some(b.clone()));
+        assert_eq!(store.batches().await.unwrap(), vec![b.clone()]);
+        assert_eq!(store.batch("other").await.unwrap(), None);
+        assert_eq!(b.state, BatchState::Running);
+
+        // Tokens: shown once, stored hashed, names unique, revocable.
+        let t = store.create_token("alice", false).await.unwrap();
+        assert!(t.starts_with(mailshift_store::TOKEN_PREFIX) && t.len() > 40);
+        let info = store.check_token(&t).await.unwrap().unwrap();
+        assert_eq!((info.name.as_str(), info.read_only), ("alice", false));
+        assert!(store.check_token("mst_forged").await.unwrap().is_none());
+        let dup = store.create_token("alice", true).await.unwrap_err();
+        assert!(
+            dup.to_string().contains("a token named 'alice' exists"),
+            "{dup}"
+        );
+        assert!(store.revoke_token("alice").await.unwrap());
+        assert!(store.check_token(&t).await.unwrap().is_none());
+        assert!(!store.revoke_token("alice").await.unwrap());
+
+        // A pass of 3 jobs: syncing until all 3 are finished, then synced.
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let creds = MailboxCredentials {
+            source_password: SecretString::from("pw1"),
+            dest_password: SecretString::from("pw2"),
+        };
+        let m = store
+            .add_mailbox(
+                &endpoint("old.example", "p"),
+                &endpoint("new.example", "p"),
+                Some("acme"),
+                &MailboxOptions::default(),
+                &creds,
+            )
+            .await
+            .unwrap();
+        let f = store
+            .folder(m.migration_id, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        store
+            .commit_batch(&checkpoint(f, 2), &[copied(1, "a"), copied(2, "a")], &[])
+            .await
+            .unwrap();
+        store.begin_pass(m.id, 3, Some(10), Some(99)).await.unwrap();
+        let row = &store.mailboxes(Some("acme")).await.unwrap()[0];
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.jobs_left,
+                row.source_messages,
+                row.copied_at_start
+            ),
+            ("syncing", 3, Some(10), Some(2))
+        );
+        assert!(row.pass_started_at.is_some());
+        for left in [2, 1] {
+            store.job_finished(m.migration_id).await.unwrap();
+            let row = &store.mailboxes(None).await.unwrap()[0];
+            assert_eq!((row.status.as_str(), row.jobs_left), ("syncing", left));
+        }
+        // A redelivered job counted twice never goes below zero.
+        store.job_finished(m.migration_id).await.unwrap();
+        store.job_finished(m.migration_id).await.unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!((row.status.as_str(), row.jobs_left), ("synced", 0));
+        assert!(row.last_pass_at.is_some());
+        store.begin_pass(m.id, 0, None, Some(99)).await.unwrap();
+        assert_eq!(store.mailboxes(None).await.unwrap()[0].status, "synced");
+
+        store
+            .record_check(m.id, r#"{"ready":true}"#, Some(12), Some(3456))
+            .await
+            .unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!(
+            (
+                row.checked.as_deref(),
+                row.source_messages,
+                row.source_bytes
+            ),
+            (Some(r#"{"ready":true}"#), Some(12), Some(3456))
+        );
+        let totals = store.copied_totals(Some("acme")).await.unwrap();
+        assert_eq!(totals.get(&m.migration_id), Some(&(2, 1001 + 1002)));
+        assert!(store.copied_totals(Some("other")).await.unwrap().is_empty());
+    }
+}
+
 macro_rules! fleet_contract {
     ($backend:ident, $fixture:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -901,6 +1005,28 @@ fleet_contract!(
     Fixture::postgres(),
     [sealed_mailboxes, folder_leases, host_slots, domain_phases,]
 );
+
+mod batches_sqlite {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_tokens_and_pass_progress() {
+        Fixture::sqlite()
+            .await
+            .run_sea(batch_suite::batches_tokens_and_pass_progress)
+            .await;
+    }
+}
+
+mod batches_postgres {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_tokens_and_pass_progress() {
+        if let Some(f) = Fixture::postgres().await {
+            f.run_sea(batch_suite::batches_tokens_and_pass_progress)
+                .await;
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 

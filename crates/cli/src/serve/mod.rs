@@ -115,3 +115,25 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("the HTTP server stopped")?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every API route of the router is described in docs/openapi.yaml.
+    #[test]
+    fn openapi_describes_every_api_route() {
+        let spec = include_str!("../../../../docs/openapi.yaml");
+        let routes: Vec<&str> = include_str!("mod.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".route(\""))
+            .filter_map(|l| l.split('"').next())
+            .filter(|p| p.starts_with("/api/") || *p == "/health" || *p == "/metrics")
+            .collect();
+        assert!(routes.len() >= 10, "{routes:?}");
+        for r in routes {
+            assert!(
+                spec.contains(&format!("\n  {r}:")),
+                "docs/openapi.yaml does not describe {r}"
+            );
+        }
+    }
+}
