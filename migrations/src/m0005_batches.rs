@@ -27,6 +27,8 @@ enum Batch {
     CompleteAt,
     /// Mailboxes of the batch with a pass in flight at once; null: no limit.
     Concurrency,
+    /// The same, per source server (`host:port`).
+    HostConcurrency,
     FinalPassAt,
     CreatedAt,
 }
@@ -73,6 +75,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Batch::SwitchAt).big_integer().null())
                     .col(ColumnDef::new(Batch::CompleteAt).big_integer().null())
                     .col(ColumnDef::new(Batch::Concurrency).integer().null())
+                    .col(ColumnDef::new(Batch::HostConcurrency).integer().null())
                     .col(ColumnDef::new(Batch::FinalPassAt).big_integer().null())
                     .col(ColumnDef::new(Batch::CreatedAt).big_integer().not_null())
                     .to_owned(),

@@ -476,6 +476,64 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
         "a password in the report"
     );
 
+    // Dashboard forms: the session cookie alone is not enough, they need the page's
+    // CSRF token, and a form posted from another site is refused.
+    let page = api
+        .http
+        .get(format!("{}/batches/acme", api.base))
+        .header("cookie", format!("mailshift_session={full}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a CSRF field on the batch page")
+        .to_string();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |csrf: &str, origin: Option<&str>| {
+        let mut r = no_redirect
+            .post(format!("{}/batches/acme/action", api.base))
+            .header("cookie", format!("mailshift_session={full}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("action=verify&csrf={csrf}"));
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    assert_eq!(form("", None).await.unwrap().status(), 403, "no CSRF token");
+    assert_eq!(
+        form("0123abcd", None).await.unwrap().status(),
+        403,
+        "a forged CSRF token"
+    );
+    assert_eq!(
+        form(&csrf, Some("http://evil.example"))
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "a form from another site"
+    );
+    assert_eq!(form(&csrf, Some(&api.base)).await.unwrap().status(), 303);
+    // The API refuses writes authenticated by the cookie alone.
+    let r = api
+        .http
+        .post(format!("{}/api/v1/batches/acme/pause", api.base))
+        .header("cookie", format!("mailshift_session={full}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
     let (status, metrics) = api.get("/metrics", Some(&viewer)).await;
     assert_eq!(status, 200, "{metrics}");
 
@@ -583,6 +641,35 @@ async fn drive(
     assert_eq!(result, "Imported 2 mailbox(es).");
     el(c, "#to-batch").await?.click().await?;
     assert_eq!(el(c, "#batch-state").await?.text().await?, "draft");
+
+    // One mailbox at a time, per the schedule form.
+    el(c, "#schedule-form").await?;
+    c.find(Locator::Css("details summary"))
+        .await?
+        .click()
+        .await?;
+    c.find(Locator::Css("#schedule-form input[name=concurrency]"))
+        .await?
+        .send_keys("1")
+        .await?;
+    c.find(Locator::Css("#schedule-form input[name=interval]"))
+        .await?
+        .send_keys("4h")
+        .await?;
+    el(c, "#schedule").await?.click().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // The click does not wait for the next page: read until it shows.
+        let line = match el(c, "p.muted").await?.text().await {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        if line.contains("every 4h00m") && line.contains("1 mailboxes at once") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "schedule not shown: {line}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Start it and watch the page (it refreshes itself) until everything is copied.
     el(c, "#action-start").await?.click().await?;

@@ -46,8 +46,9 @@ pub enum BatchCommand {
         incremental pass of each mailbox every --interval; at --complete-at each mailbox \
         gets one final pass and the batch is completed. --switch-at records the MX switch \
         agreed with the customer on the domain's cutover plan (see `mailshift plan`). \
-        --concurrency caps how many of the batch's mailboxes copy at once (connections per \
-        server are capped fleet-wide by `mailshift host limit`).\n\n\
+        --concurrency caps how many of the batch's mailboxes copy at once, --per-host how \
+        many of them per old server (connections per server are capped fleet-wide by \
+        `mailshift host limit` besides).\n\n\
         Times are RFC 3339 with their UTC offset: 2026-12-05T06:00+01:00.\n\n\
         Example: mailshift batch schedule acme --start-at 2026-12-01T20:00+01:00 \
         --interval 4h --switch-at 2026-12-05T06:00+01:00 --complete-at \
@@ -114,6 +115,9 @@ pub struct ScheduleArgs {
     /// Mailboxes of this batch copying at once
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
+    /// Mailboxes of this batch copying at once from one old server (host:port)
+    #[arg(long, value_name = "N")]
+    per_host: Option<u32>,
     /// The mail domain of the batch (for --switch-at)
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
@@ -246,12 +250,13 @@ async fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
         switch_at: a.switch_at,
         complete_at: a.complete_at,
         concurrency: a.concurrency,
+        host_concurrency: a.per_host,
         domain: a.domain,
     };
     let b = ops::schedule(&store, &a.name, &change).await?;
     let opt = |t: Option<i64>| t.map(ops::stamp).unwrap_or_else(|| "-".into());
     eprintln!(
-        "batch '{}' ({}): start {}, every {}, switch {}, complete {}, {} at once",
+        "batch '{}' ({}): start {}, every {}, switch {}, complete {}, {} at once, {} per old server",
         b.name,
         b.display_state(ops::now()),
         opt(b.start_at),
@@ -261,6 +266,9 @@ async fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
         opt(b.switch_at),
         opt(b.complete_at),
         b.concurrency
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "all".into()),
+        b.host_concurrency
             .map(|c| c.to_string())
             .unwrap_or_else(|| "all".into()),
     );

@@ -198,6 +198,7 @@ pub(crate) struct ScheduleChange {
     pub switch_at: Option<i64>,
     pub complete_at: Option<i64>,
     pub concurrency: Option<u32>,
+    pub host_concurrency: Option<u32>,
     pub domain: Option<String>,
 }
 
@@ -222,6 +223,7 @@ pub(crate) async fn schedule(
     b.interval_secs = c.interval_secs.or(b.interval_secs);
     b.complete_at = c.complete_at.or(b.complete_at);
     b.concurrency = c.concurrency.or(b.concurrency);
+    b.host_concurrency = c.host_concurrency.or(b.host_concurrency);
     if let Some(d) = &c.domain {
         b.domain = Some(d.trim_end_matches('.').to_ascii_lowercase());
     }

@@ -66,6 +66,11 @@ pub struct BatchRecord {
     pub complete_at: Option<i64>,
     /// Mailboxes of this batch with a pass in flight at once; None: no limit.
     pub concurrency: Option<u32>,
+    /// The same per source server (`host:port`): an old server shared by many mailboxes
+    /// of the batch is not flooded by them (connections are capped fleet-wide by the
+    /// host limits besides).
+    #[serde(default)]
+    pub host_concurrency: Option<u32>,
     /// When the batch went into `completing`.
     pub final_pass_at: Option<i64>,
     pub created_at: i64,
@@ -82,6 +87,7 @@ impl BatchRecord {
             switch_at: None,
             complete_at: None,
             concurrency: None,
+            host_concurrency: None,
             final_pass_at: None,
             created_at: now,
         }

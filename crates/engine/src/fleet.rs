@@ -46,6 +46,14 @@ pub struct Round {
     pub failed: usize,
 }
 
+/// The old server of a mailbox, `host:port` (the key of per-server limits).
+fn source_host(m: &MailboxRecord) -> String {
+    m.source
+        .parse::<Endpoint>()
+        .map(|e| e.host_port())
+        .unwrap_or_else(|_| m.source.clone())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,13 +69,18 @@ impl Scheduler {
         let mailboxes = self.mailboxes.mailboxes(None).await?;
         let phases = self.advance_domains(&mailboxes, t).await?;
         let batches = self.advance_batches(&mailboxes, t).await?;
+        // Mailboxes with a pass in flight, per batch and per (batch, old server).
         let mut in_flight: HashMap<&str, u32> = HashMap::new();
+        let mut in_flight_host: HashMap<(&str, String), u32> = HashMap::new();
+        let busy = |m: &MailboxRecord| m.jobs_left > 0 && m.status == "syncing";
         for m in &mailboxes {
             if let Some(b) = &m.batch
-                && m.jobs_left > 0
-                && m.status == "syncing"
+                && busy(m)
             {
                 *in_flight.entry(b.as_str()).or_default() += 1;
+                *in_flight_host
+                    .entry((b.as_str(), source_host(m)))
+                    .or_default() += 1;
             }
         }
         let mut final_passes: Vec<&str> = Vec::new();
@@ -98,11 +111,18 @@ impl Scheduler {
                 continue;
             }
             if let Some(b) = batch
-                && let Some(limit) = b.concurrency
-                && !(m.jobs_left > 0 && m.status == "syncing")
-                && in_flight.get(b.name.as_str()).copied().unwrap_or(0) >= limit
+                && !busy(m)
             {
-                continue; // the batch's other mailboxes go first
+                let n = in_flight.get(b.name.as_str()).copied().unwrap_or(0);
+                let on_host = in_flight_host
+                    .get(&(b.name.as_str(), source_host(m)))
+                    .copied()
+                    .unwrap_or(0);
+                if b.concurrency.is_some_and(|c| n >= c)
+                    || b.host_concurrency.is_some_and(|c| on_host >= c)
+                {
+                    continue; // the batch's other mailboxes go first
+                }
             }
             let dual = domain.is_some_and(|d| d.phase.dual_reception());
             let interval = interval.unwrap_or(self.interval.as_secs());
@@ -139,9 +159,12 @@ impl Scheduler {
                     }
                     if let Some(b) = batch
                         && n > 0
-                        && m.jobs_left == 0
+                        && !busy(m)
                     {
                         *in_flight.entry(b.name.as_str()).or_default() += 1;
+                        *in_flight_host
+                            .entry((b.name.as_str(), source_host(m)))
+                            .or_default() += 1;
                     }
                     tracing::info!(mailbox = %m.source, jobs = n, messages = source_messages, "pass scheduled");
                 }

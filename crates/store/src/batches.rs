@@ -49,6 +49,7 @@ impl SeaStore {
             switch_at: m.switch_at,
             complete_at: m.complete_at,
             concurrency: m.concurrency.map(|c| c.max(0) as u32),
+            host_concurrency: m.host_concurrency.map(|c| c.max(0) as u32),
             final_pass_at: m.final_pass_at,
             created_at: m.created_at,
         })
@@ -64,6 +65,9 @@ impl SeaStore {
             switch_at: Set(b.switch_at),
             complete_at: Set(b.complete_at),
             concurrency: Set(b.concurrency.map(|c| i32::try_from(c).unwrap_or(i32::MAX))),
+            host_concurrency: Set(b
+                .host_concurrency
+                .map(|c| i32::try_from(c).unwrap_or(i32::MAX))),
             final_pass_at: Set(b.final_pass_at),
             created_at: Set(b.created_at),
         };
@@ -78,6 +82,7 @@ impl SeaStore {
                         batch::Column::SwitchAt,
                         batch::Column::CompleteAt,
                         batch::Column::Concurrency,
+                        batch::Column::HostConcurrency,
                         batch::Column::FinalPassAt,
                     ])
                     .to_owned(),

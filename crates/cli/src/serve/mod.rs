@@ -62,6 +62,7 @@ pub fn router(app: App) -> Router {
         .route("/import", post(pages::import))
         .route("/batches/{name}", get(pages::batch))
         .route("/batches/{name}/action", post(pages::action))
+        .route("/batches/{name}/schedule", post(pages::schedule))
         .route("/batches/{name}/report.csv", get(pages::report_csv))
         .route("/batches/{name}/report.json", get(pages::report_json))
         .route("/logout", post(pages::logout))

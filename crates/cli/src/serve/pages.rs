@@ -465,6 +465,25 @@ fn batch_body(
             "Start " (when(b.start_at)) " · every " (b.interval_secs.map(duration).unwrap_or_else(|| "scheduler's interval".into()))
             " · switch " (when(b.switch_at)) " · complete " (when(b.complete_at))
             " · " (b.concurrency.map(|n| format!("{n} mailboxes at once")).unwrap_or_else(|| "no concurrency cap".into()))
+            @if let Some(h) = b.host_concurrency { " · " (h) " per old server" }
+        }
+        @if !c.read_only && !matches!(b.state, mailshift_core::batch::BatchState::Completed) {
+            details {
+                summary { "Change the schedule" }
+                form #schedule-form method="post" action=(format!("/batches/{}/schedule", urlencode(&v.name))) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    fieldset {
+                        label { "Start at" input name="start_at" placeholder="2026-12-01T20:00+01:00"; }
+                        label { "Pass every" input name="interval" placeholder="4h"; }
+                        label { "MX switch at" input name="switch_at" placeholder="2026-12-05T06:00+01:00"; }
+                        label { "Complete at" input name="complete_at" placeholder="2026-12-08T06:00+01:00"; }
+                        label { "Mailboxes at once" input name="concurrency" inputmode="numeric"; }
+                        label { "… per old server" input name="per_host" inputmode="numeric"; }
+                    }
+                    p.muted { "Times with their UTC offset. Empty fields are left as they are." }
+                    p { button #schedule type="submit" { "Save schedule" } }
+                }
+            }
         }
         @if let Some(d) = &v.domain {
             h2 { "Domain " (d.config.name) }
@@ -614,4 +633,89 @@ pub(crate) async fn report_json(
     known(&app, &name).await?;
     let r = ops::report(&app.store, &name, app.timeout, false).await?;
     Ok(axum::Json(r).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ScheduleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    start_at: String,
+    #[serde(default)]
+    interval: String,
+    #[serde(default)]
+    switch_at: String,
+    #[serde(default)]
+    complete_at: String,
+    #[serde(default)]
+    concurrency: String,
+    #[serde(default)]
+    per_host: String,
+}
+
+fn schedule_change(f: &ScheduleForm) -> Result<ops::ScheduleChange, String> {
+    let time = |label: &str, v: &str| -> Result<Option<i64>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        crate::dns::parse_time(v)
+            .map(|t| Some(t.timestamp()))
+            .map_err(|e| format!("{label}: {e}"))
+    };
+    let count = |label: &str, v: &str| -> Result<Option<u32>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("{label}: '{v}' is not a whole number"))
+    };
+    let interval = match f.interval.trim() {
+        "" => None,
+        v => Some(mailshift_core::batch::parse_interval(v)?),
+    };
+    Ok(ops::ScheduleChange {
+        start_at: time("start at", &f.start_at)?,
+        interval_secs: interval,
+        switch_at: time("MX switch at", &f.switch_at)?,
+        complete_at: time("complete at", &f.complete_at)?,
+        concurrency: count("mailboxes at once", &f.concurrency)?,
+        host_concurrency: count("per old server", &f.per_host)?,
+        domain: None,
+    })
+}
+
+pub(crate) async fn schedule(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<ScheduleForm>,
+) -> Response {
+    if let Err(r) = check_form(&c, &headers, &f.csrf) {
+        return r.into_response();
+    }
+    if let Err(e) = known(&app, &name).await {
+        return e.into_response();
+    }
+    let change = match schedule_change(&f) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                message_page("Schedule not saved", &e),
+            )
+                .into_response();
+        }
+    };
+    match ops::schedule(&app.store, &name, &change).await {
+        Ok(_) => Redirect::to(&format!("/batches/{}", urlencode(&name))).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            message_page("Schedule not saved", &format!("{e:#}")),
+        )
+            .into_response(),
+    }
 }

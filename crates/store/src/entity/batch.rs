@@ -14,6 +14,7 @@ pub struct Model {
     pub switch_at: Option<i64>,
     pub complete_at: Option<i64>,
     pub concurrency: Option<i32>,
+    pub host_concurrency: Option<i32>,
     pub final_pass_at: Option<i64>,
     pub created_at: i64,
 }
