@@ -312,7 +312,7 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
             "/api/v1/batches/acme/schedule",
             &full,
             Some(format!(
-                r#"{{"start_at": {}, "interval_secs": 3600, "concurrency": 1, "switch_at": {}}}"#,
+                r#"{{"start_at": {}, "interval_secs": 3600, "concurrency": 2, "host_concurrency": 1, "switch_at": {}}}"#,
                 now() + 3600,
                 now() + 5 * 86_400
             )),
@@ -339,7 +339,8 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     assert_eq!(j["totals"]["pending"], 3, "planned before start-at: {j:#}");
     assert_eq!(j["totals"]["messages_copied"], 0, "{j:#}");
 
-    // Started now: ann and bob are copied one at a time (concurrency 1); cid fails.
+    // Started now: ann and bob are copied one at a time (they share one old server,
+    // and the batch allows one mailbox per old server); cid fails.
     let (status, body) = api
         .post(
             "/api/v1/batches/acme/start",
