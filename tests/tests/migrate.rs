@@ -162,6 +162,10 @@ async fn wrong_password_names_the_side_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("login as alice on destination"), "{all}");
     assert!(all.contains("check the user name and password"), "{all}");
+    assert!(
+        all.contains("NOTHING COPIED") && !all.contains("0 of 0 folders"),
+        "{all}"
+    );
     let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
         .await
         .unwrap();

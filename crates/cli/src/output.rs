@@ -107,6 +107,11 @@ pub fn print_summary(s: &MigrationSummary) {
             mb,
             s.elapsed_secs
         )
+    } else if s.folders.is_empty() && !s.errors.is_empty() {
+        // Nothing was planned (a refused login, an unreachable server): no folder counts.
+        "\n\nNOTHING COPIED: the migration could not start (see the error above); fix the \
+         cause and run the same command again\n"
+            .to_string()
     } else {
         let bad_folders = s
             .folders
