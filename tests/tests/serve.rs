@@ -708,5 +708,13 @@ async fn drive(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("dashboard-batch.png"), png).unwrap();
+    // The overview lists the batch at 100% too.
+    c.goto(&format!("{}/", stack.base)).await?;
+    let row = el(c, "#batches tr[data-batch=browser-batch]")
+        .await?
+        .text()
+        .await?;
+    assert!(row.contains("running") && row.contains("60 of 60"), "{row}");
+    std::fs::write(artifacts.join("dashboard-home.png"), c.screenshot().await?).unwrap();
     Ok(())
 }

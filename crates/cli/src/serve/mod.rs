@@ -110,7 +110,19 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
         })
         .await
         .context("the HTTP server stopped")?;

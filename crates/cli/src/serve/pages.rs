@@ -234,7 +234,7 @@ pub(crate) async fn home(
                             td { (v.totals.synced) }
                             td { @if v.totals.failed > 0 { span.err { (v.totals.failed) } } @else { "0" } }
                             td { (v.totals.messages_copied) @if let Some(t) = v.totals.messages_total { " of " (t) } }
-                            td { (bar(v.totals.percent)) }
+                            td { (bar(v.totals.percent)) @if let Some(p) = v.totals.percent { span.muted { (p) "%" } } }
                         }
                     }
                 }
