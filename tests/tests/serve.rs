@@ -537,6 +537,10 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
 
     let (status, metrics) = api.get("/metrics", Some(&viewer)).await;
     assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains(r#"mailshift_http_requests_total{route="/api/v1/batches/{name}/{action}",method="POST",status="403"}"#),
+        "{metrics}"
+    );
 
     let out = stack.serve.output();
     assert!(!out.contains("-Pw1"), "a password in serve's output: {out}");

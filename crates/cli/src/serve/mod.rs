@@ -84,8 +84,41 @@ pub fn router(app: App) -> Router {
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/static/style.css", get(pages::style))
         .merge(protected)
+        .layer(axum::middleware::from_fn(observe))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(app)
+}
+
+/// One log line and one counted request per HTTP request, by route (the pattern, never
+/// the path with its batch name) and status. Query strings and headers, where tokens
+/// travel, are never logged.
+async fn observe(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    metrics::counter!(
+        "mailshift_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    if route == "/health" {
+        tracing::debug!(%method, %route, status, ms, "http request");
+    } else {
+        tracing::info!(%method, %route, status, ms, "http request");
+    }
+    res
 }
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
