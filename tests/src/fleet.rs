@@ -4,7 +4,9 @@
 //!
 //! `MAILSHIFT_TEST_SKIP_FLEET=1` makes [`skip`] true where PostgreSQL or RabbitMQ is absent.
 
-use crate::dovecot::Dovecot;
+use crate::corpus::{self, CorpusSpec, special_use_options};
+use crate::dovecot::{Dovecot, DovecotOptions};
+use crate::imap;
 use crate::mailshift_bin;
 use crate::pair::text;
 use std::process::{Command, Output, Stdio};
@@ -209,4 +211,49 @@ pub fn new_fleet() -> Fleet {
     let out = fleet.run(&["db", "migrate"], &[]);
     assert!(out.status.success(), "db migrate: {}", text(&out));
     fleet
+}
+
+/// The old server's password of a fleet test's `user`.
+pub fn src_pw(user: &str) -> String {
+    format!("src-{user}-Pw1")
+}
+
+/// The new server's password of a fleet test's `user`.
+pub fn dst_pw(user: &str) -> String {
+    format!("dst-{user}-Pw1")
+}
+
+/// A `.`-delimited source with the corpus's special-use folders and a default
+/// destination, with `users` on both ([`src_pw`], [`dst_pw`]), each source mailbox
+/// filled with `messages` of the corpus seeded `seed + i`; returns the servers and each
+/// source mailbox's snapshot.
+pub async fn servers(
+    users: &[&str],
+    messages: usize,
+    seed: u64,
+) -> (Dovecot, Dovecot, Vec<imap::Snapshot>) {
+    let folders = corpus::standard_folders();
+    let src = Dovecot::start(DovecotOptions {
+        delimiter: '.',
+        special_use: special_use_options(&folders, '.'),
+        ..Default::default()
+    })
+    .unwrap();
+    let dst = Dovecot::start(DovecotOptions::default()).unwrap();
+    // All users before the first login: Dovecot re-reads its passwd file by mtime.
+    for u in users {
+        src.add_user(u, &src_pw(u));
+        dst.add_user(u, &dst_pw(u));
+    }
+    let mut before = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let c = corpus::generate(&CorpusSpec {
+            seed: seed + i as u64,
+            messages,
+            big_attachments: 0,
+        });
+        imap::populate(src.port(), u, &src_pw(u), &c).await.unwrap();
+        before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
+    }
+    (src, dst, before)
 }

@@ -6,9 +6,9 @@
 //!
 //! `MAILSHIFT_TEST_SKIP_FLEET=1` skips these tests where PostgreSQL or RabbitMQ is absent.
 
-use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
+use mailshift_tests::corpus::{self, CorpusSpec};
 use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
-use mailshift_tests::fleet::{Fleet, WorkerProc, new_fleet, psql, skip};
+use mailshift_tests::fleet::{Fleet, WorkerProc, dst_pw, new_fleet, psql, servers, skip, src_pw};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::{Command, Output, Stdio};
@@ -22,41 +22,11 @@ struct Setup {
     before: Vec<imap::Snapshot>,
 }
 
-fn src_pw(u: &str) -> String {
-    format!("src-{u}-Pw1")
-}
-
-fn dst_pw(u: &str) -> String {
-    format!("dst-{u}-Pw1")
-}
-
 impl Setup {
     async fn new(users: &[&str], messages: usize) -> Setup {
-        let folders = corpus::standard_folders();
-        let src = Dovecot::start(DovecotOptions {
-            delimiter: '.',
-            special_use: special_use_options(&folders, '.'),
-            ..Default::default()
-        })
-        .unwrap();
-        let dst = Dovecot::start(DovecotOptions::default()).unwrap();
+        let (src, dst, before) = servers(users, messages, 100).await;
         let fleet = new_fleet();
-        // All users before the first login: Dovecot re-reads its passwd file by mtime.
         for u in users {
-            src.add_user(u, &src_pw(u));
-            dst.add_user(u, &dst_pw(u));
-        }
-        let mut before = Vec::new();
-        for (i, u) in users.iter().enumerate() {
-            let corpus = corpus::generate(&CorpusSpec {
-                seed: 100 + i as u64,
-                messages,
-                big_attachments: 0,
-            });
-            imap::populate(src.port(), u, &src_pw(u), &corpus)
-                .await
-                .unwrap();
-            before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
             fleet.add(&src, &dst, u, &src_pw(u), &dst_pw(u));
         }
         Setup {

@@ -8,9 +8,8 @@
 //! `MAILSHIFT_TEST_SKIP_FLEET=1` skips them where PostgreSQL or RabbitMQ is absent;
 //! `MAILSHIFT_TEST_SKIP_BROWSER=1` skips the browser test where Chromium is absent.
 
-use mailshift_tests::corpus::{self, CorpusSpec, special_use_options};
-use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
-use mailshift_tests::fleet::{Fleet, WorkerProc, new_fleet, skip};
+use mailshift_tests::dovecot::Dovecot;
+use mailshift_tests::fleet::{Fleet, WorkerProc, dst_pw, new_fleet, servers, skip, src_pw};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::Stdio;
@@ -72,38 +71,9 @@ struct Stack {
     worker: Running,
 }
 
-fn src_pw(u: &str) -> String {
-    format!("src-{u}-Pw1")
-}
-
-fn dst_pw(u: &str) -> String {
-    format!("dst-{u}-Pw1")
-}
-
 impl Stack {
     async fn start(users: &[&str], messages: usize) -> Stack {
-        let folders = corpus::standard_folders();
-        let src = Dovecot::start(DovecotOptions {
-            delimiter: '.',
-            special_use: special_use_options(&folders, '.'),
-            ..Default::default()
-        })
-        .unwrap();
-        let dst = Dovecot::start(DovecotOptions::default()).unwrap();
-        for u in users {
-            src.add_user(u, &src_pw(u));
-            dst.add_user(u, &dst_pw(u));
-        }
-        let mut before = Vec::new();
-        for (i, u) in users.iter().enumerate() {
-            let c = corpus::generate(&CorpusSpec {
-                seed: 300 + i as u64,
-                messages,
-                big_attachments: 0,
-            });
-            imap::populate(src.port(), u, &src_pw(u), &c).await.unwrap();
-            before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
-        }
+        let (src, dst, before) = servers(users, messages, 300).await;
         let fleet = new_fleet();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -619,6 +589,29 @@ async fn el(
         .await
 }
 
+/// Reads `css`'s text until `done` says yes (pages change under the test: a click does
+/// not wait for the next page, and batch pages refresh themselves).
+async fn until(
+    c: &fantoccini::Client,
+    css: &str,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) -> Result<(), fantoccini::error::CmdError> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        // A read may hit the page being replaced: read again then.
+        if let Ok(t) = el(c, css).await?.text().await {
+            if done(&t) {
+                return Ok(());
+            }
+            last = t;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{css} still shows '{last}' after {secs} s");
+}
+
 async fn drive(
     c: &fantoccini::Client,
     stack: &Stack,
@@ -662,42 +655,15 @@ async fn drive(
         .send_keys("4h")
         .await?;
     el(c, "#schedule").await?.click().await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // The click does not wait for the next page: read until it shows.
-        let line = match el(c, "p.muted").await?.text().await {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
-        if line.contains("every 4h00m") && line.contains("1 mailboxes at once") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "schedule not shown: {line}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(c, "p.muted", 20, |line| {
+        line.contains("every 4h00m") && line.contains("1 mailboxes at once")
+    })
+    .await?;
 
     // Start it and watch the page (it refreshes itself) until everything is copied.
     el(c, "#action-start").await?.click().await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        // The page may be reloading between the two reads: read again then.
-        let percent = match el(c, "#batch-percent").await?.text().await {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
-        let synced = match el(c, "#synced-count").await?.text().await {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
-        if percent == "100%" && synced == "2" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "progress stuck at {percent}, {synced} synced"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until(c, "#batch-percent", 120, |t| t == "100%").await?;
+    until(c, "#synced-count", 30, |t| t == "2").await?;
     // A fresh load, so nothing below races the page's own refresh.
     c.refresh().await?;
     assert_eq!(el(c, "#batch-state").await?.text().await?, "running");
