@@ -340,9 +340,13 @@ async fn sigterm_hands_work_back_and_a_rolling_restart_loses_nothing() {
 /// Established TCP connections to `port` on loopback, from /proc/net/tcp: for each, the
 /// process (pid and command line) holding its client end, so a failure names who
 /// opened the connections beyond the limit.
+///
+/// The kernel writes that file a page at a time, so while other tests open and close
+/// sockets one connection can be listed several times in a single read (seen: one
+/// client port five times). Connections are counted once each, by their client address.
 fn established_to(port: u16) -> Vec<String> {
     let want = format!(":{port:04X}");
-    let mut clients = Vec::new();
+    let mut clients = std::collections::BTreeSet::new();
     let mut inodes = std::collections::HashMap::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(table) = std::fs::read_to_string(f) else {
@@ -354,13 +358,13 @@ fn established_to(port: u16) -> Vec<String> {
                 continue;
             }
             if cols[2].ends_with(&want) {
-                clients.push(cols[1].to_string());
+                clients.insert(cols[1].to_string());
                 inodes.insert(cols[9].to_string(), cols[1].to_string());
             }
         }
     }
     if clients.is_empty() {
-        return clients;
+        return Vec::new();
     }
     let mut owners: std::collections::HashMap<String, String> = Default::default();
     if let Ok(procs) = std::fs::read_dir("/proc") {
