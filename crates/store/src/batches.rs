@@ -1,6 +1,7 @@
 //! [`BatchStore`] and the HTTP API's tokens on the fleet's database. A token is shown
 //! once, at creation; only its SHA-256 is stored, so a leaked database grants nothing.
 
+use crate::domains::now;
 use crate::entity::{api_token, batch};
 use crate::error::StoreError;
 use crate::store::SeaStore;
@@ -28,13 +29,6 @@ pub const TOKEN_PREFIX: &str = "mst_";
 
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl SeaStore {

@@ -9,7 +9,8 @@ use mailshift_core::ports::DomainStore;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
 
-fn now() -> i64 {
+/// Unix seconds (the unit of the domain and batch tables' times).
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
