@@ -257,3 +257,12 @@ pub async fn servers(
     }
     (src, dst, before)
 }
+
+/// A loopback TCP port free a moment ago (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -8,7 +8,9 @@
 
 use mailshift_tests::corpus::{self, CorpusSpec};
 use mailshift_tests::dovecot::{Dovecot, DovecotOptions};
-use mailshift_tests::fleet::{Fleet, WorkerProc, dst_pw, new_fleet, psql, servers, skip, src_pw};
+use mailshift_tests::fleet::{
+    Fleet, WorkerProc, dst_pw, free_port, new_fleet, psql, servers, skip, src_pw,
+};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::{Command, Output, Stdio};
@@ -911,14 +913,6 @@ async fn scrape(port: u16) -> String {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,19 +9,13 @@
 //! `MAILSHIFT_TEST_SKIP_BROWSER=1` skips the browser test where Chromium is absent.
 
 use mailshift_tests::dovecot::Dovecot;
-use mailshift_tests::fleet::{Fleet, WorkerProc, dst_pw, new_fleet, servers, skip, src_pw};
+use mailshift_tests::fleet::{
+    Fleet, WorkerProc, dst_pw, free_port, new_fleet, servers, skip, src_pw,
+};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Option<WorkerProc>);

@@ -69,27 +69,9 @@ pub struct MigrateArgs {
     interval: Duration,
 }
 
-/// `90`, `90s`, `5m`, `2h`, `3d`.
+/// `90`, `90s`, `5m`, `2h`, `3d` (see `core::batch::parse_interval`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 30s, 5m or 1h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m, h or d")),
-    };
-    if secs == 0 {
-        return Err("a duration must be at least 1s".into());
-    }
-    Ok(Duration::from_secs(secs))
+    mailshift_core::batch::parse_interval(s).map(Duration::from_secs)
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {

@@ -277,10 +277,14 @@ pub fn parse_interval(s: &str) -> Result<u64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("'{s}' is not a duration (try 90s, 15m, 4h or 2d)")),
+        u => {
+            return Err(format!(
+                "'{s}': unknown unit '{u}'; use s, m, h or d (90s, 15m, 4h, 2d)"
+            ));
+        }
     };
     if n == 0 {
-        return Err("an interval must be longer than 0".into());
+        return Err("a duration must be at least 1s".into());
     }
     Ok(n * mult)
 }
