@@ -7,6 +7,7 @@
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
+//! - [`lease`]: folder leases per claim, renewed while held, stopped when dropped.
 //! - [`limits`]: fleet-wide per-server connection limits (leased slots).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
 //! - [`verify`]: comparing both servers independently of stored state.
@@ -22,6 +23,7 @@ pub mod copy;
 pub mod embedded;
 pub mod fault;
 pub mod fleet;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod pass;

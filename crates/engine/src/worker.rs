@@ -3,6 +3,7 @@
 //! retryable. The same loop serves the in-process queue and RabbitMQ.
 
 use crate::copy::{Fence, FolderPass, copy_folder};
+use crate::lease::FolderLease;
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
     Connectors, Delivery, JobQueue, MailSource, MailTarget, MailboxStore, Progress, StateStore,
@@ -14,27 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
-
-/// The fleet's fence: renews the folder's lease; false once another worker holds it.
-struct LeaseFence {
-    leases: Leases,
-    job: mailshift_core::job::FolderJob,
-}
-
-#[async_trait::async_trait]
-impl Fence for LeaseFence {
-    async fn still_held(&self) -> Result<bool> {
-        self.leases
-            .store
-            .renew_folder(
-                self.job.migration_id,
-                &self.job.state_key(),
-                &self.leases.owner,
-                self.leases.ttl,
-            )
-            .await
-    }
-}
 
 /// A shutdown request shared by a process's workers.
 #[derive(Debug, Default)]
@@ -142,40 +122,15 @@ impl Worker {
             .and_then(|c| c.throttled_for())
     }
 
-    /// Takes the folder's lease (fleet mode) and keeps it alive while the pass runs.
-    /// `Ok(None)`: another worker holds it.
-    async fn lease(&self, d: &Delivery) -> Result<Option<Option<tokio::task::JoinHandle<()>>>> {
+    /// Takes the folder's lease (fleet mode) for this delivery. `Ok(None)`: another
+    /// claim holds it; `Ok(Some(None))`: no leases (embedded mode).
+    async fn lease(&self, d: &Delivery) -> Result<Option<Option<FolderLease>>> {
         let Some(l) = &self.leases else {
             return Ok(Some(None));
         };
-        let job = &d.job;
-        // The lease lives on the folder's checkpoint row (created by the claim if new).
-        if !l
-            .store
-            .claim_folder(
-                job.migration_id,
-                &job.state_key(),
-                &job.dest_folder,
-                &l.owner,
-                l.ttl,
-            )
+        Ok(FolderLease::take(l.store.clone(), &d.job, &l.owner, l.ttl)
             .await?
-        {
-            return Ok(None);
-        }
-        let (l, job) = (l.clone(), job.clone());
-        Ok(Some(Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(l.ttl / 3).await;
-                if let Err(e) = l
-                    .store
-                    .renew_folder(job.migration_id, &job.state_key(), &l.owner, l.ttl)
-                    .await
-                {
-                    tracing::warn!(folder = %job.source_display, error = %e, "cannot renew a folder lease");
-                }
-            }
-        }))))
+            .map(Some))
     }
 
     /// Runs jobs until the queue is drained (or closed). `sessions` may bring already open
@@ -249,7 +204,7 @@ impl Worker {
             queue.retry(&again, wait).await?;
             return Ok(("deferred", None));
         }
-        let heartbeat = match self.lease(&delivery).await {
+        let lease = match self.lease(&delivery).await {
             Ok(Some(h)) => h,
             Ok(None) => {
                 // Someone else is copying this folder: try again once they are done,
@@ -273,10 +228,6 @@ impl Worker {
         };
         let (mut report, err, keep) = match s {
             Ok(mut s) => {
-                let fence = self.leases.as_ref().map(|l| LeaseFence {
-                    leases: l.clone(),
-                    job: delivery.job.clone(),
-                });
                 let pass_span = tracing::info_span!(
                     "folder.pass",
                     source = %delivery.job.source_display,
@@ -291,7 +242,7 @@ impl Worker {
                     // Retries after failures use smaller batches (see `for_attempt`).
                     limits: self.limits.for_attempt(delivery.job.attempt),
                     stop: Some(&self.stop.flag),
-                    fence: fence.as_ref().map(|f| f as &dyn Fence),
+                    fence: lease.as_ref().map(|f| f as &dyn Fence),
                 })
                 .instrument(pass_span)
                 .await;
@@ -317,18 +268,8 @@ impl Worker {
         // In the fleet, sessions are not kept while waiting for the next job: they may
         // hold connection slots that a job already delivered to another task needs.
         *pooled = if self.leases.is_some() { None } else { keep };
-        if let Some(h) = heartbeat {
-            h.abort();
-        }
-        if let Some(l) = &self.leases {
-            let job = &delivery.job;
-            if let Err(e) = l
-                .store
-                .release_folder(job.migration_id, &job.state_key(), &l.owner)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot release a folder lease; it will expire");
-            }
+        if let Some(lease) = lease {
+            lease.release().await;
         }
         if let Some(mailshift_core::Error {
             kind: ErrorKind::Deferred(wait),
