@@ -159,7 +159,8 @@ async fn wrong_password_names_the_side_and_changes_nothing() {
     assert_no_secrets(&out);
     let all = text(&out);
     assert!(!all.contains("not-the-password"), "{all}");
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    // Exit status 4: a refused login (the table in the README).
+    assert_eq!(out.status.code(), Some(4), "{all}");
     assert!(all.contains("login as alice on destination"), "{all}");
     assert!(all.contains("check the user name and password"), "{all}");
     assert!(
@@ -198,7 +199,8 @@ async fn unreachable_server_is_named() {
         .unwrap();
     assert_no_secrets(&out);
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    // Exit status 3: a server that cannot be reached.
+    assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(
         all.contains(&format!(
             "cannot connect to destination imap://alice@127.0.0.1:{port}"
@@ -340,7 +342,7 @@ async fn tls_is_verified_and_plaintext_needs_consent() {
     let tls_url = format!("imaps://alice@localhost:{}", pair.dst.tls_port().unwrap());
     // Unknown CA: refused.
     let out = run(tls_url.clone(), &["--allow-plaintext"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(
         text(&out).contains("TLS with destination"),
         "{}",
@@ -349,8 +351,12 @@ async fn tls_is_verified_and_plaintext_needs_consent() {
     // The source offers no STARTTLS: refused without --allow-plaintext.
     let ca_arg = ca.to_str().unwrap().to_string();
     let out = run(tls_url.clone(), &["--to-ca-file", &ca_arg]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("--allow-plaintext"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("--from-allow-plaintext"),
+        "{}",
+        text(&out)
+    );
     // STARTTLS on the destination, with its CA trusted.
     let starttls_url = format!("imap://alice@localhost:{}", pair.dst.port());
     let out = run(
@@ -420,7 +426,7 @@ async fn ctrl_c_stops_after_a_checkpoint_and_a_rerun_finishes() {
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("stopped on request"), "{}", text(&out));
     let total: usize = before.values().map(Vec::len).sum();
     assert!(count_destination(&pair).await < total);

@@ -41,7 +41,10 @@ impl MailSource for Noop {
     async fn list_messages_of(&mut self, _: &[u32]) -> Result<Vec<MessageMeta>> {
         Ok(Vec::new())
     }
-    async fn fetch_messages(&mut self, _: &[u32]) -> Result<Vec<FetchedMessage>> {
+    async fn status(&mut self, _: &str) -> Result<FolderStatus> {
+        Ok(status())
+    }
+    async fn fetch_messages(&mut self, _: &[u32], _: u64) -> Result<Vec<FetchedMessage>> {
         Ok(Vec::new())
     }
     async fn fetch_headers(&mut self, _: &[u32]) -> Result<Vec<FetchedHeader>> {
@@ -71,6 +74,21 @@ impl MailTarget for Noop {
     }
     async fn select(&mut self, _: &str) -> Result<FolderStatus> {
         Ok(status())
+    }
+    async fn status(&mut self, _: &str) -> Result<FolderStatus> {
+        Ok(status())
+    }
+    async fn uids(&mut self) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    async fn fetch_headers(&mut self, _: &[u32]) -> Result<Vec<FetchedHeader>> {
+        Ok(Vec::new())
+    }
+    async fn locate(&mut self, _: &[u32]) -> Result<Vec<LocatedMessage>> {
+        Ok(Vec::new())
+    }
+    async fn expunge_restoring(&mut self, _: &[u32]) -> Result<()> {
+        Ok(())
     }
     async fn append(&mut self, _: &str, _: &[AppendItem<'_>]) -> Result<Appended> {
         Ok(Appended::Unknown)
@@ -198,7 +216,7 @@ async fn main() {
     let consumers: Vec<_> = (0..16)
         .map(|_| {
             let (w, q) = (worker.clone(), queue.clone());
-            tokio::spawn(async move { w.run(&*q, None).await.map(|r| r.len()) })
+            tokio::spawn(async move { w.run(&*q, None).await })
         })
         .collect();
     let publishers: Vec<_> = (0..8)
@@ -219,6 +237,7 @@ async fn main() {
                         adopt_existing: false,
                         uid_range: None,
                         dual_reception: false,
+                        first_failed_at: None,
                         label_folders: Vec::new(),
                     })
                     .await

@@ -8,6 +8,7 @@ use mailshift_core::batch::{BatchRecord, BatchState, Counts, progress};
 use mailshift_core::endpoint::Security;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::import::{Defaults, RowError, parse};
+use mailshift_core::mailbox::{MailboxEvent, MailboxStatus};
 use mailshift_core::ports::{
     BatchStore, Connectors, DomainStore, MailboxCredentials, MailboxOptions, MailboxRecord,
     MailboxStore,
@@ -333,9 +334,14 @@ pub(crate) async fn act(
         Action::RetryFailed => {
             let mut n = 0;
             for m in members(store, name).await? {
-                if m.status == "failed" {
+                if m.status == MailboxStatus::Failed {
                     store
-                        .set_mailbox_status(m.id, "pending", m.last_error.as_deref(), Some(now()))
+                        .set_mailbox_status(
+                            m.id,
+                            m.status.next(MailboxEvent::Retried),
+                            m.last_error.as_deref(),
+                            Some(now()),
+                        )
                         .await?;
                     n += 1;
                 }
@@ -435,7 +441,7 @@ pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<B
         views.push(MailboxView {
             id: m.id,
             domain: m.options.domain.clone(),
-            status: m.status.clone(),
+            status: m.status.to_string(),
             progress: p,
             jobs_left: m.jobs_left,
             last_pass_at: m.last_pass_at,
@@ -568,7 +574,7 @@ async fn report_mailbox(
     let mut r = MailboxReport {
         source: m.source.clone(),
         dest: m.dest.clone(),
-        status: m.status.clone(),
+        status: m.status.to_string(),
         verdict: "error",
         source_messages: 0,
         dest_messages: 0,

@@ -336,6 +336,12 @@ pub struct SchedulerArgs {
     /// Seconds an IMAP command may take
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
+    /// Mailboxes planned at once (each logs in to both its servers)
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    plan_parallel: usize,
+    /// Mailboxes planned at once per old server
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    plan_per_host: usize,
 }
 
 /// The fleet's connectors: credentials from the store, every session inside a
@@ -346,6 +352,7 @@ pub(crate) fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> 
         timeout: Duration::from_secs(timeout.max(1)),
         ca_file: std::env::var_os("MAILSHIFT_CA_FILE").map(PathBuf::from),
         pauses: Arc::new(mailshift_core::ports::HostPauses::default()),
+        max_literal: mailshift_core::plan::DEFAULT_MAX_MESSAGE_BYTES,
     });
     Arc::new(LimitedConnectors {
         inner,
@@ -434,6 +441,10 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
             observer: Arc::new(DnsObserver::new(Duration::from_secs(3))),
         }),
         batches: Some(Arc::new(store.clone())),
+        owner: format!("{}/{}", process_name(), uuid::Uuid::new_v4()),
+        parallel: a.plan_parallel.max(1),
+        per_host: a.plan_per_host.max(1),
+        outage_retry: Duration::from_secs(15),
     };
     if a.once {
         let r = s.round(true).await?;
@@ -479,9 +490,14 @@ pub struct WorkerArgs {
     /// Seconds an IMAP command may take
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
-    /// Attempts of a job before it goes to the dead-letter queue
+    /// Attempts of a job that fails for a reason of its own (not an outage) before it
+    /// goes to the dead-letter queue
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_attempts: u32,
+    /// How long a job waits out an outage (a server refusing connections, the database
+    /// or broker away) before it goes to the dead-letter queue, e.g. 30m, 2h
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = crate::migrate::parse_duration)]
+    retry_for: Duration,
     /// Exit once the queue stays empty this many seconds (for batch runs and tests)
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<u64>,
@@ -525,7 +541,8 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             ..BatchLimits::default()
         },
     );
-    w.max_attempts = a.max_attempts;
+    w.retry.max_attempts = a.max_attempts;
+    w.retry.outage_budget = a.retry_for;
     w.leases = Some(Leases {
         store: Arc::new(store.clone()) as Arc<dyn MailboxStore>,
         owner,
@@ -561,11 +578,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for t in tasks {
         match t.await {
-            Ok(Ok(reports)) => {
-                for r in reports {
-                    tracing::info!(folder = %r.source, copied = r.copied, status = ?r.status, "folder pass done");
-                }
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 ok = false;
                 tracing::error!(error = %e.message, "worker stopped");

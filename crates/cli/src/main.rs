@@ -4,7 +4,9 @@
 mod batch;
 mod batch_ops;
 mod dns;
+mod exit;
 mod fleet;
+mod lock;
 mod migrate;
 mod output;
 mod progress;
@@ -160,7 +162,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::for_error(&e))
         }
     }
 }

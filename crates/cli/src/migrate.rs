@@ -10,6 +10,7 @@ use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{Connector, NoProgress, StateStore};
 use mailshift_engine::worker::Shutdown;
 use mailshift_engine::{MigrateOptions, migrate};
+use mailshift_queue::MemoryQueue;
 use mailshift_store::SeaStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,10 +46,10 @@ pub struct MigrateArgs {
     /// on the source stay; moves become copies
     #[arg(long)]
     no_delete: bool,
-    /// Before copying a folder the first time, recognise messages already on the
-    /// destination (from another tool or an earlier manual copy) by their full content
-    /// and don't copy them again
-    #[arg(long)]
+    /// Kept for compatibility: messages already on the destination (an earlier run with
+    /// another state file, another tool's copy) are always recognised by content and
+    /// never copied twice
+    #[arg(long, hide = true)]
     adopt_existing: bool,
     /// After the MX switch (dual reception): copy only new arrivals from the old server;
     /// never delete, move or re-flag anything on the destination, where users now work,
@@ -76,6 +77,15 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let (source, dest, rules, connector) = args.servers.connect()?;
+    if mailshift_core::account::same_address(&source, &dest) {
+        return Err(crate::exit::Failure::usage(format!(
+            "--from and --to name the same account ({source}); mailshift only reads the old \
+             server and will not copy a mailbox into itself"
+        ))
+        .into());
+    }
+    crate::lock::prepare_state_file(&args.state)?;
+    let _lock = crate::lock::RunLock::acquire(&args.state, &source, &dest)?;
     let store = SeaStore::open_sqlite(&args.state)
         .await
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
@@ -87,6 +97,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         limits: BatchLimits {
             max_messages: args.batch_messages.max(1),
             list_window: args.list_window.max(1),
+            max_message_bytes: args.servers.max_message_size,
             ..BatchLimits::default()
         },
         ..MigrateOptions::default()
@@ -94,7 +105,6 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let connector: Arc<dyn Connector> = Arc::new(connector);
     let store: Arc<dyn StateStore> = Arc::new(store);
     opts.delete = !args.no_delete;
-    opts.adopt_existing = args.adopt_existing;
     opts.dual_reception = args.dual_reception;
     // First Ctrl-C: finish the batches in flight, checkpoint, stop. Second: abort.
     let stop = Arc::new(Shutdown::default());
@@ -110,18 +120,42 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     if args.follow {
         return follow(&args, &source, &dest, connector, store, opts).await;
     }
-    let summary = migrate(&source, &dest, connector, store, progress.clone(), opts).await;
+    let summary = migrate(
+        &source,
+        &dest,
+        connector,
+        store,
+        progress.clone(),
+        Arc::new(MemoryQueue::new()),
+        opts,
+    )
+    .await;
     progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         output::print_summary(&summary);
     }
-    Ok(if summary.is_complete() {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(summary_status(&summary)))
+}
+
+/// The exit status of a run (see `crate::exit`).
+pub(crate) fn summary_status(s: &mailshift_core::report::MigrationSummary) -> u8 {
+    use mailshift_core::report::FolderStatus;
+    if s.is_complete() {
+        crate::exit::OK
+    } else if s
+        .folders
+        .iter()
+        .any(|f| f.status == FolderStatus::Interrupted)
+        || s.errors.iter().any(|e| e.kind == "interrupted")
+    {
+        crate::exit::INTERRUPTED
+    } else if s.folders.is_empty() && !s.errors.is_empty() {
+        crate::exit::for_start_errors(s.errors.iter().map(|e| e.kind.as_str()))
     } else {
-        ExitCode::from(1)
-    })
+        crate::exit::INCOMPLETE
+    }
 }
 
 /// `--follow`: incremental passes until Ctrl-C, woken early by new mail in the source
@@ -145,6 +179,7 @@ async fn follow(
             connector.clone(),
             store.clone(),
             Arc::new(NoProgress),
+            Arc::new(MemoryQueue::new()),
             opts.clone(),
         )
         .await;

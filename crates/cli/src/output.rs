@@ -50,6 +50,7 @@ pub fn print_summary(s: &MigrationSummary) {
                 FolderStatus::Complete => "ok",
                 FolderStatus::Partial => "PARTIAL",
                 FolderStatus::Failed => "FAILED",
+                FolderStatus::Interrupted => "interrupted",
             };
             out.push_str(&format!(
                 "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  {status}\n",
@@ -106,6 +107,22 @@ pub fn print_summary(s: &MigrationSummary) {
             s.copied(),
             mb,
             s.elapsed_secs
+        )
+    } else if s
+        .folders
+        .iter()
+        .any(|f| f.status == FolderStatus::Interrupted)
+    {
+        let n = s
+            .folders
+            .iter()
+            .filter(|f| f.status == FolderStatus::Interrupted)
+            .count();
+        format!(
+            "\n\nINTERRUPTED: stopped on request; {n} of {} folders interrupted at their \
+             checkpoint (everything copied so far is kept); run the same command again to \
+             continue\n",
+            s.folders.len()
         )
     } else if s.folders.is_empty() && !s.errors.is_empty() {
         // Nothing was planned (a refused login, an unreachable server): no folder counts.

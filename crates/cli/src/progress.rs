@@ -141,6 +141,10 @@ impl Progress for TerminalProgress {
                 r.copied,
                 r.failures.len()
             ),
+            FolderStatus::Interrupted => format!(
+                "{}: interrupted after {} copied (checkpointed)",
+                r.source, r.copied
+            ),
             FolderStatus::Failed => format!(
                 "{}: failed: {}",
                 r.source,
@@ -180,9 +184,29 @@ fn folder_dir(folder: &str) -> String {
 
 /// Writes a refused message to `dir/FOLDER/UID.eml`, byte for byte.
 pub fn quarantine(dir: &Path, folder: &str, uid: u32, raw: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let d = dir.join(folder_dir(folder));
-    std::fs::create_dir_all(&d)?;
+    // Private directories and files, created without following a link someone may
+    // have put in their place.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)?;
+    if std::fs::symlink_metadata(&d)?.file_type().is_symlink() {
+        return Err(std::io::Error::other(format!(
+            "{} is a symbolic link; refusing to write through it",
+            d.display()
+        )));
+    }
     let path = d.join(format!("{uid}.eml"));
-    std::fs::write(&path, raw)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    f.write_all(raw)?;
     Ok(path)
 }

@@ -46,9 +46,25 @@ pub struct Servers {
     /// Skip source folders whose name matches this regular expression. Repeatable
     #[arg(long = "exclude", value_name = "REGEX")]
     pub(crate) excludes: Vec<String>,
-    /// Allow logging in without TLS when a server offers no STARTTLS (trusted networks only)
+    /// Allow logging in without TLS to a server that offers no STARTTLS, on both sides
+    /// (trusted networks only). Never applies to a server that offers STARTTLS: if its
+    /// STARTTLS fails, the run stops
     #[arg(long)]
     pub(crate) allow_plaintext: bool,
+    /// The same for the old server only
+    #[arg(long)]
+    pub(crate) from_allow_plaintext: bool,
+    /// The same for the new server only
+    #[arg(long)]
+    pub(crate) to_allow_plaintext: bool,
+    /// Largest message accepted from the old server (bigger ones are reported, never
+    /// downloaded), e.g. 256M, 1G
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub(crate) max_message_size: u64,
+    /// When the new server refuses a folder name, replace FROM by TO in it (e.g. '.=_':
+    /// Dovecot's Maildir++ refuses '.'). Repeatable; the first use replaces the default '.=_'
+    #[arg(long = "rename-char", value_name = "FROM=TO", value_parser = parse_rename)]
+    pub(crate) rename_chars: Vec<(char, char)>,
     /// Trust this CA certificate (PEM) for the old server, besides the system's
     #[arg(long, value_name = "FILE")]
     pub(crate) from_ca_file: Option<PathBuf>,
@@ -89,28 +105,33 @@ impl Servers {
             )?),
         };
         let pauses = Arc::new(HostPauses::default());
-        let rules = FolderRules::new(&self.maps, &self.excludes)?;
+        let mut rules = FolderRules::new(&self.maps, &self.excludes)?;
+        if !self.rename_chars.is_empty() {
+            rules = rules.with_renames(self.rename_chars.clone());
+        }
         let timeout = Duration::from_secs(self.timeout.max(1));
         let connector = ImapConnector {
             source: ServerConfig {
                 endpoint: source.clone(),
                 auth: from_auth,
                 side: Side::Source,
-                allow_plaintext: self.allow_plaintext,
+                allow_plaintext: self.allow_plaintext || self.from_allow_plaintext,
                 ca_file: self.from_ca_file.clone(),
                 timeout,
                 pauses: pauses.clone(),
                 compress: !self.no_compress,
+                max_literal: self.max_message_size,
             },
             target: ServerConfig {
                 endpoint: dest.clone(),
                 auth: to_auth,
                 side: Side::Destination,
-                allow_plaintext: self.allow_plaintext,
+                allow_plaintext: self.allow_plaintext || self.to_allow_plaintext,
                 ca_file: self.to_ca_file.clone(),
                 timeout,
                 pauses,
                 compress: !self.no_compress,
+                max_literal: self.max_message_size,
             },
         };
         Ok((source, dest, rules, connector))
@@ -137,4 +158,25 @@ pub(crate) fn password(
         Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
         _ => bail!("no password for the {side} server: pass {flag} FILE or set {var}"),
     }
+}
+
+/// `256M`, `1G`, `500K`, `1048576` (bytes).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1u64 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1u64 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{s}' is not a size like 256M, 1G or 500K"))
+}
+
+fn parse_rename(s: &str) -> Result<(char, char), String> {
+    mailshift_core::folder::parse_rename(s).map_err(|e| e.message)
 }

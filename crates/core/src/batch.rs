@@ -178,11 +178,11 @@ impl BatchRecord {
 /// When a mailbox's latest pass was attempted: planned (`pass_started_at`), or, for a
 /// mailbox whose planning failed, that failure (`last_pass_at`).
 pub fn attempted_at(
-    status: &str,
+    status: crate::mailbox::MailboxStatus,
     pass_started_at: Option<i64>,
     last_pass_at: Option<i64>,
 ) -> Option<i64> {
-    if status == "failed" {
+    if status == crate::mailbox::MailboxStatus::Failed {
         pass_started_at.max(last_pass_at)
     } else {
         pass_started_at
@@ -349,14 +349,14 @@ mod tests {
         b.complete_at = Some(500);
         b.state = BatchState::Completing;
         // Planning failed at 501 (wrong password): held, and the batch can complete.
-        let failed = attempted_at("failed", Some(10), Some(501));
+        let failed = attempted_at(crate::mailbox::MailboxStatus::Failed, Some(10), Some(501));
         assert_eq!(b.gate(502, failed), Gate::Hold("final pass planned"));
         assert_eq!(
             b.next_state(502, &[(0, failed)]),
             Some(BatchState::Completed)
         );
         // retry-failed makes it pending again: another final pass.
-        let retried = attempted_at("pending", Some(10), Some(503));
+        let retried = attempted_at(crate::mailbox::MailboxStatus::Pending, Some(10), Some(503));
         assert_eq!(b.gate(504, retried), Gate::Now);
     }
 

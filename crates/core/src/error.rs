@@ -10,8 +10,12 @@ pub enum ErrorKind {
     Usage,
     /// The server refused our credentials.
     Auth,
-    /// TCP connect failed, the connection dropped, or an operation timed out.
+    /// The connection dropped, or an operation timed out.
     Network,
+    /// The server cannot be reached at all: unknown host, connection refused, no route.
+    /// Worth waiting for in the fleet (a restart, a failover); at the start of a
+    /// one-off command it usually means a mistyped address, said at once.
+    Unreachable,
     /// TLS handshake or certificate verification failed.
     Tls,
     /// The server would require a plain-text login and it was not allowed.
@@ -22,8 +26,12 @@ pub enum ErrorKind {
     TooLarge,
     /// One message was refused because the destination mailbox is full.
     Quota,
-    /// The server refused a command (NO) for another reason.
+    /// The server refused a command (NO) for another reason, without a response code
+    /// that says why: treated as concerning the message(s) of the command.
     Refused,
+    /// The server refused something about a whole folder (`[CANNOT]` a name it does not
+    /// allow, `[NOPERM]`, `[TRYCREATE]`, `[NONEXISTENT]`): splitting a batch cannot help.
+    FolderRefused,
     /// The server said something we could not understand (BAD, parse error).
     Protocol,
     /// The state store failed.
@@ -44,8 +52,19 @@ impl ErrorKind {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ErrorKind::Network | ErrorKind::Throttled(_) | ErrorKind::Store | ErrorKind::Queue
+            ErrorKind::Network
+                | ErrorKind::Unreachable
+                | ErrorKind::Throttled(_)
+                | ErrorKind::Store
+                | ErrorKind::Queue
         )
+    }
+
+    /// Whether the cause lies outside the mailbox (a broker, a database, a server that
+    /// cannot be reached or asks to slow down): worth waiting for, never a reason to mark
+    /// a mailbox failed.
+    pub fn is_infrastructure(&self) -> bool {
+        self.is_retryable()
     }
 
     /// Whether this refusal concerns one message only (the rest of the folder can go on).
@@ -62,12 +81,14 @@ impl ErrorKind {
             ErrorKind::Usage => "usage",
             ErrorKind::Auth => "auth",
             ErrorKind::Network => "network",
+            ErrorKind::Unreachable => "unreachable",
             ErrorKind::Tls => "tls",
             ErrorKind::Insecure => "insecure",
             ErrorKind::Throttled(_) => "throttled",
             ErrorKind::TooLarge => "too-large",
             ErrorKind::Quota => "quota",
             ErrorKind::Refused => "refused",
+            ErrorKind::FolderRefused => "folder-refused",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Store => "store",
             ErrorKind::Queue => "queue",

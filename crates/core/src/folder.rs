@@ -192,10 +192,39 @@ impl ListedFolder {
 }
 
 /// The rules a user gave on the command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FolderRules {
     maps: Vec<(String, String)>,
     excludes: Vec<Regex>,
+    /// Characters replaced in a folder name the destination refuses (`[CANNOT]`), e.g.
+    /// `.` on Dovecot's Maildir++ layout.
+    renames: Vec<(char, char)>,
+}
+
+impl Default for FolderRules {
+    fn default() -> Self {
+        FolderRules {
+            maps: Vec::new(),
+            excludes: Vec::new(),
+            renames: DEFAULT_RENAMES.to_vec(),
+        }
+    }
+}
+
+/// The documented default of `--rename-char`: `.` becomes `_`.
+pub const DEFAULT_RENAMES: [(char, char); 1] = [('.', '_')];
+
+/// Parses `--rename-char FROM=TO` (one character each).
+pub fn parse_rename(s: &str) -> Result<(char, char)> {
+    let mut parts = s.splitn(2, '=');
+    let (a, b) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (mut ca, mut cb) = (a.chars(), b.chars());
+    match (ca.next(), ca.next(), cb.next(), cb.next()) {
+        (Some(f), None, Some(t), None) if f != t && !t.is_control() => Ok((f, t)),
+        _ => Err(Error::usage(format!(
+            "--rename-char '{s}' is not of the form FROM=TO with one character each, e.g. '.=_'"
+        ))),
+    }
 }
 
 impl FolderRules {
@@ -228,7 +257,57 @@ impl FolderRules {
         Ok(FolderRules {
             maps: parsed,
             excludes: res,
+            renames: DEFAULT_RENAMES.to_vec(),
         })
+    }
+
+    /// Replaces the characters substituted in refused names (default: `.` -> `_`).
+    pub fn with_renames(mut self, renames: Vec<(char, char)>) -> Self {
+        self.renames = renames;
+        self
+    }
+
+    /// The name a folder gets when the destination refuses `path`: every configured
+    /// character replaced (INBOX kept); None when nothing would change.
+    pub fn substitute(&self, path: &FolderPath) -> Option<FolderPath> {
+        let out = FolderPath(
+            path.0
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 && c == "INBOX" {
+                        return c.clone();
+                    }
+                    c.chars()
+                        .map(|ch| {
+                            self.renames
+                                .iter()
+                                .find(|(f, _)| *f == ch)
+                                .map(|(_, t)| *t)
+                                .unwrap_or(ch)
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+        (out != *path).then_some(out)
+    }
+}
+
+impl FolderMapping {
+    /// Sends `plan` (by source name) to `to` instead: the destination refused its name.
+    pub fn rename(&mut self, source_raw: &str, to: FolderPath, dest_delim: Option<char>) {
+        if let Some(p) = self.folders.iter_mut().find(|p| p.source_raw == source_raw) {
+            self.notes.push(format!(
+                "destination folder '{}' is kept as '{}' (the destination does not allow that \
+                 name; see --rename-char)",
+                p.dest_display,
+                to.display(dest_delim)
+            ));
+            p.dest_raw = to.to_server(dest_delim);
+            p.dest_display = to.display(dest_delim);
+            p.dest_path = to;
+        }
     }
 }
 
@@ -427,6 +506,24 @@ pub fn map_folders(
                 ));
             }
         }
+    }
+
+    // Folders an earlier pass had to rename (the destination refused the name): the
+    // destination holds the substitute and not the original.
+    let dest_names: std::collections::HashSet<&str> = dest.iter().map(|f| f.raw.as_str()).collect();
+    let renamed: Vec<(String, FolderPath)> = out
+        .folders
+        .iter()
+        .filter(|p| !p.dest_path.is_inbox() && !dest_names.contains(p.dest_raw.as_str()))
+        .filter_map(|p| {
+            rules
+                .substitute(&p.dest_path)
+                .filter(|s| dest_names.contains(s.to_server(dest_delim).as_str()))
+                .map(|s| (p.source_raw.clone(), s))
+        })
+        .collect();
+    for (src, to) in renamed {
+        out.rename(&src, to, dest_delim);
     }
 
     let mut by_dest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -34,6 +34,10 @@ pub struct FolderJob {
     /// and what they delete is not copied again.
     #[serde(default)]
     pub dual_reception: bool,
+    /// When this job first failed (unix seconds), for retry budgets counted in time:
+    /// a server that refuses connections for twenty minutes is waited for, not given up.
+    #[serde(default)]
+    pub first_failed_at: Option<i64>,
     /// A Gmail-style All Mail: the label folders (source names) whose messages it must
     /// not copy again. Empty for every other folder.
     #[serde(default)]

@@ -5,6 +5,7 @@
 //! folder jobs, reports, batches (schedule, state, progress), the cutover timeline and phases of a domain, and the ports (traits) that the IMAP, store and queue adapters
 //! implement. It knows nothing about sockets, SQL or AMQP, and it never blocks.
 
+pub mod account;
 pub mod batch;
 pub mod cutover;
 pub mod endpoint;
@@ -14,6 +15,7 @@ pub mod flags;
 pub mod folder;
 pub mod import;
 pub mod job;
+pub mod mailbox;
 pub mod plan;
 pub mod ports;
 pub mod report;

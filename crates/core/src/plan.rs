@@ -24,7 +24,14 @@ pub struct BatchLimits {
     /// New messages are listed (metadata only) this many UIDs at a time, so memory does
     /// not grow with the folder.
     pub list_window: usize,
+    /// Messages bigger than this are not fetched at all (reported as too large): a
+    /// server announcing a gigantic literal cannot make mailshift allocate it.
+    pub max_message_bytes: u64,
 }
+
+/// Default ceiling of one message: far above what mail servers accept (Gmail 35 MB,
+/// Exchange Online 150 MB), far below what would strain a worker's memory.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 256 << 20;
 
 impl Default for BatchLimits {
     fn default() -> Self {
@@ -35,6 +42,7 @@ impl Default for BatchLimits {
             max_messages: 400,
             max_bytes: 4 << 20,
             list_window: 5_000,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -49,6 +57,7 @@ impl BatchLimits {
             max_messages: (self.max_messages >> shift).max(1),
             max_bytes: (self.max_bytes >> shift).max(64 << 10).min(self.max_bytes),
             list_window: self.list_window,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }

@@ -37,6 +37,16 @@ pub struct Capabilities {
     pub quota: bool,
 }
 
+/// Who answered on a session: what tells two sessions apart when they may reach the
+/// same account by different spellings (host name or IP, port, TLS or STARTTLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerIdentity {
+    /// The address the connection reached (`IP:port`, resolved).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The server's ID response (RFC 2971), field by field, when it answered ID.
+    pub id: Vec<(String, String)>,
+}
+
 /// A folder as EXAMINE/SELECT reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderStatus {
@@ -106,17 +116,26 @@ pub struct LocatedMessage {
 #[async_trait]
 pub trait MailSource: Send {
     fn capabilities(&self) -> &Capabilities;
+    /// Who answered (for recognising one account reached by two spellings).
+    fn identity(&self) -> ServerIdentity {
+        ServerIdentity::default()
+    }
     /// All folders with the server's hierarchy delimiter.
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)>;
     async fn examine(&mut self, folder: &str) -> Result<FolderStatus>;
+    /// A folder's counters without opening it (STATUS): UIDVALIDITY, UIDNEXT, MESSAGES
+    /// and HIGHESTMODSEQ where the server has CONDSTORE. `permanent_flags` is unknown
+    /// (reported unrestricted).
+    async fn status(&mut self, folder: &str) -> Result<FolderStatus>;
     /// UID, size, flags and internal date of messages with UID >= `from_uid` in the
     /// examined folder, ascending by UID.
     async fn list_messages(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>>;
     /// The same for exactly these UIDs (absent ones skipped), ascending.
     async fn list_messages_of(&mut self, uids: &[u32]) -> Result<Vec<MessageMeta>>;
-    /// Full raw bodies of the given UIDs in the examined folder. Messages expunged in the
-    /// meantime are simply absent from the result.
-    async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>>;
+    /// Full raw bodies of the given UIDs in the examined folder, the largest of which the
+    /// listing said is `largest` bytes (a server sending far more is cut off, not
+    /// believed). Messages expunged in the meantime are simply absent from the result.
+    async fn fetch_messages(&mut self, uids: &[u32], largest: u64) -> Result<Vec<FetchedMessage>>;
     /// Header sections of the given UIDs in the examined folder (absent ones skipped).
     async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>>;
     /// All UIDs of the examined folder (for spotting expunged messages).
@@ -136,10 +155,25 @@ pub trait MailTarget: Send {
     async fn storage_quota(&mut self) -> Result<Option<(u64, u64)>> {
         Ok(None)
     }
+    /// Who answered (for recognising one account reached by two spellings).
+    fn identity(&self) -> ServerIdentity {
+        ServerIdentity::default()
+    }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)>;
-    /// Creates a folder; succeeds if it already exists.
+    /// Creates a folder; succeeds if it already exists. A name the server does not allow
+    /// fails with [`crate::ErrorKind::FolderRefused`].
     async fn create_folder(&mut self, folder: &str) -> Result<()>;
     async fn select(&mut self, folder: &str) -> Result<FolderStatus>;
+    /// A folder's counters without selecting it (STATUS), as [`MailSource::status`].
+    async fn status(&mut self, folder: &str) -> Result<FolderStatus>;
+    /// All UIDs of the selected folder.
+    async fn uids(&mut self) -> Result<Vec<u32>>;
+    /// Header sections (with size, flags and date) of these UIDs of the selected folder,
+    /// absent ones skipped: recognising messages already there without downloading them.
+    async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>>;
+    /// Full content fingerprints of exactly these UIDs of the selected folder (downloads
+    /// them: for the few messages whose headers alone are ambiguous).
+    async fn locate(&mut self, uids: &[u32]) -> Result<Vec<LocatedMessage>>;
     /// Appends all items in one command (MULTIAPPEND when available), atomically where the
     /// server supports it: on error, assume none of them was stored unless the server
     /// appends one at a time (then the caller reconciles by fingerprint).
@@ -152,6 +186,10 @@ pub trait MailTarget: Send {
     /// Removes exactly these messages from the selected folder (never others a user marked
     /// \Deleted): needs UIDPLUS's UID EXPUNGE.
     async fn expunge(&mut self, uids: &[u32]) -> Result<()>;
+    /// Removes exactly these messages where the server has no UID EXPUNGE: the other
+    /// messages marked \Deleted lose the flag for the EXPUNGE and get it back after.
+    /// Safe only while nobody else uses the folder (before the switch).
+    async fn expunge_restoring(&mut self, uids: &[u32]) -> Result<()>;
     /// Moves (or copies) messages of the selected folder into `to`; returns the pairs
     /// (old UID, new UID) when the server says (COPYUID), else an empty list.
     async fn transfer(&mut self, uids: &[u32], to: &str, how: Transfer) -> Result<Vec<(u32, u32)>>;
@@ -201,6 +239,14 @@ impl HostPauses {
 
 // ---------------------------------------------------------------------------------------
 // State store
+
+/// The migration a pass continues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationRef {
+    pub id: Uuid,
+    /// The addresses it was recorded under, when they were spelled differently.
+    pub recorded_as: Option<(String, String)>,
+}
 
 /// Per-folder checkpoint. Invariant: every source UID <= `highest_uid` of the current
 /// `source_uidvalidity` is either in the message map or in the failure list.
@@ -267,7 +313,17 @@ pub struct FailedMessage {
 pub trait StateStore: Send + Sync {
     /// Finds or creates the migration from `source` to `dest` (identified by both
     /// endpoints, never by credentials).
-    async fn migration(&self, source: &Endpoint, dest: &Endpoint) -> Result<Uuid>;
+    async fn migration(&self, source: &Endpoint, dest: &Endpoint) -> Result<Uuid> {
+        Ok(self.migration_keyed(source, dest, None).await?.id)
+    }
+    /// The same, also knowing the accounts' key ([`crate::account::pair_key`]): an
+    /// existing migration of the same accounts under other spellings is continued.
+    async fn migration_keyed(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        account_key: Option<&str>,
+    ) -> Result<MigrationRef>;
     /// Finds or creates the checkpoint of one source folder.
     async fn folder(
         &self,
@@ -342,9 +398,12 @@ pub struct MailboxRecord {
     pub source: String,
     pub dest: String,
     pub options: MailboxOptions,
-    /// `pending`, `syncing`, `synced` or `failed`.
-    pub status: String,
+    pub status: crate::mailbox::MailboxStatus,
     pub last_error: Option<String>,
+    /// Why the mailbox waits on an outage (not its own fault); cleared by its next pass.
+    pub warning: Option<String>,
+    /// The pass whose jobs `jobs_left` counts.
+    pub pass_id: Option<Uuid>,
     /// Unix seconds.
     pub last_pass_at: Option<i64>,
     pub next_pass_at: Option<i64>,
@@ -390,25 +449,60 @@ pub trait MailboxStore: Send + Sync {
         &self,
         migration: Uuid,
     ) -> Result<(MailboxRecord, MailboxCredentials)>;
-    /// Records the outcome of a pass (or its start) and when the next one is due.
+    /// Sets a mailbox's status and error (an operator's retry, a failure that is the
+    /// mailbox's own) and when its next pass is due; clears its warning.
     async fn set_mailbox_status(
         &self,
         id: Uuid,
-        status: &str,
+        status: crate::mailbox::MailboxStatus,
         error: Option<&str>,
         next_pass_at: Option<i64>,
     ) -> Result<()>;
-    /// A pass of `jobs` folder jobs was published: the mailbox is `syncing` until they
-    /// are all finished (`synced` at once when there are none).
+    /// An outage (not the mailbox) stands in the way of its pass: keep its status, say
+    /// why, and try again at `next_pass_at`.
+    async fn defer_mailbox(&self, id: Uuid, warning: &str, next_pass_at: i64) -> Result<()>;
+    /// In one transaction: records a planned pass of `jobs` (the outbox rows the relay
+    /// publishes) and makes it the mailbox's current pass (`syncing`, or `synced` when
+    /// there are no jobs). Returns the pass id. Nothing is published here: a planner
+    /// that dies after this leaves jobs for the relay, never a pass half announced.
     async fn begin_pass(
         &self,
         id: Uuid,
-        jobs: u32,
+        jobs: &[FolderJob],
         source_messages: Option<u64>,
         next_pass_at: Option<i64>,
+    ) -> Result<Uuid>;
+    /// A job ended for good: recorded once (a redelivered job's second completion
+    /// changes nothing); the mailbox is `synced` when its current pass has no
+    /// unfinished job left.
+    async fn job_finished(
+        &self,
+        job: &FolderJob,
+        outcome: crate::mailbox::JobOutcome,
+        error: Option<&str>,
     ) -> Result<()>;
-    /// One folder job of the mailbox's pass finished (copied or dead-lettered).
-    async fn job_finished(&self, migration: Uuid) -> Result<()>;
+    /// A dead-lettered job goes back to work: unfinished again (its mailbox `syncing`
+    /// again if it belongs to the current pass). False if no such job is recorded.
+    async fn reopen_job(&self, job: Uuid) -> Result<bool>;
+    /// The relay's share of jobs not yet published (oldest first), leased to `owner`
+    /// for `lease` so two relays never publish the same rows at once.
+    async fn claim_unpublished(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<FolderJob>>;
+    /// RabbitMQ confirmed these jobs.
+    async fn mark_published(&self, jobs: &[Uuid]) -> Result<()>;
+    /// Takes the right to plan a mailbox's pass (several schedulers may run); false when
+    /// another scheduler holds it.
+    async fn claim_planning(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool>;
+    async fn release_planning(&self, id: Uuid, owner: &str) -> Result<()>;
+    /// Records the account key of a migration and returns the other registered
+    /// mailboxes whose migration has the same key (the same accounts registered twice).
+    async fn account_conflicts(&self, migration: Uuid, key: &str) -> Result<Vec<MailboxRecord>>;
+    /// Jobs that ended in the dead-letter queue and were not reopened, per migration.
+    async fn dead_jobs(&self, batch: Option<&str>) -> Result<HashMap<Uuid, u64>>;
     /// Records a credential check (`batch verify`) and the source size it saw.
     async fn record_check(
         &self,
@@ -562,6 +656,9 @@ pub trait JobQueue: Send + Sync {
     async fn depth(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// No more jobs will be published: receivers get `None` once the queue is drained
+    /// (an in-process queue; a broker's queue lives on and ignores this).
+    fn close(&self) {}
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,6 +672,10 @@ pub trait Progress: Send + Sync {
     /// A message the destination refused for good (too large, quota...), with its raw
     /// bytes, so it can be kept somewhere (`--quarantine`) instead of only reported.
     fn rejected(&self, _folder: &str, _failure: &crate::report::MessageFailure, _raw: &[u8]) {}
+    /// Preparing the pass: `done` of `total` destination folders created.
+    fn preparing(&self, _done: u64, _total: u64) {}
+    /// The pass is planned: the source's copied folders hold `messages` in `folders`.
+    fn planned(&self, _messages: u64, _folders: u64) {}
 }
 
 /// Progress that goes nowhere.
@@ -584,4 +685,26 @@ impl Progress for NoProgress {
     fn folder_started(&self, _: &str, _: u64, _: u64) {}
     fn copied(&self, _: &str, _: u64, _: u64) {}
     fn folder_finished(&self, _: &FolderReport) {}
+}
+
+// ---------------------------------------------------------------------------------------
+// Time
+
+/// Unix time in seconds, injectable so schedules, back-offs and retry budgets can be
+/// tested without waiting.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
 }

@@ -27,6 +27,9 @@ pub enum FolderStatus {
     Partial,
     /// The folder could not be processed at all (see `error`).
     Failed,
+    /// Stopped on request (Ctrl-C, SIGTERM) after a checkpoint; the next run continues
+    /// from it.
+    Interrupted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -53,6 +56,14 @@ pub struct FolderReport {
     pub failures: Vec<MessageFailure>,
     pub error: Option<FolderError>,
     pub notes: Vec<String>,
+    /// Messages the destination folder holds after the pass (its own STATUS count, not
+    /// what mailshift believes it copied); None when it could not be asked.
+    #[serde(default)]
+    pub dest_messages: Option<u64>,
+    /// Messages recognised on the destination by content (another run's or another
+    /// tool's copy) and recorded instead of appended again.
+    #[serde(default)]
+    pub adopted: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -86,6 +97,8 @@ impl FolderReport {
             failures: Vec::new(),
             error: None,
             notes: Vec::new(),
+            dest_messages: None,
+            adopted: 0,
         }
     }
 

@@ -46,10 +46,31 @@ pub trait Fence: Send + Sync {
 
 /// Runs the pass; never fails as a whole: problems end up in the report.
 pub async fn copy_folder(pass: FolderPass<'_>) -> (FolderReport, Option<Error>) {
-    let job = pass.job;
-    let progress = pass.progress;
+    let FolderPass {
+        job,
+        source,
+        target,
+        store,
+        progress,
+        limits,
+        stop,
+        fence,
+    } = pass;
     let mut report = FolderReport::new(&job.source_display, &job.dest_display);
-    let result = run(pass, &mut report).await;
+    let result = run(
+        FolderPass {
+            job,
+            source: &mut *source,
+            target: &mut *target,
+            store,
+            progress,
+            limits,
+            stop,
+            fence,
+        },
+        &mut report,
+    )
+    .await;
     let err = match result {
         Ok(()) => {
             report.status = if report.failures.is_empty() {
@@ -57,6 +78,14 @@ pub async fn copy_folder(pass: FolderPass<'_>) -> (FolderReport, Option<Error>) 
             } else {
                 FolderStatus::Partial
             };
+            if job.uid_range.is_none() {
+                // What the destination itself says it holds, not what the state believes.
+                report.dest_messages = target
+                    .status(&job.dest_folder)
+                    .await
+                    .ok()
+                    .map(|s| u64::from(s.exists));
+            }
             None
         }
         Err(e) => {
@@ -65,7 +94,6 @@ pub async fn copy_folder(pass: FolderPass<'_>) -> (FolderReport, Option<Error>) 
             Some(e)
         }
     };
-    progress.folder_finished(&report);
     (report, err)
 }
 
@@ -197,7 +225,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     if range.is_none() {
         state.highest_modseq = sstat.highest_modseq;
     }
-    let copied: HashSet<u32> = known.keys().copied().collect();
+    let mut copied: HashSet<u32> = known.keys().copied().collect();
     let failed: HashSet<u32> = store
         .failed(state.id)
         .await?
@@ -220,7 +248,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         .min(floor.saturating_add(1));
     // New messages are listed in windows of UIDs, so memory stays bounded however big
     // the folder is (a full listing, when sync_existing needed one, is reused).
-    let windows: Vec<Vec<u32>> = match &full_listing {
+    let mut windows: Vec<Vec<u32>> = match &full_listing {
         Some(_) => vec![Vec::new()],
         None => {
             let uids: Vec<u32> = source
@@ -236,13 +264,74 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
                 .collect()
         }
     };
-    let pending_total: u64 = match &full_listing {
+    let mut pending_total: u64 = match &full_listing {
         Some(all) => plan::pending_messages(all, floor, &copied, &failed)
             .iter()
             .filter(|m| in_scope(m.uid))
             .count() as u64,
         None => windows.iter().map(|w| w.len() as u64).sum(),
     };
+    if pending_total > 0 {
+        // Destination-side idempotence: what is already there is recorded, not copied.
+        let known_list: Vec<&CopiedMessage> = known.values().collect();
+        if let Some(index) =
+            crate::adopt::index_destination(target, store, job, &state, &known_list, &dstat)
+                .await
+                .map_err(|e| e.context(format!("destination folder '{dst_name}'")))?
+        {
+            let pending: Vec<(u32, u32)> = match &full_listing {
+                Some(all) => plan::pending_messages(all, floor, &copied, &failed)
+                    .into_iter()
+                    .filter(|m| m.uid >= from && in_scope(m.uid))
+                    .map(|m| (m.uid, m.size))
+                    .collect(),
+                None => {
+                    let mut v = Vec::new();
+                    for w in &windows {
+                        v.extend(
+                            source
+                                .list_messages_of(w)
+                                .await
+                                .map_err(|e| e.context(format!("source folder '{src_name}'")))?
+                                .iter()
+                                .map(|m| (m.uid, m.size)),
+                        );
+                    }
+                    v
+                }
+            };
+            let adopted = crate::adopt::match_pending(
+                source,
+                target,
+                index,
+                &pending,
+                &dstat.permanent_flags,
+            )
+            .await
+            .map_err(|e| e.context(format!("folder '{src_name}' (recognising copied mail)")))?;
+            if !adopted.messages.is_empty() {
+                for chunk in adopted.messages.chunks(500) {
+                    store.commit_batch(&state, chunk, &[]).await?;
+                }
+                let n = adopted.messages.len() as u64;
+                report.adopted += n;
+                report.flags_updated += adopted.reflagged;
+                report.notes.push(format!(
+                    "{n} message(s) were already on the destination (same content) and were \
+                     adopted, not appended again"
+                ));
+                copied.extend(adopted.messages.iter().map(|c| c.source_uid));
+                for w in windows.iter_mut() {
+                    w.retain(|u| !copied.contains(u));
+                }
+                windows.retain(|w| !w.is_empty());
+                if windows.is_empty() && full_listing.is_none() {
+                    windows.push(Vec::new());
+                }
+                pending_total = pending_total.saturating_sub(n);
+            }
+        }
+    }
     report.already_done = u64::from(sstat.exists).saturating_sub(pending_total);
     progress.folder_started(src_name, pending_total, 0);
     if pending_total == 0 {
@@ -269,27 +358,8 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         return Ok(());
     }
 
-    // --adopt-existing: index what the destination folder already holds, once.
-    let adopt = if job.adopt_existing && known.is_empty() && state.highest_uid == 0 {
-        let mut by_fp: HashMap<Fingerprint, Vec<u32>> = HashMap::new();
-        for m in target
-            .locate_since(1)
-            .await
-            .map_err(|e| e.context(format!("destination folder '{dst_name}'")))?
-            .into_iter()
-            .rev()
-        {
-            by_fp.entry(m.fingerprint).or_default().push(m.uid);
-        }
-        Some(by_fp)
-    } else {
-        None
-    };
     let mut appender = Appender {
         target,
-        adopt,
-        adopted: 0,
-        adopted_bytes: 0,
         folder: &job.dest_folder,
         display: dst_name,
         permanent: dstat.permanent_flags.clone(),
@@ -361,16 +431,6 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         // The slice is complete: its whole range is accounted for (expunged UIDs too).
         state.highest_uid = hi;
         store.commit_batch(&state, &[], &[]).await?;
-    }
-    if appender.adopted > 0 {
-        report.copied = report.copied.saturating_sub(appender.adopted);
-        report.copied_bytes = report.copied_bytes.saturating_sub(appender.adopted_bytes);
-        report.already_done += appender.adopted;
-        report.notes.push(format!(
-            "{} message(s) were already on the destination (same content) and were adopted, \
-             not appended again",
-            appender.adopted
-        ));
     }
     report.notes.append(&mut appender.notes);
     if labelled_skipped > 0 {
@@ -475,7 +535,37 @@ async fn copy_window(
     report: &mut FolderReport,
     src_name: &str,
 ) -> Result<bool> {
-    let batches = plan::batches(todo, limits);
+    // Bigger than mailshift accepts: reported (and retried by a later run with a higher
+    // --max-message-size), never fetched.
+    let (todo, too_big): (Vec<&MessageMeta>, Vec<&MessageMeta>) = todo
+        .iter()
+        .partition(|m| u64::from(m.size) <= limits.max_message_bytes);
+    if !too_big.is_empty() {
+        let bad: Vec<MessageFailure> = too_big
+            .iter()
+            .map(|m| MessageFailure {
+                uid: m.uid,
+                size: m.size,
+                kind: ErrorKind::TooLarge.as_str().to_string(),
+                reason: format!(
+                    "the source says this message is {} bytes, more than the {} bytes \
+                     mailshift accepts (--max-message-size)",
+                    m.size, limits.max_message_bytes
+                ),
+                date: Some(m.internal_date.clone()),
+                from: None,
+                subject: None,
+            })
+            .collect();
+        let failed: Vec<FailedMessage> = bad.iter().map(to_failed).collect();
+        store.commit_batch(state, &[], &failed).await?;
+        progress.copied(src_name, bad.len() as u64, 0);
+        report.failures.extend(bad);
+    }
+    if todo.is_empty() {
+        return Ok(false);
+    }
+    let batches = plan::batches(&todo, limits);
     let mut next = Some(fetch(source, &batches[0]).await);
     for i in 0..batches.len() {
         let fetched = match next.take() {
@@ -658,19 +748,20 @@ async fn sync_existing(
                 "{} message(s) expunged on the source are kept on the destination (deletions are off)",
                 vanished.len()
             ));
-        } else if !target.capabilities().uidplus {
-            report.notes.push(format!(
-                "{} message(s) expunged on the source are kept on the destination: it has no \
-                 UIDPLUS, so mailshift cannot remove single messages safely",
-                vanished.len()
-            ));
         } else {
             let dest: Vec<u32> = vanished
                 .iter()
                 .filter_map(|u| known.get(u).and_then(|k| k.dest_uid))
                 .collect();
+            let uidplus = target.capabilities().uidplus;
             for chunk in dest.chunks(1000) {
-                target.expunge(chunk).await?;
+                if uidplus {
+                    target.expunge(chunk).await?;
+                } else {
+                    // Before the switch nobody else uses the destination, so the other
+                    // \Deleted messages can step aside for the EXPUNGE.
+                    target.expunge_restoring(chunk).await?;
+                }
             }
             report.deleted += dest.len() as u64;
             for u in &vanished {
@@ -687,7 +778,8 @@ async fn sync_existing(
 
 async fn fetch(src: &mut dyn MailSource, batch: &[&MessageMeta]) -> Result<Vec<FetchedMessage>> {
     let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
-    src.fetch_messages(&uids).await
+    let largest = batch.iter().map(|m| u64::from(m.size)).max().unwrap_or(0);
+    src.fetch_messages(&uids, largest).await
 }
 
 /// Finds on the destination the messages of a batch whose outcome was never recorded.
@@ -736,10 +828,6 @@ async fn recover_pending(
 /// refusal is pinned on single messages.
 struct Appender<'a> {
     target: &'a mut dyn MailTarget,
-    /// Destination messages by content that a message about to be appended may match.
-    adopt: Option<HashMap<Fingerprint, Vec<u32>>>,
-    adopted: u64,
-    adopted_bytes: u64,
     folder: &'a str,
     display: &'a str,
     permanent: PermanentFlags,
@@ -802,17 +890,6 @@ impl Appender<'_> {
         let limit = self.target.capabilities().append_limit;
         let mut sendable = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
-            if let Some(uid) = self
-                .adopt
-                .as_mut()
-                .and_then(|a| a.get_mut(&fps[i]))
-                .and_then(Vec::pop)
-            {
-                results[i] = Some(Ok(Some(uid)));
-                self.adopted += 1;
-                self.adopted_bytes += m.raw.len() as u64;
-                continue;
-            }
             match limit {
                 Some(l) if m.raw.len() as u64 > l => {
                     results[i] = Some(Err(Error::new(

@@ -3,14 +3,14 @@
 //! it: the same worker and job code as the fleet, wired to SQLite and memory.
 
 use crate::pass::PassOptions;
+use crate::retry::RetryPolicy;
 use crate::worker::{Sessions, Shutdown, Worker};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{Connector, JobQueue, OneConnector, Progress, StateStore};
-use mailshift_core::report::{FolderError, MigrationSummary};
-use mailshift_core::{ErrorKind, Result};
-use mailshift_queue::MemoryQueue;
+use mailshift_core::report::{FolderError, FolderReport, FolderStatus, MigrationSummary};
+use mailshift_core::{Error, ErrorKind, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,9 @@ pub struct MigrateOptions {
     /// Parallel folder passes; each holds one connection to each server.
     pub connections: usize,
     pub limits: BatchLimits,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
+    pub retry: RetryPolicy,
     /// Mirror deletions (expunged messages, removed folders) on the destination.
     pub delete: bool,
-    /// Recognise mail already on the destination (by full content) on first passes.
-    pub adopt_existing: bool,
     /// After the MX switch: copy new arrivals only, never change the destination.
     pub dual_reception: bool,
     /// Ctrl-C: running passes stop after the batch in flight is checkpointed.
@@ -39,10 +36,12 @@ impl Default for MigrateOptions {
             rules: FolderRules::default(),
             connections: 4,
             limits: BatchLimits::default(),
-            max_attempts: 4,
-            retry_base: Duration::from_secs(1),
+            retry: RetryPolicy {
+                // A one-off run waits a few minutes for a server, not half an hour.
+                outage_budget: Duration::from_secs(300),
+                ..RetryPolicy::default()
+            },
             delete: true,
-            adopt_existing: false,
             dual_reception: false,
             stop: None,
         }
@@ -50,12 +49,14 @@ impl Default for MigrateOptions {
 }
 
 /// Runs one migration pass end to end and says what happened; never panics on bad input.
+/// `queue` is an in-process queue (closed once the pass's jobs are on it).
 pub async fn migrate(
     source: &Endpoint,
     dest: &Endpoint,
     connector: Arc<dyn Connector>,
     store: Arc<dyn StateStore>,
     progress: Arc<dyn Progress>,
+    queue: Arc<dyn JobQueue>,
     opts: MigrateOptions,
 ) -> MigrationSummary {
     let started = Instant::now();
@@ -64,68 +65,116 @@ pub async fn migrate(
         dest: dest.to_string(),
         ..Default::default()
     };
-    if let Err(e) = run(source, dest, connector, store, progress, opts, &mut summary).await {
+    let r = run(
+        source,
+        dest,
+        connector,
+        store,
+        progress,
+        queue,
+        opts,
+        &mut summary,
+    )
+    .await;
+    if let Err(e) = r {
         summary.errors.push(FolderError::new(&e.kind, e.message));
     }
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     summary
 }
 
+/// Logs in to both servers and prepares the pass. Outages are retried like folder
+/// passes (a throttling answer is waited out as the server suggests); mistakes a person
+/// must fix (a refused login, an unknown host, TLS on a plain port) are said at once,
+/// for both sides together.
+async fn start(
+    source: &Endpoint,
+    dest: &Endpoint,
+    connector: &Arc<dyn Connector>,
+    store: &dyn StateStore,
+    progress: &dyn Progress,
+    opts: &MigrateOptions,
+) -> std::result::Result<(crate::pass::PreparedPass, Sessions), Vec<Error>> {
+    let pass_opts = PassOptions {
+        rules: opts.rules.clone(),
+        delete: opts.delete,
+        adopt_existing: true,
+        split_above: None,
+        dual_reception: opts.dual_reception,
+        skip_unchanged: false,
+        // The overall progress total is known from the start.
+        count_messages: true,
+    };
+    let mut failures_at = 0u32;
+    loop {
+        let (s, t) = tokio::join!(connector.source(), connector.target());
+        let failure = match (s, t) {
+            (Ok(mut src), Ok(mut dst)) => {
+                match crate::pass::prepare(
+                    &mut *src, &mut *dst, store, source, dest, &pass_opts, progress,
+                )
+                .await
+                {
+                    Ok(pass) => {
+                        return Ok((
+                            pass,
+                            Sessions {
+                                source: src,
+                                target: dst,
+                            },
+                        ));
+                    }
+                    Err(e) => vec![e],
+                }
+            }
+            (s, t) => [s.err(), t.err()].into_iter().flatten().collect(),
+        };
+        // At start-up an unreachable server is a wrong address far more often than an
+        // outage: no retries.
+        let retryable = failure
+            .iter()
+            .all(|e| e.is_retryable() && e.kind != ErrorKind::Unreachable);
+        failures_at += 1;
+        if !retryable || failures_at >= opts.retry.max_attempts {
+            return Err(failure);
+        }
+        let wait = failure
+            .iter()
+            .map(|e| match e.kind {
+                ErrorKind::Throttled(Some(hint)) => hint,
+                _ => opts.retry.backoff(failures_at, 0),
+            })
+            .max()
+            .unwrap_or_default();
+        for e in &failure {
+            tracing::warn!(attempt = failures_at, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot prepare the pass; retrying");
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     source: &Endpoint,
     dest: &Endpoint,
     connector: Arc<dyn Connector>,
     store: Arc<dyn StateStore>,
     progress: Arc<dyn Progress>,
+    queue: Arc<dyn JobQueue>,
     opts: MigrateOptions,
     summary: &mut MigrationSummary,
 ) -> Result<()> {
-    let pass_opts = PassOptions {
-        rules: opts.rules.clone(),
-        delete: opts.delete,
-        adopt_existing: opts.adopt_existing,
-        split_above: None,
-        dual_reception: opts.dual_reception,
-    };
-    // Connecting and preparing the pass are retried like folder passes: a dropped
-    // connection or a throttling answer (waited out as the server suggests) is not the
-    // end of the run.
-    let mut attempt: u32 = 1;
-    let (pass, src, dst) = loop {
-        let (s, t) = tokio::join!(connector.source(), connector.target());
-        let failure = match (s, t) {
-            (Ok(mut src), Ok(mut dst)) => {
-                match crate::pass::prepare(&mut *src, &mut *dst, &*store, source, dest, &pass_opts)
-                    .await
-                {
-                    Ok(pass) => break (pass, src, dst),
-                    Err(e) => vec![e],
-                }
-            }
-            (s, t) => [s.err(), t.err()].into_iter().flatten().collect(),
-        };
-        let retryable = failure.iter().all(|e| e.is_retryable());
-        if !retryable || attempt >= opts.max_attempts {
+    let (pass, sessions) = match start(source, dest, &connector, &*store, &*progress, &opts).await {
+        Ok(p) => p,
+        Err(errors) => {
             // Say everything that is wrong at once: both sides may need fixing.
-            for e in failure {
+            for e in errors {
                 summary.errors.push(FolderError::new(&e.kind, e.message));
             }
             return Ok(());
         }
-        let wait = failure
-            .iter()
-            .map(|e| match e.kind {
-                ErrorKind::Throttled(Some(hint)) => hint,
-                _ => opts.retry_base.saturating_mul(1 << attempt.min(6)),
-            })
-            .max()
-            .unwrap_or_default();
-        for e in &failure {
-            tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot prepare the pass; retrying");
-        }
-        tokio::time::sleep(wait).await;
-        attempt += 1;
     };
+    progress.planned(pass.source_messages, pass.jobs.len() as u64);
     summary.excluded = pass.excluded.clone();
     summary.notes = pass.notes.clone();
     for r in &pass.failed {
@@ -133,28 +182,25 @@ async fn run(
     }
     summary.folders.extend(pass.failed.iter().cloned());
 
-    let queue = Arc::new(MemoryQueue::new());
     for job in &pass.jobs {
         queue.publish(job).await?;
     }
     queue.close();
 
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut worker = Worker::new(
         Arc::new(OneConnector(connector)),
         store,
         progress,
         opts.limits,
     );
-    worker.max_attempts = opts.max_attempts;
-    worker.retry_base = opts.retry_base;
+    worker.retry = opts.retry;
+    worker.reports = Some(tx);
     if let Some(stop) = &opts.stop {
         worker.stop = stop.clone();
     }
     let worker = Arc::new(worker);
-    let mut first = Some(Sessions {
-        source: src,
-        target: dst,
-    });
+    let mut first = Some(sessions);
     let mut tasks = Vec::new();
     for _ in 0..opts.connections.max(1).min(pass.jobs.len().max(1)) {
         let worker = worker.clone();
@@ -164,10 +210,9 @@ async fn run(
             async move { worker.run(&*queue, sessions).await },
         ));
     }
-    let mut reports = Vec::new();
     for t in tasks {
         match t.await {
-            Ok(Ok(r)) => reports.extend(r),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => summary.errors.push(FolderError::new(&e.kind, e.message)),
             Err(join) => summary.errors.push(FolderError {
                 kind: "internal".into(),
@@ -175,19 +220,24 @@ async fn run(
             }),
         }
     }
-    pass.finish_reports(&mut reports);
+    drop(worker);
+    let mut reports = Vec::new();
+    while let Some(r) = rx.recv().await {
+        reports.push(r);
+    }
     if opts.stop.as_ref().is_some_and(|s| s.requested()) {
-        let unfinished = pass.jobs.len().saturating_sub(reports.len());
-        if unfinished > 0 {
-            summary.errors.push(FolderError {
-                kind: "interrupted".into(),
-                message: format!(
-                    "stopped on request: {unfinished} folder(s) not finished (everything \
-                     copied so far is checkpointed); run the same command again to continue"
-                ),
-            });
+        // Folders whose job never started are interrupted too, from their checkpoint.
+        for job in &pass.jobs {
+            if job.uid_range.is_none() && !reports.iter().any(|r| r.source == job.source_display) {
+                let mut r = FolderReport::new(&job.source_display, &job.dest_display);
+                r.status = FolderStatus::Interrupted;
+                r.notes
+                    .push("not started before the stop; the next run copies it".into());
+                reports.push(r);
+            }
         }
     }
+    pass.finish_reports(&mut reports);
     summary.folders.extend(reports);
     Ok(())
 }

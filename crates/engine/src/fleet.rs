@@ -1,20 +1,32 @@
 //! The fleet's scheduler: for every registered mailbox whose next pass is due, prepare
-//! the pass (the same [`crate::pass::prepare`] as embedded mode) and publish one job per
-//! folder to the queue; workers anywhere take them from there.
+//! the pass (the same [`crate::pass::prepare`] as embedded mode) and record its folder
+//! jobs with the pass in one transaction; a relay publishes recorded jobs to the queue,
+//! so a scheduler stopped at any instant leaves no pass half announced. Mailboxes are
+//! planned concurrently (bounded overall and per old server); several schedulers may
+//! run side by side (a planning lease per mailbox, a relay lease per job row).
+//!
+//! Outages are not mailbox failures: a broker, database or server that cannot be
+//! reached defers the mailbox's pass with back-off and a warning; only what is the
+//! mailbox's own (a refused login, a folder the destination rejects, the same accounts
+//! registered twice) marks it failed.
 
 use crate::pass::{PassOptions, prepare};
+use futures::StreamExt;
 use mailshift_core::batch::{BatchRecord, BatchState, Gate, attempted_at};
 use mailshift_core::cutover::{DomainObservation, DomainRecord, Phase, next_phase};
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::folder::FolderRules;
+use mailshift_core::mailbox::MailboxStatus;
 use mailshift_core::ports::{
     BatchStore, Connectors, DomainStore, JobQueue, MailboxRecord, MailboxStore, MxObserver,
-    StateStore,
+    NoProgress, StateStore,
 };
 use mailshift_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Domain cutovers the scheduler drives (see [`mailshift_core::cutover::Phase`]).
 pub struct Cutovers {
@@ -36,6 +48,13 @@ pub struct Scheduler {
     /// Batch schedules (start, interval, completion, pause, concurrency); None: every
     /// mailbox is scheduled on `interval`.
     pub batches: Option<Arc<dyn BatchStore>>,
+    /// This scheduler, as recorded with its planning and relay leases.
+    pub owner: String,
+    /// Mailboxes planned at once, in total and per old server (`host:port`).
+    pub parallel: usize,
+    pub per_host: usize,
+    /// First wait after an outage stopped a mailbox's planning; doubles up to 10 min.
+    pub outage_retry: Duration,
 }
 
 /// What one scheduling round did.
@@ -43,7 +62,12 @@ pub struct Scheduler {
 pub struct Round {
     pub mailboxes: usize,
     pub jobs: usize,
+    /// Mailboxes that failed because of themselves (refused login, ...).
     pub failed: usize,
+    /// Mailboxes whose pass waits for an outage to end.
+    pub deferred: usize,
+    /// Jobs the relay published to the queue.
+    pub published: usize,
 }
 
 /// The old server of a mailbox, `host:port` (the key of per-server limits).
@@ -61,19 +85,169 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// One mailbox chosen for a pass this round.
+struct Due<'a> {
+    m: &'a MailboxRecord,
+    dual: bool,
+    next: Option<i64>,
+    final_of_domain: Option<String>,
+}
+
+/// How planning one mailbox ended.
+enum Planned {
+    Jobs(usize),
+    Failed,
+    Deferred,
+    /// Another scheduler is planning it.
+    Skipped,
+}
+
 impl Scheduler {
-    /// Plans a pass for every due mailbox (all of them with `force`).
+    /// Plans a pass for every due mailbox (all of them with `force`) and publishes the
+    /// recorded jobs.
     pub async fn round(&self, force: bool) -> Result<Round> {
         let mut round = Round::default();
         let t = now();
         let mailboxes = self.mailboxes.mailboxes(None).await?;
         let phases = self.advance_domains(&mailboxes, t).await?;
         let batches = self.advance_batches(&mailboxes, t).await?;
+        let due = self.select(&mailboxes, &phases, &batches, force, t);
+        let mut lag: i64 = 0;
+        for d in &due {
+            if let Some(at) = d.m.next_pass_at {
+                lag = lag.max(t - at);
+            }
+        }
+        // Plan concurrently while the relay publishes what is recorded, so workers
+        // start on the first mailboxes while the last are still being planned.
+        let planning_done = AtomicBool::new(false);
+        let published = AtomicUsize::new(0);
+        let hosts: HashMap<String, Arc<Semaphore>> = due
+            .iter()
+            .map(|d| {
+                (
+                    source_host(d.m),
+                    Arc::new(Semaphore::new(self.per_host.max(1))),
+                )
+            })
+            .collect();
+        let plans = futures::stream::iter(due.iter())
+            .map(|d| {
+                let host = hosts.get(&source_host(d.m)).cloned();
+                async move {
+                    let _permit = match &host {
+                        Some(h) => h.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    (d, self.plan_one(d, t).await)
+                }
+            })
+            .buffer_unordered(self.parallel.max(1))
+            .collect::<Vec<_>>();
+        let relay = async {
+            loop {
+                let done = planning_done.load(Ordering::SeqCst);
+                match self.relay().await {
+                    Ok(n) => {
+                        published.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "cannot publish jobs now; they are kept and published later");
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let planned = async {
+            let r = plans.await;
+            planning_done.store(true, Ordering::SeqCst);
+            r
+        };
+        let (outcomes, ()) = tokio::join!(planned, relay);
+        round.published = published.load(Ordering::SeqCst);
+        let mut final_passes: Vec<String> = Vec::new();
+        for (d, outcome) in outcomes {
+            match outcome {
+                Planned::Jobs(n) => {
+                    round.mailboxes += 1;
+                    round.jobs += n;
+                    if let Some(name) = &d.final_of_domain {
+                        final_passes.push(name.clone());
+                    }
+                }
+                Planned::Failed => round.failed += 1,
+                Planned::Deferred => round.deferred += 1,
+                Planned::Skipped => {}
+            }
+        }
+        metrics::gauge!(crate::metrics::PASS_LAG).set(lag.max(0) as f64);
+        if let Ok(Some(depth)) = self.queue.depth().await {
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(depth as f64);
+        }
+        if let Some(c) = &self.cutovers {
+            final_passes.sort_unstable();
+            final_passes.dedup();
+            for d in final_passes {
+                c.store.mark_final_pass(&d, t).await?;
+                tracing::info!(domain = %d, "dual reception over: final passes scheduled");
+            }
+        }
+        Ok(round)
+    }
+
+    /// Publishes recorded jobs not yet published (this scheduler's share), oldest first;
+    /// returns how many. A publish that fails leaves its row for the next try.
+    pub async fn relay(&self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let jobs = self
+                .mailboxes
+                .claim_unpublished(&self.owner, 500, Duration::from_secs(120))
+                .await?;
+            if jobs.is_empty() {
+                return Ok(n);
+            }
+            let mut sent = Vec::with_capacity(jobs.len());
+            let mut failure = None;
+            for job in &jobs {
+                match self.queue.publish(job).await {
+                    Ok(()) => sent.push(job.id),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            metrics::counter!(crate::metrics::JOBS_PUBLISHED).increment(sent.len() as u64);
+            n += sent.len();
+            self.mailboxes.mark_published(&sent).await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+    }
+
+    /// The mailboxes to plan now, with the batch and domain rules applied in order
+    /// (concurrency caps count the ones chosen before).
+    fn select<'a>(
+        &self,
+        mailboxes: &'a [MailboxRecord],
+        phases: &HashMap<String, DomainRecord>,
+        batches: &HashMap<String, BatchRecord>,
+        force: bool,
+        t: i64,
+    ) -> Vec<Due<'a>> {
         // Mailboxes with a pass in flight, per batch and per (batch, old server).
         let mut in_flight: HashMap<&str, u32> = HashMap::new();
         let mut in_flight_host: HashMap<(&str, String), u32> = HashMap::new();
-        let busy = |m: &MailboxRecord| m.jobs_left > 0 && m.status == "syncing";
-        for m in &mailboxes {
+        let busy = |m: &MailboxRecord| m.status.busy(m.jobs_left);
+        for m in mailboxes {
             if let Some(b) = &m.batch
                 && busy(m)
             {
@@ -83,15 +257,14 @@ impl Scheduler {
                     .or_default() += 1;
             }
         }
-        let mut final_passes: Vec<&str> = Vec::new();
-        let mut lag: i64 = 0;
-        for m in &mailboxes {
+        let mut out = Vec::new();
+        for m in mailboxes {
             let domain = m.options.domain.as_deref().and_then(|d| phases.get(d));
             if domain.is_some_and(|d| d.phase == Phase::Done) {
                 continue; // decommissioned: no more passes
             }
             let batch = m.batch.as_deref().and_then(|b| batches.get(b));
-            let attempted = attempted_at(&m.status, m.pass_started_at, m.last_pass_at);
+            let attempted = attempted_at(m.status, m.pass_started_at, m.last_pass_at);
             let (now_anyway, interval) = match batch.map(|b| b.gate(t, attempted)) {
                 Some(Gate::Hold(_)) => continue,
                 Some(Gate::Now) => (true, None),
@@ -123,81 +296,114 @@ impl Scheduler {
                 {
                     continue; // the batch's other mailboxes go first
                 }
+                *in_flight.entry(b.name.as_str()).or_default() += 1;
+                *in_flight_host
+                    .entry((b.name.as_str(), source_host(m)))
+                    .or_default() += 1;
             }
             let dual = domain.is_some_and(|d| d.phase.dual_reception());
             let interval = interval.unwrap_or(self.interval.as_secs());
-            let next = Some(t + interval as i64);
-            if let Some(due) = m.next_pass_at {
-                lag = lag.max(t - due);
+            out.push(Due {
+                m,
+                dual,
+                next: Some(t + interval as i64),
+                final_of_domain: ending.map(|d| d.config.name.clone()),
+            });
+        }
+        out
+    }
+
+    /// Plans one mailbox under its planning lease and records the outcome on it.
+    async fn plan_one(&self, d: &Due<'_>, t: i64) -> Planned {
+        let m = d.m;
+        let lease = Duration::from_secs(600);
+        match self
+            .mailboxes
+            .claim_planning(m.id, &self.owner, lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Planned::Skipped,
+            Err(e) => {
+                tracing::warn!(mailbox = %m.source, error = %e.message, "cannot take the mailbox to plan it");
+                return Planned::Deferred;
             }
-            // One trace per planned pass: the jobs it publishes carry it to the workers.
-            let span = tracing::info_span!(
-                "scheduler.plan",
-                mailbox = %m.id,
-                source = %m.source,
-                dual_reception = dual,
-                jobs = tracing::field::Empty,
-                trace_id = tracing::field::Empty,
-            );
-            if let Some(id) = mailshift_queue::trace::trace_id(&span) {
-                span.record("trace_id", id.as_str());
+        }
+        // One trace per planned pass: the jobs it publishes carry it to the workers.
+        let span = tracing::info_span!(
+            "scheduler.plan",
+            mailbox = %m.id,
+            source = %m.source,
+            dual_reception = d.dual,
+            jobs = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(id) = crate::trace::trace_id(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        let planned = {
+            use tracing::Instrument;
+            self.plan(m, d.dual, d.next).instrument(span.clone()).await
+        };
+        let outcome = match planned {
+            Ok((n, source_messages)) => {
+                span.record("jobs", n);
+                tracing::info!(mailbox = %m.source, jobs = n, messages = source_messages, "pass scheduled");
+                Planned::Jobs(n)
             }
-            let planned = {
-                use tracing::Instrument;
-                self.plan(m, dual, next).instrument(span.clone()).await
-            };
-            if let Ok((n, _)) = &planned {
-                span.record("jobs", *n);
-                metrics::counter!(crate::metrics::JOBS_PUBLISHED).increment(*n as u64);
-            }
-            match planned {
-                Ok((n, source_messages)) => {
-                    round.mailboxes += 1;
-                    round.jobs += n;
-                    if let Some(d) = ending {
-                        final_passes.push(&d.config.name);
-                    }
-                    if let Some(b) = batch
-                        && n > 0
-                        && !busy(m)
-                    {
-                        *in_flight.entry(b.name.as_str()).or_default() += 1;
-                        *in_flight_host
-                            .entry((b.name.as_str(), source_host(m)))
-                            .or_default() += 1;
-                    }
-                    tracing::info!(mailbox = %m.source, jobs = n, messages = source_messages, "pass scheduled");
+            Err(e) if e.kind.is_infrastructure() => {
+                // Not the mailbox's fault: try again soon, with back-off, keep its status.
+                let wait = match e.kind {
+                    ErrorKind::Throttled(Some(hint)) => hint,
+                    _ => self.outage_wait(m, t),
+                };
+                let warning = format!(
+                    "waiting: {} (next try in {}s)",
+                    e.message,
+                    wait.as_secs().max(1)
+                );
+                tracing::warn!(mailbox = %m.source, error = %e.message, retry_in_s = wait.as_secs(), "pass deferred by an outage");
+                if let Err(e) = self
+                    .mailboxes
+                    .defer_mailbox(m.id, &warning, t + wait.as_secs().max(1) as i64)
+                    .await
+                {
+                    tracing::warn!(mailbox = %m.source, error = %e.message, "cannot record the deferral");
                 }
-                Err(e) => {
-                    round.failed += 1;
-                    tracing::warn!(mailbox = %m.source, error = %e.message, "cannot plan a pass");
-                    // A server that asked to slow down is asked again once its back-off
-                    // is over, not a whole interval later.
-                    let next = match e.kind {
-                        ErrorKind::Throttled(hint) => Some(
-                            t + hint.unwrap_or(Duration::from_secs(60)).as_secs().max(1) as i64,
-                        ),
-                        _ => next,
-                    };
-                    self.mailboxes
-                        .set_mailbox_status(m.id, "failed", Some(&e.message), next)
-                        .await?;
+                Planned::Deferred
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = %m.source, error = %e.message, "cannot plan a pass");
+                if let Err(e) = self
+                    .mailboxes
+                    .set_mailbox_status(m.id, MailboxStatus::Failed, Some(&e.message), d.next)
+                    .await
+                {
+                    tracing::warn!(mailbox = %m.source, error = %e.message, "cannot record the failure");
                 }
+                Planned::Failed
             }
+        };
+        if let Err(e) = self.mailboxes.release_planning(m.id, &self.owner).await {
+            tracing::debug!(error = %e.message, "planning lease left to expire");
         }
-        metrics::gauge!(crate::metrics::PASS_LAG).set(lag.max(0) as f64);
-        if let Ok(Some(depth)) = self.queue.depth().await {
-            metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(depth as f64);
-        }
-        if let Some(c) = &self.cutovers {
-            final_passes.sort_unstable();
-            final_passes.dedup();
-            for d in final_passes {
-                c.store.mark_final_pass(d, t).await?;
-                tracing::info!(domain = d, "dual reception over: final passes scheduled");
-            }
-        }
-        Ok(round)
+        outcome
+    }
+
+    /// The wait after an outage deferred a mailbox: doubling from `outage_retry` with
+    /// each consecutive deferral (told by how overdue the pass is), up to 10 minutes.
+    fn outage_wait(&self, m: &MailboxRecord, t: i64) -> Duration {
+        let base = self.outage_retry.max(Duration::from_secs(1));
+        let overdue = m
+            .next_pass_at
+            .map(|due| (t - due).max(0) as u64)
+            .unwrap_or(0);
+        let wait = if m.warning.is_some() {
+            Duration::from_secs((overdue / 2).max(base.as_secs())).saturating_mul(2)
+        } else {
+            base
+        };
+        wait.min(Duration::from_secs(600))
     }
 
     /// Moves each batch on (running -> completing -> completed) from its schedule and
@@ -218,7 +424,7 @@ impl Scheduler {
                 .map(|m| {
                     (
                         m.jobs_left,
-                        attempted_at(&m.status, m.pass_started_at, m.last_pass_at),
+                        attempted_at(m.status, m.pass_started_at, m.last_pass_at),
                     )
                 })
                 .collect();
@@ -353,8 +559,8 @@ impl Scheduler {
         .to_string()
     }
 
-    /// Publishes a pass's jobs; returns how many, and how many messages the source's
-    /// folders hold now (the dashboard's total).
+    /// Prepares a pass and records its jobs (published by the relay); returns how many,
+    /// and how many messages the source's folders hold now (the dashboard's total).
     async fn plan(
         &self,
         m: &MailboxRecord,
@@ -366,12 +572,17 @@ impl Scheduler {
         let (mut src, mut dst) = match (s, t) {
             (Ok(s), Ok(t)) => (s, t),
             (s, t) => {
-                let msg: Vec<String> = [s.err(), t.err()]
-                    .into_iter()
-                    .flatten()
-                    .map(|e| e.message)
-                    .collect();
-                return Err(Error::new(ErrorKind::Auth, msg.join("; ")));
+                let errors: Vec<Error> = [s.err(), t.err()].into_iter().flatten().collect();
+                // The mailbox's own problem wins: a refused login is said even when the
+                // other side is briefly away.
+                let kind = errors
+                    .iter()
+                    .find(|e| !e.kind.is_infrastructure())
+                    .or(errors.first())
+                    .map(|e| e.kind.clone())
+                    .unwrap_or(ErrorKind::Network);
+                let msg: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+                return Err(Error::new(kind, msg.join("; ")));
             }
         };
         let source: Endpoint = m.source.parse()?;
@@ -379,25 +590,43 @@ impl Scheduler {
         let opts = PassOptions {
             rules: FolderRules::new(&m.options.maps, &m.options.excludes)?,
             delete: m.options.delete && !dual_reception,
-            adopt_existing: m.options.adopt_existing,
+            adopt_existing: true,
             split_above: self.split_above,
             dual_reception,
+            skip_unchanged: true,
+            count_messages: true,
         };
-        let pass = prepare(&mut *src, &mut *dst, &*self.state, &source, &dest, &opts).await?;
-        let mut total = 0u64;
-        let mut counted = std::collections::HashSet::new();
-        for job in &pass.jobs {
-            if counted.insert(job.source_folder.as_str()) {
-                total += u64::from(src.examine(&job.source_folder).await?.exists);
+        let pass = prepare(
+            &mut *src,
+            &mut *dst,
+            &*self.state,
+            &source,
+            &dest,
+            &opts,
+            &NoProgress,
+        )
+        .await?;
+        if let Some(key) = &pass.account_key {
+            let twins = self
+                .mailboxes
+                .account_conflicts(m.migration_id, key)
+                .await?;
+            if let Some(other) = twins.first() {
+                return Err(Error::usage(format!(
+                    "the same accounts are registered twice: as {} -> {} and as {} -> {} \
+                     (batch {}); copying both would race into one mailbox. Remove one \
+                     (mailshift mailbox remove)",
+                    m.source,
+                    m.dest,
+                    other.source,
+                    other.dest,
+                    other.batch.as_deref().unwrap_or("none")
+                )));
             }
         }
-        // Counted before any is published: a fast worker may finish one at once.
         self.mailboxes
-            .begin_pass(m.id, pass.jobs.len() as u32, Some(total), next)
+            .begin_pass(m.id, &pass.jobs, Some(pass.source_messages), next)
             .await?;
-        for job in &pass.jobs {
-            self.queue.publish(job).await?;
-        }
-        Ok((pass.jobs.len(), total))
+        Ok((pass.jobs.len(), pass.source_messages))
     }
 }

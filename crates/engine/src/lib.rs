@@ -1,5 +1,7 @@
 //! The engine: everything between "copy this folder" and the IMAP/store/queue ports.
 //!
+//! - [`adopt`]: recognising mail already on the destination by content, whatever the
+//!   state says (destination-side idempotence).
 //! - [`copy`]: one folder pass (list, plan, fetch and append in pipelined batches,
 //!   checkpoint each batch, recover an interrupted batch by fingerprint).
 //! - [`pass`]: preparing a mailbox pass (folder mapping, creation, reconciliation) into
@@ -10,6 +12,8 @@
 //! - [`lease`]: folder leases per claim, renewed while held, stopped when dropped.
 //! - [`limits`]: fleet-wide per-server connection limits (leased slots).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
+//! - [`retry`]: when a failed job is tried again (outages by time, failures by attempt).
+//! - [`trace`]: a job's spans as children of the span that published it.
 //! - [`verify`]: comparing both servers independently of stored state.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
 //!   sessions, retries what is retryable and acknowledges after the checkpoint.
@@ -19,6 +23,7 @@
 //! Architecture invariant: this crate speaks only to ports (traits in `mailshift-core`);
 //! it knows no IMAP syntax, SQL or AMQP.
 
+pub mod adopt;
 pub mod copy;
 pub mod embedded;
 pub mod fault;
@@ -28,6 +33,8 @@ pub mod limits;
 pub mod metrics;
 pub mod pass;
 pub mod reconcile;
+pub mod retry;
+pub mod trace;
 pub mod verify;
 pub mod worker;
 

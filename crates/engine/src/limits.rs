@@ -9,7 +9,7 @@ use mailshift_core::folder::ListedFolder;
 use mailshift_core::plan::MessageMeta;
 use mailshift_core::ports::{
     AppendItem, Appended, Capabilities, Connector, Connectors, FetchedHeader, FetchedMessage,
-    FolderStatus, HostSlots, LocatedMessage, MailSource, MailTarget, Transfer,
+    FolderStatus, HostSlots, LocatedMessage, MailSource, MailTarget, ServerIdentity, Transfer,
 };
 use mailshift_core::{Error, ErrorKind, Result};
 use std::sync::Arc;
@@ -95,6 +95,15 @@ impl Limits {
                     });
                 }
                 Some(Some(slot)) => {
+                    // Read before the heartbeat starts: if this fails, nothing keeps the
+                    // slot leased (it is released at once).
+                    let per_sec = match self.slots.slot_rate(host).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = self.slots.release_slot(host, slot, &self.owner).await;
+                            return Err(e);
+                        }
+                    };
                     let (limits, h) = (self.clone(), host.to_string());
                     let heartbeat = tokio::spawn(async move {
                         loop {
@@ -114,7 +123,6 @@ impl Limits {
                             }
                         }
                     });
-                    let per_sec = self.slots.slot_rate(host).await?;
                     return Ok(SlotGuard {
                         host: host.to_string(),
                         slot: Some(slot),
@@ -213,11 +221,17 @@ impl MailSource for Guarded<dyn MailSource> {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
+    fn identity(&self) -> ServerIdentity {
+        self.inner.identity()
+    }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)> {
         self.inner.list_folders().await
     }
     async fn examine(&mut self, folder: &str) -> Result<FolderStatus> {
         self.inner.examine(folder).await
+    }
+    async fn status(&mut self, folder: &str) -> Result<FolderStatus> {
+        self.inner.status(folder).await
     }
     async fn list_messages(&mut self, from_uid: u32) -> Result<Vec<MessageMeta>> {
         self.inner.list_messages(from_uid).await
@@ -225,9 +239,9 @@ impl MailSource for Guarded<dyn MailSource> {
     async fn list_messages_of(&mut self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
         self.inner.list_messages_of(uids).await
     }
-    async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>> {
+    async fn fetch_messages(&mut self, uids: &[u32], largest: u64) -> Result<Vec<FetchedMessage>> {
         self.guard.pacer.take(uids.len()).await;
-        self.inner.fetch_messages(uids).await
+        self.inner.fetch_messages(uids, largest).await
     }
     async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>> {
         self.inner.fetch_headers(uids).await
@@ -248,8 +262,26 @@ impl MailTarget for Guarded<dyn MailTarget> {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
+    fn identity(&self) -> ServerIdentity {
+        self.inner.identity()
+    }
     async fn storage_quota(&mut self) -> Result<Option<(u64, u64)>> {
         self.inner.storage_quota().await
+    }
+    async fn status(&mut self, folder: &str) -> Result<FolderStatus> {
+        self.inner.status(folder).await
+    }
+    async fn uids(&mut self) -> Result<Vec<u32>> {
+        self.inner.uids().await
+    }
+    async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<FetchedHeader>> {
+        self.inner.fetch_headers(uids).await
+    }
+    async fn locate(&mut self, uids: &[u32]) -> Result<Vec<LocatedMessage>> {
+        self.inner.locate(uids).await
+    }
+    async fn expunge_restoring(&mut self, uids: &[u32]) -> Result<()> {
+        self.inner.expunge_restoring(uids).await
     }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)> {
         self.inner.list_folders().await

@@ -352,8 +352,15 @@ async fn index(side: &mut dyn MailSource, folder: usize, deep: bool) -> Result<V
             .map(|m| (m.uid, m.size))
             .collect();
         out.reserve(listed.len());
+        let size_of: std::collections::HashMap<u32, u32> = listed.iter().copied().collect();
         for chunk in chunks_by_size(&listed, DEEP_CHUNK_MESSAGES, DEEP_CHUNK_BYTES) {
-            for m in side.fetch_messages(&chunk).await? {
+            let largest = chunk
+                .iter()
+                .filter_map(|u| size_of.get(u))
+                .map(|s| u64::from(*s))
+                .max()
+                .unwrap_or(0);
+            for m in side.fetch_messages(&chunk, largest).await? {
                 out.push(Seen {
                     folder,
                     uid: m.uid,

@@ -1,15 +1,18 @@
 //! The worker loop: take a folder job, run it with (pooled) sessions, acknowledge it once
 //! its effects are checkpointed, or hand it back for a delayed retry when the failure is
-//! retryable. The same loop serves the in-process queue and RabbitMQ.
+//! worth another try ([`crate::retry`] decides). The same loop serves the in-process
+//! queue and RabbitMQ.
 
 use crate::copy::{Fence, FolderPass, copy_folder};
 use crate::lease::FolderLease;
+use crate::retry::{Decision, RetryPolicy};
+use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
     Connectors, Delivery, JobQueue, MailSource, MailTarget, MailboxStore, Progress, StateStore,
 };
-use mailshift_core::report::FolderReport;
-use mailshift_core::{ErrorKind, Result};
+use mailshift_core::report::{FolderReport, FolderStatus};
+use mailshift_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,7 +56,7 @@ pub struct Sessions {
 #[derive(Clone)]
 pub struct Leases {
     pub store: Arc<dyn MailboxStore>,
-    /// This worker's name (host and process), stored with its leases.
+    /// This worker's name (host and process); each claim adds its own token to it.
     pub owner: String,
     /// Lease length; renewed every third of it while the pass runs.
     pub ttl: Duration,
@@ -65,15 +68,23 @@ pub struct Worker {
     pub store: Arc<dyn StateStore>,
     pub progress: Arc<dyn Progress>,
     pub limits: BatchLimits,
-    /// Deliveries of one job before its failure is final.
-    pub max_attempts: u32,
-    /// First retry delay; doubles with each attempt (capped at 60 s).
-    pub retry_base: Duration,
+    /// When a failed job is tried again, and when it is given up.
+    pub retry: RetryPolicy,
     /// Graceful shutdown: once set, running passes stop after their current batch and no
     /// new job is taken; interrupted jobs go back to the queue.
     pub stop: Arc<Shutdown>,
-    /// Messages copied by attempts that later failed, so the final report counts them.
+    /// Where final folder reports go (embedded mode's summary). None in the fleet, where
+    /// a worker runs for months and keeps no report: each job ends with one log line.
+    pub reports: Option<tokio::sync::mpsc::UnboundedSender<FolderReport>>,
+    /// Messages copied by attempts that later failed, so the final report counts them
+    /// (only kept while `reports` is set; entries leave with their job's final report).
     carried: Mutex<HashMap<Uuid, (u64, u64)>>,
+}
+
+/// What became of one delivery.
+struct Handled {
+    outcome: &'static str,
+    report: Option<FolderReport>,
 }
 
 impl Worker {
@@ -89,9 +100,9 @@ impl Worker {
             store,
             progress,
             limits,
-            max_attempts: 4,
-            retry_base: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
             stop: Arc::new(Shutdown::default()),
+            reports: None,
             carried: Mutex::new(HashMap::new()),
         }
     }
@@ -105,14 +116,6 @@ impl Worker {
         Ok(Sessions { source, target })
     }
 
-    fn backoff(&self, attempt: u32, kind: &ErrorKind) -> Duration {
-        if let ErrorKind::Throttled(Some(hint)) = kind {
-            return *hint;
-        }
-        let exp = self.retry_base.saturating_mul(1 << attempt.min(6));
-        jitter(exp.min(Duration::from_secs(60)))
-    }
-
     /// How long the servers of a migration asked to be left alone (throttling).
     async fn throttled(&self, migration: Uuid) -> Option<Duration> {
         self.connectors
@@ -122,25 +125,9 @@ impl Worker {
             .and_then(|c| c.throttled_for())
     }
 
-    /// Takes the folder's lease (fleet mode) for this delivery. `Ok(None)`: another
-    /// claim holds it; `Ok(Some(None))`: no leases (embedded mode).
-    async fn lease(&self, d: &Delivery) -> Result<Option<Option<FolderLease>>> {
-        let Some(l) = &self.leases else {
-            return Ok(Some(None));
-        };
-        Ok(FolderLease::take(l.store.clone(), &d.job, &l.owner, l.ttl)
-            .await?
-            .map(Some))
-    }
-
-    /// Runs jobs until the queue is drained (or closed). `sessions` may bring already open
-    /// sessions for the migration of the first job.
-    pub async fn run(
-        &self,
-        queue: &dyn JobQueue,
-        sessions: Option<Sessions>,
-    ) -> Result<Vec<FolderReport>> {
-        let mut reports = Vec::new();
+    /// Runs jobs until the queue is drained (or closed, or shutdown is requested).
+    /// `sessions` may bring already open sessions for the migration of the first job.
+    pub async fn run(&self, queue: &dyn JobQueue, sessions: Option<Sessions>) -> Result<()> {
         let mut pooled: Option<(Option<Uuid>, Sessions)> = sessions.map(|s| (None, s));
         loop {
             if self.stop.requested() {
@@ -163,33 +150,59 @@ impl Worker {
                 trace_id = tracing::field::Empty,
             );
             // A child of the span that published the job (the scheduler's).
-            mailshift_queue::trace::adopt(&job_span, &delivery.trace);
-            if let Some(id) = mailshift_queue::trace::trace_id(&job_span) {
+            crate::trace::adopt(&job_span, &delivery.trace);
+            if let Some(id) = crate::trace::trace_id(&job_span) {
                 // So JSON log lines of this job carry the trace they belong to.
                 job_span.record("trace_id", id.as_str());
             }
             let started = std::time::Instant::now();
-            let (outcome, report) = self
+            let handled = match self
                 .handle(queue, delivery, &mut pooled)
                 .instrument(job_span.clone())
-                .await?;
-            job_span.record("outcome", outcome);
-            crate::metrics::job_finished(outcome, started.elapsed());
-            if let Some(report) = report {
-                reports.push(report);
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    // The queue (or the database) failed while the job was settled: it
+                    // was not acknowledged, so the broker hands it out again. The
+                    // worker goes on with the next one.
+                    let _g = job_span.enter();
+                    tracing::warn!(error = %e.message, "cannot settle a job; it will be redelivered");
+                    job_span.record("outcome", "unsettled");
+                    continue;
+                }
+            };
+            job_span.record("outcome", handled.outcome);
+            crate::metrics::job_finished(handled.outcome, started.elapsed());
+            if let Some(report) = handled.report {
+                let _g = job_span.enter();
+                tracing::info!(
+                    folder = %report.source,
+                    status = ?report.status,
+                    copied = report.copied,
+                    adopted = report.adopted,
+                    refused = report.failures.len(),
+                    flags = report.flags_updated,
+                    deleted = report.deleted,
+                    ms = started.elapsed().as_millis() as u64,
+                    "folder job finished"
+                );
+                if let Some(tx) = &self.reports {
+                    let _ = tx.send(report);
+                }
             }
         }
-        Ok(reports)
+        Ok(())
     }
 
     /// One delivered job: lease, sessions, the folder pass, then ack, retry or
-    /// dead-letter. Returns the outcome (for metrics) and the final report, if any.
+    /// dead-letter.
     async fn handle(
         &self,
         queue: &dyn JobQueue,
         delivery: Delivery,
         pooled: &mut Option<(Option<Uuid>, Sessions)>,
-    ) -> Result<(&'static str, Option<FolderReport>)> {
+    ) -> Result<Handled> {
         let migration = delivery.job.migration_id;
         if let Some(wait) = self.throttled(migration).await {
             // A server asked this process to slow down: the job waits its turn without
@@ -199,34 +212,38 @@ impl Worker {
                 wait_ms = wait.as_millis() as u64,
                 "server throttled; job deferred"
             );
-            let mut again = delivery.clone();
-            again.job.attempt = again.job.attempt.saturating_sub(1);
-            queue.retry(&again, wait).await?;
-            return Ok(("deferred", None));
+            queue.retry(&uncounted(&delivery), wait).await?;
+            return Ok(Handled {
+                outcome: "deferred",
+                report: None,
+            });
         }
-        let lease = match self.lease(&delivery).await {
-            Ok(Some(h)) => h,
-            Ok(None) => {
-                // Someone else is copying this folder: try again once they are done,
-                // without counting it as a failed attempt.
-                let mut again = delivery.clone();
-                again.job.attempt = again.job.attempt.saturating_sub(1);
-                let wait = self.leases.as_ref().map(|l| l.ttl / 2).unwrap_or_default();
-                queue.retry(&again, wait).await?;
-                return Ok(("deferred", None));
-            }
-            Err(e) => {
-                queue
-                    .retry(&delivery, self.backoff(delivery.job.attempt, &e.kind))
-                    .await?;
-                return Ok(("retried", None));
+        let lease = match &self.leases {
+            None => None,
+            Some(l) => {
+                match FolderLease::take(l.store.clone(), &delivery.job, &l.owner, l.ttl).await {
+                    Ok(Some(lease)) => Some(lease),
+                    Ok(None) => {
+                        // Someone else is copying this folder: try again once they are done,
+                        // without counting it as a failed attempt.
+                        queue.retry(&uncounted(&delivery), l.ttl / 2).await?;
+                        return Ok(Handled {
+                            outcome: "deferred",
+                            report: None,
+                        });
+                    }
+                    Err(e) => {
+                        // The database is away: wait for it like for any outage.
+                        return self.settle(queue, delivery, None, e).await;
+                    }
+                }
             }
         };
         let s = match pooled.take() {
             Some((m, s)) if m.is_none() || m == Some(migration) => Ok(s),
             _ => self.connect(migration).await,
         };
-        let (mut report, err, keep) = match s {
+        let (report, err) = match s {
             Ok(mut s) => {
                 let pass_span = tracing::info_span!(
                     "folder.pass",
@@ -246,12 +263,23 @@ impl Worker {
                 })
                 .instrument(pass_span)
                 .await;
-                // After a network or protocol failure the session state is unknown.
-                let keep = !matches!(
-                    err.as_ref().map(|e| &e.kind),
-                    Some(ErrorKind::Network | ErrorKind::Protocol | ErrorKind::Throttled(_))
-                );
-                (report, err, keep.then_some((Some(migration), s)))
+                // After a network or protocol failure the session state is unknown. In
+                // the fleet, sessions are not kept while waiting for the next job: they
+                // may hold connection slots that a job delivered elsewhere needs.
+                let keep = self.leases.is_none()
+                    && !matches!(
+                        err.as_ref().map(|e| &e.kind),
+                        Some(
+                            ErrorKind::Network
+                                | ErrorKind::Protocol
+                                | ErrorKind::Throttled(_)
+                                | ErrorKind::TooLarge
+                        )
+                    );
+                if keep {
+                    *pooled = Some((Some(migration), s));
+                }
+                (report, err)
             }
             Err(e) => {
                 let job = &delivery.job;
@@ -261,128 +289,194 @@ impl Worker {
                     &e.kind,
                     e.message.clone(),
                 );
-                self.progress.folder_finished(&report);
-                (report, Some(e), None)
+                (report, Some(e))
             }
         };
-        // In the fleet, sessions are not kept while waiting for the next job: they may
-        // hold connection slots that a job already delivered to another task needs.
-        *pooled = if self.leases.is_some() { None } else { keep };
         if let Some(lease) = lease {
             lease.release().await;
         }
-        if let Some(mailshift_core::Error {
-            kind: ErrorKind::Deferred(wait),
-            message,
-        }) = &err
-        {
-            // Not a failure: the pass waits for other folders (All Mail for its labels).
-            tracing::info!(folder = %delivery.job.source_display, reason = %message, "deferred");
-            let mut again = delivery.clone();
-            again.job.attempt = again.job.attempt.saturating_sub(1);
-            queue.retry(&again, *wait).await?;
-            return Ok(("deferred", None));
-        }
-        if let Some(e) = &err
-            && e.kind == ErrorKind::Interrupted
-        {
-            // Not a failure: hand the job back untouched for another worker.
-            let mut again = delivery.clone();
-            again.job.attempt = again.job.attempt.saturating_sub(1);
-            self.carry(&delivery, &report);
-            queue.retry(&again, Duration::ZERO).await?;
-            return Ok(("interrupted", None));
-        }
-        // In the fleet a refused login may be a lockout or a password being changed:
-        // worth a few tries before the job is set aside.
-        // A dropped connection after progress (a batch checkpointed) is not a failed
-        // attempt: the pass resumes from its checkpoint at once, however many times a
-        // flaky link drops. Only attempts that achieve nothing count towards the limit.
-        let progressed = report.copied > 0 || report.flags_updated > 0 || report.deleted > 0;
-        if let Some(e) = &err
-            && e.kind == ErrorKind::Network
-            && progressed
-        {
-            let mut again = delivery.clone();
-            again.job.attempt = again.job.attempt.saturating_sub(1);
-            let delay = jitter(Duration::from_millis(250));
-            tracing::warn!(
-                folder = %delivery.job.source_display,
-                copied = report.copied,
-                error = %e,
-                "connection lost after progress; resuming from the checkpoint"
-            );
-            self.carry(&delivery, &report);
-            queue.retry(&again, delay).await?;
-            return Ok(("retried", None));
-        }
-        if let Some(e) = &err
-            && (e.is_retryable() || (self.leases.is_some() && e.kind == ErrorKind::Auth))
-            && delivery.job.attempt < self.max_attempts
-        {
-            let delay = self.backoff(delivery.job.attempt, &e.kind);
-            tracing::warn!(
-                folder = %delivery.job.source_display,
-                attempt = delivery.job.attempt,
-                retry_in_ms = delay.as_millis() as u64,
-                error = %e,
-                "folder pass failed; retrying"
-            );
-            self.carry(&delivery, &report);
-            queue.retry(&delivery, delay).await?;
-            return Ok(("retried", None));
-        }
-        self.settle(&delivery, &mut report);
-        match (&err, &self.leases) {
-            (Some(e), Some(l)) => {
-                // Fleet: keep the job aside and show the error on the mailbox.
-                let reason = format!("folder '{}': {}", delivery.job.source_display, e.message);
-                queue.dead_letter(&delivery, &reason).await?;
-                if let Ok((m, _)) = l.store.mailbox_credentials(migration).await {
-                    l.store
-                        .set_mailbox_status(m.id, "failed", Some(&reason), m.next_pass_at)
-                        .await?;
-                }
+        match err {
+            None => {
+                queue.ack(&delivery).await?;
+                let report = self.final_report(&delivery, report);
+                self.record(&delivery, &report, None).await;
+                Ok(Handled {
+                    outcome: "done",
+                    report: Some(report),
+                })
             }
-            _ => queue.ack(&delivery).await?,
+            Some(e) => self.settle(queue, delivery, Some(report), e).await,
         }
-        if let Some(l) = &self.leases
-            && let Err(e) = l.store.job_finished(migration).await
-        {
-            tracing::warn!(folder = %delivery.job.source_display, error = %e.message, "cannot count the finished job");
+    }
+
+    /// A failed (or interrupted, or deferred) pass: retry it, or give it up.
+    async fn settle(
+        &self,
+        queue: &dyn JobQueue,
+        delivery: Delivery,
+        report: Option<FolderReport>,
+        e: Error,
+    ) -> Result<Handled> {
+        if e.kind == ErrorKind::Interrupted && self.stop.requested() && self.reports.is_some() {
+            // A one-off run stopping: the folder ends here, from its checkpoint.
+            queue.ack(&delivery).await?;
+            let job = &delivery.job;
+            let mut r =
+                report.unwrap_or_else(|| FolderReport::new(&job.source_display, &job.dest_display));
+            r.status = FolderStatus::Interrupted;
+            r.error = None;
+            r.notes.push(e.message.clone());
+            let r = self.final_report(&delivery, r);
+            return Ok(Handled {
+                outcome: "interrupted",
+                report: Some(r),
+            });
         }
-        if let Some(e) = &err {
-            crate::metrics::error(&e.kind);
+        let progressed = report
+            .as_ref()
+            .is_some_and(|r| r.copied > 0 || r.flags_updated > 0 || r.deleted > 0);
+        let decision = self.retry.decide(
+            &delivery.job,
+            &e.kind,
+            progressed,
+            self.leases.is_some(),
+            now(),
+        );
+        match decision {
+            Decision::Retry { delay, job } => {
+                match &e.kind {
+                    ErrorKind::Interrupted | ErrorKind::Deferred(_) => {
+                        tracing::info!(folder = %delivery.job.source_display, reason = %e.message, "job handed back");
+                    }
+                    _ => tracing::warn!(
+                        folder = %delivery.job.source_display,
+                        attempt = delivery.job.attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "folder pass failed; retrying"
+                    ),
+                }
+                if let Some(r) = &report {
+                    self.carry(&delivery, r);
+                }
+                let mut again = delivery.clone();
+                again.job = *job;
+                // `retry` counts the next attempt itself.
+                again.job.attempt = again.job.attempt.saturating_sub(1);
+                queue.retry(&again, delay).await?;
+                let outcome = match e.kind {
+                    ErrorKind::Interrupted => "interrupted",
+                    ErrorKind::Deferred(_) => "deferred",
+                    _ => "retried",
+                };
+                Ok(Handled {
+                    outcome,
+                    report: None,
+                })
+            }
+            Decision::GiveUp => {
+                let job = &delivery.job;
+                let mut report = report.unwrap_or_else(|| {
+                    FolderReport::failed(
+                        &job.source_display,
+                        &job.dest_display,
+                        &e.kind,
+                        e.message.clone(),
+                    )
+                });
+                if report.error.is_none() {
+                    report.status = FolderStatus::Failed;
+                    report.error = Some(mailshift_core::report::FolderError::new(
+                        &e.kind,
+                        e.message.clone(),
+                    ));
+                }
+                let report = self.final_report(&delivery, report);
+                let reason = format!("folder '{}': {}", job.source_display, e.message);
+                match &self.leases {
+                    Some(l) => {
+                        // Fleet: keep the job aside and show the error on the mailbox.
+                        queue.dead_letter(&delivery, &reason).await?;
+                        self.record(&delivery, &report, Some(&reason)).await;
+                        match l.store.mailbox_credentials(job.migration_id).await {
+                            Ok((m, _)) => {
+                                if let Err(e) = l
+                                    .store
+                                    .set_mailbox_status(
+                                        m.id,
+                                        MailboxStatus::Failed,
+                                        Some(&reason),
+                                        m.next_pass_at,
+                                    )
+                                    .await
+                                {
+                                    tracing::warn!(error = %e.message, "cannot mark the mailbox failed");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e.message, "cannot read the job's mailbox")
+                            }
+                        }
+                    }
+                    None => queue.ack(&delivery).await?,
+                }
+                crate::metrics::error(&e.kind);
+                Ok(Handled {
+                    outcome: "failed",
+                    report: Some(report),
+                })
+            }
         }
-        let outcome = if err.is_some() { "failed" } else { "done" };
-        Ok((outcome, Some(report)))
+    }
+
+    /// Records the job's end in the fleet's job rows (once per job, whatever happens).
+    async fn record(&self, d: &Delivery, report: &FolderReport, dead: Option<&str>) {
+        let Some(l) = &self.leases else {
+            return;
+        };
+        let outcome = match (dead, report.status) {
+            (Some(_), _) => JobOutcome::Dead,
+            (None, FolderStatus::Complete) => JobOutcome::Done,
+            (None, _) => JobOutcome::Failed,
+        };
+        if let Err(e) = l.store.job_finished(&d.job, outcome, dead).await {
+            // The job's row stays unfinished; a redelivery records it.
+            tracing::warn!(folder = %d.job.source_display, error = %e.message, "cannot record the finished job");
+        }
     }
 
     fn carry(&self, d: &Delivery, r: &FolderReport) {
+        if self.reports.is_none() {
+            return;
+        }
         let mut c = self.carried.lock().unwrap_or_else(|p| p.into_inner());
         let e = c.entry(d.job.id).or_default();
         e.0 += r.copied;
         e.1 += r.copied_bytes;
     }
 
-    fn settle(&self, d: &Delivery, r: &mut FolderReport) {
+    fn final_report(&self, d: &Delivery, mut r: FolderReport) -> FolderReport {
         let mut c = self.carried.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((n, b)) = c.remove(&d.job.id) {
             r.copied += n;
             r.copied_bytes += b;
             r.already_done = r.already_done.saturating_sub(n);
         }
+        self.progress.folder_finished(&r);
+        r
     }
 }
 
-/// Spreads retries (80-120 % of `d`) so jobs that failed together do not all come back
-/// at the same instant.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
+/// The delivery again, without counting an attempt (waiting is not failing).
+fn uncounted(d: &Delivery) -> Delivery {
+    let mut again = d.clone();
+    again.job.attempt = again.job.attempt.saturating_sub(1);
+    again
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    // A cheap mix of the clock's low bits; fairness, not secrecy, is the goal.
-    let r = (u64::from(nanos).wrapping_mul(6_364_136_223_846_793_005) >> 33) % 401;
-    d.mul_f64(0.8 + r as f64 / 1000.0)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -95,7 +95,7 @@ impl async_imap::Authenticator for Once {
 }
 
 /// Capabilities the server announces before login (upper case).
-async fn capabilities(
+pub(crate) async fn capabilities(
     client: &mut async_imap::Client<Stream>,
     server: &str,
 ) -> Result<Vec<String>, ImapError> {

@@ -3,6 +3,7 @@
 
 use crate::auth::Auth;
 use crate::error::ImapError;
+use crate::guard::{GuardControl, LiteralGuard};
 use crate::session::ImapSession;
 use async_trait::async_trait;
 use mailshift_core::endpoint::{Endpoint, Security};
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub pauses: Arc<HostPauses>,
     /// Compress the session (COMPRESS=DEFLATE) when the server offers it.
     pub compress: bool,
+    /// The largest literal (message) accepted from this server, in bytes.
+    pub max_literal: u64,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -72,19 +75,42 @@ impl ServerConfig {
 }
 
 /// The byte stream under async-imap: plain TCP, TLS over TCP, or either compressed
-/// with DEFLATE (RFC 4978) once the session has negotiated it.
-pub enum Transport {
+/// with DEFLATE (RFC 4978) once the session has negotiated it; with a literal guard on
+/// the layer the response parser reads.
+pub struct Transport {
+    kind: Kind,
+    guard: Option<LiteralGuard>,
+}
+
+enum Kind {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Deflate(Box<async_imap::DeflateStream<Stream>>),
 }
 
+impl Transport {
+    fn plain(tcp: TcpStream) -> Transport {
+        Transport {
+            kind: Kind::Plain(tcp),
+            guard: None,
+        }
+    }
+
+    /// A compressed layer over `inner`, watched by a new guard.
+    pub(crate) fn deflate(inner: async_imap::DeflateStream<Stream>, guard: LiteralGuard) -> Self {
+        Transport {
+            kind: Kind::Deflate(Box::new(inner)),
+            guard: Some(guard),
+        }
+    }
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Plain(_) => "Transport::Plain",
-            Transport::Tls(_) => "Transport::Tls",
-            Transport::Deflate(_) => "Transport::Deflate",
+        f.write_str(match self.kind {
+            Kind::Plain(_) => "Transport::Plain",
+            Kind::Tls(_) => "Transport::Tls",
+            Kind::Deflate(_) => "Transport::Deflate",
         })
     }
 }
@@ -95,11 +121,21 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        let start = buf.filled().len();
+        let r = match &mut this.kind {
+            Kind::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Kind::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Kind::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if let (Poll::Ready(Ok(())), Some(g)) = (&r, this.guard.as_mut())
+            && let Err(too_large) = g.scan(&buf.filled()[start..])
+        {
+            // The announcement never reaches the parser, so nothing is allocated for it.
+            buf.set_filled(start);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, too_large)));
         }
+        r
     }
 }
 
@@ -109,26 +145,26 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().kind {
+            Kind::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Kind::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Kind::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().kind {
+            Kind::Plain(s) => Pin::new(s).poll_flush(cx),
+            Kind::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Kind::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().kind {
+            Kind::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Kind::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Kind::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -141,6 +177,7 @@ fn tls_config(cfg: &ServerConfig) -> Result<Arc<rustls::ClientConfig>, ImapError
     let tls_err = |reason: String| ImapError::Tls {
         server: server.clone(),
         reason,
+        hint: String::new(),
     };
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -175,23 +212,76 @@ fn tls_config(cfg: &ServerConfig) -> Result<Arc<rustls::ClientConfig>, ImapError
     Ok(Arc::new(config))
 }
 
-async fn tls_wrap(cfg: &ServerConfig, tcp: TcpStream) -> Result<Transport, ImapError> {
+async fn tls_wrap(
+    cfg: &ServerConfig,
+    tcp: TcpStream,
+    guard: &Arc<GuardControl>,
+) -> Result<Transport, ImapError> {
     let config = tls_config(cfg)?;
     let name = rustls::pki_types::ServerName::try_from(cfg.endpoint.host.clone()).map_err(|e| {
         ImapError::Tls {
             server: cfg.label(),
             reason: format!("invalid server name: {e}"),
+            hint: String::new(),
         }
     })?;
     let tls = TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| ImapError::Tls {
-            server: cfg.label(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let reason = e.to_string();
+            // A plain-text server answering a TLS ClientHello with its greeting.
+            let hint = if reason.contains("InvalidContentType") || reason.contains("corrupt message")
+            {
+                format!(
+                    "; the server answered in plain text, so {} is not a TLS port: use                      imap://{}@{}:{} (STARTTLS) or the server's TLS port (usually 993)",
+                    cfg.endpoint.port, cfg.endpoint.user, cfg.endpoint.host, cfg.endpoint.port
+                )
+            } else if reason.contains("certificate") || reason.contains("Certificate") {
+                "; if the server uses a private CA, pass its certificate with                  --from-ca-file/--to-ca-file"
+                    .to_string()
+            } else {
+                String::new()
+            };
+            ImapError::Tls {
+                server: cfg.label(),
+                reason,
+                hint,
+            }
         })?;
-    Ok(Transport::Tls(Box::new(tls)))
+    Ok(Transport {
+        kind: Kind::Tls(Box::new(tls)),
+        guard: Some(LiteralGuard::new(guard.clone())),
+    })
 }
+
+/// What the TCP connect error means for the user.
+fn connect_error(cfg: &ServerConfig, e: &io::Error) -> ImapError {
+    let hint = match e.kind() {
+        io::ErrorKind::ConnectionRefused => format!(
+            "; nothing accepts connections on port {} of {}: check the port (IMAP is 143              with STARTTLS, 993 with TLS) and that the server runs",
+            cfg.endpoint.port, cfg.endpoint.host
+        ),
+        _ if e.to_string().contains("failed to lookup address")
+            || e.to_string().contains("Name or service not known") =>
+        {
+            format!(
+                "; the host name {} does not resolve: check its spelling",
+                cfg.endpoint.host
+            )
+        }
+        _ => String::new(),
+    };
+    ImapError::Connect {
+        server: cfg.label(),
+        reason: e.to_string(),
+        hint,
+    }
+}
+
+/// How long a server has to greet: a client talking plain text to a TLS port waits
+/// for a greeting that never comes.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connects and logs in, within `cfg.timeout`.
 pub async fn connect(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
@@ -208,44 +298,76 @@ async fn connect_inner(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
     let server = cfg.label();
     let tcp = TcpStream::connect((cfg.endpoint.host.as_str(), cfg.endpoint.port))
         .await
-        .map_err(|e| ImapError::Connect {
-            server: server.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| connect_error(cfg, &e))?;
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let io_err = |op: &str, e: &dyn fmt::Display| ImapError::Io {
         op: format!("{op} with {server}"),
         reason: e.to_string(),
     };
+    let guard = GuardControl::new(cfg.max_literal);
 
     let transport = match cfg.endpoint.security {
-        Security::Tls => tls_wrap(cfg, tcp).await?,
-        Security::StartTls => Transport::Plain(tcp),
+        Security::Tls => tls_wrap(cfg, tcp, &guard).await?,
+        Security::StartTls => Transport::plain(tcp),
     };
     let mut client = async_imap::Client::new(BufWriter::with_capacity(64 * 1024, transport));
-    read_greeting(&mut client, &server).await?;
+    match tokio::time::timeout(
+        GREETING_TIMEOUT.min(cfg.timeout),
+        read_greeting(&mut client, &server),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ImapError::Connect {
+                server: server.clone(),
+                reason: format!(
+                    "no greeting within {}s",
+                    GREETING_TIMEOUT.min(cfg.timeout).as_secs()
+                ),
+                hint: match cfg.endpoint.security {
+                    Security::StartTls => format!(
+                        "; port {} may expect TLS from the first byte: try imaps://{}@{}:{}",
+                        cfg.endpoint.port, cfg.endpoint.user, cfg.endpoint.host, cfg.endpoint.port
+                    ),
+                    Security::Tls => String::new(),
+                },
+            });
+        }
+    }
 
     if cfg.endpoint.security == Security::StartTls {
-        match client.run_command_and_check_ok("STARTTLS", None).await {
-            Ok(()) => {
-                let tcp = match client.into_inner().into_inner() {
-                    Transport::Plain(tcp) => tcp,
-                    Transport::Tls(_) | Transport::Deflate(_) => {
-                        return Err(ImapError::Unsupported(
-                            "STARTTLS on a TLS connection".into(),
-                        ));
-                    }
-                };
-                let tls = tls_wrap(cfg, tcp).await?;
-                client = async_imap::Client::new(BufWriter::with_capacity(64 * 1024, tls));
-            }
-            Err(async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)) => {
-                if !cfg.allow_plaintext {
-                    return Err(ImapError::PlaintextRefused { server });
+        let caps = crate::auth::capabilities(&mut client, &server).await?;
+        if caps.iter().any(|c| c == "STARTTLS") {
+            // Advertised: it must work. A refusal here is what a man in the middle
+            // stripping TLS looks like; the password is never sent in plain text then.
+            match client.run_command_and_check_ok("STARTTLS", None).await {
+                Ok(()) => {}
+                Err(async_imap::error::Error::No(t) | async_imap::error::Error::Bad(t)) => {
+                    return Err(ImapError::StartTlsFailed {
+                        server,
+                        reason: crate::raw::clean_server_text(&t),
+                    });
                 }
-                tracing::warn!(server = %server, "no STARTTLS: logging in over plain text as allowed");
+                Err(e) => return Err(io_err("STARTTLS", &e)),
             }
-            Err(e) => return Err(io_err("STARTTLS", &e)),
+            let tcp = match client.into_inner().into_inner().kind {
+                Kind::Plain(tcp) => tcp,
+                Kind::Tls(_) | Kind::Deflate(_) => {
+                    return Err(ImapError::Unsupported(
+                        "STARTTLS on a TLS connection".into(),
+                    ));
+                }
+            };
+            let tls = tls_wrap(cfg, tcp, &guard).await?;
+            client = async_imap::Client::new(BufWriter::with_capacity(64 * 1024, tls));
+        } else if cfg.allow_plaintext {
+            warn_plaintext_once(&server);
+            // Watch the plain stream too.
+            client.get_mut().get_mut().guard = Some(LiteralGuard::new(guard.clone()));
+        } else {
+            return Err(ImapError::PlaintextRefused { server });
         }
     }
 
@@ -260,17 +382,28 @@ async fn connect_inner(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
         },
     )
     .await?;
-    ImapSession::start(session, cfg.clone()).await
+    ImapSession::start(session, cfg.clone(), peer, guard).await
+}
+
+/// One warning per server and process, not one per connection: a migration opens
+/// dozens, and the warning would tear the progress bars.
+fn warn_plaintext_once(server: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut w = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !w.iter().any(|s| s == server) {
+        w.push(server.to_string());
+        tracing::warn!(server = %server, "no STARTTLS: logging in over plain text as allowed");
+    }
 }
 
 async fn read_greeting(
     client: &mut async_imap::Client<Stream>,
     server: &str,
 ) -> Result<(), ImapError> {
-    let greeting = client.read_response().await.map_err(|e| ImapError::Io {
-        op: format!("greeting from {server}"),
-        reason: e.to_string(),
-    })?;
+    let greeting = client
+        .read_response()
+        .await
+        .map_err(|e| crate::raw::stream_error(&format!("greeting from {server}"), e))?;
     match greeting.as_ref().map(|g| g.parsed()) {
         Some(imap_proto::Response::Data {
             status: imap_proto::Status::Ok | imap_proto::Status::PreAuth,
@@ -283,16 +416,18 @@ async fn read_greeting(
             server: server.to_string(),
             reason: format!(
                 "the server said goodbye: {}",
-                outcome.information.as_deref().unwrap_or("")
+                crate::raw::clean(outcome.information.as_deref().unwrap_or(""))
             ),
+            hint: String::new(),
         }),
-        Some(other) => Err(ImapError::Protocol {
+        Some(_) => Err(ImapError::Protocol {
             op: format!("greeting from {server}"),
-            text: format!("{other:?}"),
+            text: "the server's first line is not an IMAP greeting".into(),
         }),
         None => Err(ImapError::Connect {
             server: server.to_string(),
             reason: "the server closed the connection before greeting".into(),
+            hint: String::new(),
         }),
     }
 }
@@ -342,6 +477,8 @@ pub struct FleetConnectors {
     pub ca_file: Option<PathBuf>,
     /// Throttling pauses per server, shared by all the process's migrations.
     pub pauses: Arc<HostPauses>,
+    /// The largest message accepted from a server, in bytes.
+    pub max_literal: u64,
 }
 
 #[async_trait]
@@ -361,6 +498,7 @@ impl mailshift_core::ports::Connectors for FleetConnectors {
                 timeout: self.timeout,
                 pauses: self.pauses.clone(),
                 compress: true,
+                max_literal: self.max_literal,
             })
         };
         Ok(std::sync::Arc::new(ImapConnector {

@@ -11,6 +11,7 @@
 mod auth;
 mod connect;
 mod error;
+mod guard;
 mod raw;
 mod session;
 

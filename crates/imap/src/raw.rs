@@ -3,7 +3,7 @@
 //! up), and turn the tagged reply into a result.
 
 use crate::connect::Stream;
-use crate::error::ImapError;
+use crate::error::{Code, ImapError};
 use imap_proto::rfc4315::UidSetMember;
 use imap_proto::{Response, ResponseCode, Status};
 
@@ -20,16 +20,29 @@ pub(crate) async fn command<F>(
     sess: &mut Sess,
     cmd: &str,
     op: &str,
-    on_untagged: F,
+    mut on_untagged: F,
 ) -> Result<Done, ImapError>
 where
     F: FnMut(&Response<'_>) -> Result<(), ImapError>,
+{
+    command_raw(sess, cmd, op, |r, _| on_untagged(r)).await
+}
+
+/// Like [`command`], handing the callback the bytes of each response too.
+pub(crate) async fn command_raw<F>(
+    sess: &mut Sess,
+    cmd: &str,
+    op: &str,
+    on_untagged: F,
+) -> Result<Done, ImapError>
+where
+    F: FnMut(&Response<'_>, &[u8]) -> Result<(), ImapError>,
 {
     let tag = sess.run_command(cmd).await.map_err(|e| ImapError::Io {
         op: op.to_string(),
         reason: e.to_string(),
     })?;
-    finish(sess, &tag, op, on_untagged).await
+    finish_raw(sess, &tag, op, on_untagged).await
 }
 
 /// Reads responses until the tagged reply for `tag`.
@@ -42,8 +55,23 @@ pub(crate) async fn finish<F>(
 where
     F: FnMut(&Response<'_>) -> Result<(), ImapError>,
 {
+    finish_raw(sess, tag, op, |r, _| on_untagged(r)).await
+}
+
+async fn finish_raw<F>(
+    sess: &mut Sess,
+    tag: &imap_proto::RequestId,
+    op: &str,
+    mut on_untagged: F,
+) -> Result<Done, ImapError>
+where
+    F: FnMut(&Response<'_>, &[u8]) -> Result<(), ImapError>,
+{
     loop {
-        let step = read_with(sess, op, |resp| step(resp, tag, op, &mut on_untagged)).await?;
+        let step = read_raw(sess, op, |resp, raw| {
+            step(resp, tag, op, &mut |r: &Response<'_>| on_untagged(r, raw))
+        })
+        .await?;
         if let Some(done) = step {
             return done;
         }
@@ -67,7 +95,8 @@ where
                 status,
                 outcome,
             } if t == tag => {
-                let text = outcome_text(outcome.code.as_ref(), outcome.information.as_deref());
+                let (code, text) =
+                    outcome_code(outcome.code.as_ref(), outcome.information.as_deref());
                 Some(match status {
                     Status::Ok => Ok(Done {
                         append_uid: match &outcome.code {
@@ -85,15 +114,16 @@ where
                     }),
                     Status::No => Err(ImapError::No {
                         op: op.to_string(),
+                        code,
                         text,
                     }),
                     Status::Bad => Err(ImapError::Bad {
                         op: op.to_string(),
-                        text,
+                        text: with_code(code.as_ref(), text),
                     }),
                     _ => Err(ImapError::Protocol {
                         op: op.to_string(),
-                        text,
+                        text: with_code(code.as_ref(), text),
                     }),
                 })
             }
@@ -118,34 +148,81 @@ pub(crate) async fn read_with<T>(
     op: &str,
     f: impl FnOnce(&Response<'_>) -> T,
 ) -> Result<T, ImapError> {
+    read_raw(sess, op, |r, _| f(r)).await
+}
+
+/// Like [`read_with`], also handing over the bytes the response was parsed from (they
+/// start with the response; more may follow).
+pub(crate) async fn read_raw<T>(
+    sess: &mut Sess,
+    op: &str,
+    f: impl FnOnce(&Response<'_>, &[u8]) -> T,
+) -> Result<T, ImapError> {
     match sess.read_response().await {
-        Ok(Some(r)) => Ok(f(r.parsed())),
+        Ok(Some(r)) => Ok(f(r.parsed(), r.borrow_owner())),
         Ok(None) => Err(ImapError::Io {
             op: op.to_string(),
             reason: "the server closed the connection".into(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::Other => Err(ImapError::Protocol {
-            op: op.to_string(),
-            text: truncate(&e.to_string(), 300),
-        }),
-        Err(e) => Err(ImapError::Io {
-            op: op.to_string(),
-            reason: e.to_string(),
-        }),
+        Err(e) => Err(stream_error(op, e)),
     }
 }
 
-fn outcome_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
+/// An error of the response stream. The parser's own message quotes the whole input
+/// buffer (a message body, possibly megabytes): it never reaches a message.
+pub(crate) fn stream_error(op: &str, e: std::io::Error) -> ImapError {
+    if let Some(limit) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<crate::guard::TooLarge>())
+    {
+        return ImapError::LiteralTooLarge {
+            op: op.to_string(),
+            announced: limit.announced,
+            limit: limit.limit,
+        };
+    }
+    match e.kind() {
+        std::io::ErrorKind::Other => ImapError::Protocol {
+            op: op.to_string(),
+            text: "the server sent a response mailshift cannot parse".into(),
+        },
+        _ => ImapError::Io {
+            op: op.to_string(),
+            reason: truncate(&e.to_string(), 200),
+        },
+    }
+}
+
+/// The response code of a tagged reply (parsed by imap-proto, or at the start of the
+/// text for the codes it does not know) and the text after it.
+pub(crate) fn outcome_code(
+    code: Option<&ResponseCode<'_>>,
+    info: Option<&str>,
+) -> (Option<Code>, String) {
     let info = clean(info.unwrap_or(""));
     match code {
-        Some(c) => format!("[{c:?}] {info}"),
-        None => info,
+        Some(ResponseCode::TryCreate) => (Some(Code::TryCreate), info),
+        Some(other) => (
+            Some(Code::Other(format!("{other:?}").to_ascii_uppercase())),
+            info,
+        ),
+        None => match Code::parse_leading(&info) {
+            Some((c, rest)) => (Some(c), rest.to_string()),
+            None => (None, info),
+        },
+    }
+}
+
+fn with_code(code: Option<&Code>, text: String) -> String {
+    match code {
+        Some(c) => format!("{c} {text}"),
+        None => text,
     }
 }
 
 /// A quoted IMAP string. Mailbox names are 7-bit (modified UTF-7); CR and LF cannot occur.
 pub(crate) fn quote(s: &str) -> Result<String, ImapError> {
-    if s.contains(['\r', '\n']) || !s.is_ascii() {
+    if s.contains(['\r', '\n', '\0']) || !s.is_ascii() {
         return Err(ImapError::Unsupported(format!(
             "folder name {s:?} cannot be sent as an IMAP quoted string"
         )));
@@ -160,6 +237,24 @@ pub(crate) fn quote(s: &str) -> Result<String, ImapError> {
     }
     out.push('"');
     Ok(out)
+}
+
+/// Undoes the escaping of an IMAP quoted string (`\\` and `\"`), which imap-proto
+/// leaves in place.
+pub(crate) fn unquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) => out.push(n),
+                None => out.push(c),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Server text made safe to print: no control characters, bounded length.

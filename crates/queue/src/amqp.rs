@@ -3,15 +3,19 @@
 //! checkpoint. Retries go through a delay queue (per-message TTL, dead-lettered back to
 //! the job queue); jobs that failed for good go to `<queue>.dead` with their error.
 //!
-//! Connection loss: the next `receive`/`publish` reconnects (with backoff) and
-//! re-declares everything. Deliveries of a dead channel cannot be acked any more; RabbitMQ
-//! redelivers them (`redelivered`), and an ack for them is ignored. Jobs are idempotent
-//! (checkpoints + crash reconciliation), so a redelivered job is safe.
+//! Connection loss heals itself: the first caller that finds the connection dead
+//! reconnects with capped exponential back-off for as long as it takes (a receive) or up
+//! to `patience` (a publish, which then fails and is retried by its caller), while every
+//! other caller waits on the same attempt instead of spinning. Everything is declared
+//! again on each new connection, and each connection gets a new epoch. Deliveries of a
+//! dead channel cannot be acked any more: RabbitMQ redelivers them (`redelivered`), and
+//! an ack carrying an old epoch is skipped. Jobs are idempotent (checkpoints, leases,
+//! crash reconciliation), so a redelivered job is safe.
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -19,16 +23,20 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use mailshift_core::job::FolderJob;
 use mailshift_core::ports::{Delivery, JobQueue};
 use mailshift_core::{Error, ErrorKind, Result};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Delivery tags carry the connection's epoch in their high bits, so an ack for a
 /// delivery of an earlier (dead) channel is recognised and skipped.
 const EPOCH_SHIFT: u32 = 40;
 
-struct Live {
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// One live connection and its channel.
+struct Link {
     epoch: u64,
-    _conn: Connection,
+    conn: Connection,
     channel: Channel,
 }
 
@@ -36,13 +44,20 @@ pub struct AmqpQueue {
     url: String,
     queue: String,
     prefetch: u16,
-    live: Mutex<Option<(u64, Channel)>>,
-    /// The connection of the current epoch, and its consumer (None for a publisher).
-    consumer: tokio::sync::Mutex<Option<(u64, Option<Consumer>, Connection)>>,
-    connecting: tokio::sync::Mutex<u64>,
     /// Takes deliveries; false for a process that only publishes (the scheduler), which
     /// would otherwise be handed jobs it never runs.
     consume: bool,
+    /// How long a publish waits for the broker to come back before it fails.
+    patience: Duration,
+    /// The current connection; None once it is known dead. Whoever holds this lock
+    /// while it is None is the one reconnecting; the others wait for the result.
+    link: tokio::sync::Mutex<Option<Link>>,
+    /// The consumer of the current connection (workers), made by the first `receive`
+    /// after a connection is opened.
+    consumer: tokio::sync::Mutex<Option<(u64, Consumer)>>,
+    /// Epoch of the live connection (0: none), readable without waiting on a lock.
+    live: AtomicU64,
+    next_epoch: AtomicU64,
 }
 
 /// The URL without its password, for messages.
@@ -79,21 +94,35 @@ impl AmqpQueue {
         Self::new(url, queue, 1, false).await
     }
 
+    /// How long publishes wait for a broker that is away (default 30 s).
+    pub fn with_patience(mut self, patience: Duration) -> AmqpQueue {
+        self.patience = patience;
+        self
+    }
+
     async fn new(url: &str, queue: &str, prefetch: u16, consume: bool) -> Result<AmqpQueue> {
         let q = AmqpQueue {
             url: url.to_string(),
             queue: queue.to_string(),
             prefetch: prefetch.max(1),
-            live: Mutex::new(None),
-            consumer: tokio::sync::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(0),
             consume,
+            patience: Duration::from_secs(30),
+            link: tokio::sync::Mutex::new(None),
+            consumer: tokio::sync::Mutex::new(None),
+            live: AtomicU64::new(0),
+            next_epoch: AtomicU64::new(1),
         };
-        q.open().await?;
+        // The first connection is made at once: a wrong URL or password is said now.
+        let link = q
+            .open_once(q.next_epoch.fetch_add(1, Ordering::SeqCst))
+            .await?;
+        q.live.store(link.epoch, Ordering::SeqCst);
+        *q.link.lock().await = Some(link);
+        metrics::gauge!("mailshift_queue_connected").set(1.0);
         Ok(q)
     }
 
-    async fn open_once(&self, epoch: u64) -> Result<Live> {
+    async fn open_once(&self, epoch: u64) -> Result<Link> {
         // Named after the queue and process, so operators (and tests) can tell workers apart.
         let name = format!("mailshift {} pid {}", self.queue, std::process::id());
         let conn = Connection::connect(
@@ -148,9 +177,9 @@ impl AmqpQueue {
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| err(&self.url, "cannot set the prefetch", e))?;
-        Ok(Live {
+        Ok(Link {
             epoch,
-            _conn: conn,
+            conn,
             channel,
         })
     }
@@ -163,64 +192,84 @@ impl AmqpQueue {
         format!("{}.dead", self.queue)
     }
 
-    /// (Re)connects: a new epoch with a fresh channel and consumer.
-    async fn open(&self) -> Result<()> {
-        let mut epoch = self.connecting.lock().await;
-        *epoch += 1;
-        let live = self.open_once(*epoch).await?;
-        let consumer = if self.consume {
-            Some(
-                live.channel
-                    .basic_consume(
-                        self.queue.as_str().into(),
-                        format!("mailshift-{}-{}", std::process::id(), live.epoch)
-                            .as_str()
-                            .into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(|e| err(&self.url, "cannot consume", e))?,
-            )
-        } else {
-            None
-        };
-        *self.live.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((live.epoch, live.channel.clone()));
-        *self.consumer.lock().await = Some((live.epoch, consumer, live._conn));
-        Ok(())
-    }
-
-    /// Reconnects with backoff until it works (a broker restart takes a while).
-    async fn reconnect(&self, seen_epoch: u64) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if *self.connecting.lock().await != seen_epoch {
-                return; // another task already reconnected
+    /// The live channel, reconnecting first if the connection died; waits at most until
+    /// `deadline` (None: for as long as it takes).
+    async fn channel(&self, deadline: Option<Instant>) -> Result<(u64, Channel)> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            if l.conn.status().connected() && l.channel.status().connected() {
+                return Ok((l.epoch, l.channel.clone()));
             }
-            match self.open().await {
-                Ok(()) => return,
+            tracing::warn!(queue = %self.queue, "RabbitMQ connection lost; reconnecting");
+        }
+        *link = None;
+        self.live.store(0, Ordering::SeqCst);
+        metrics::gauge!("mailshift_queue_connected").set(0.0);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let mut attempts = 0u32;
+        loop {
+            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+            match self.open_once(epoch).await {
+                Ok(l) => {
+                    tracing::info!(
+                        queue = %self.queue,
+                        after_ms = started.elapsed().as_millis() as u64,
+                        "RabbitMQ connection back"
+                    );
+                    let out = (l.epoch, l.channel.clone());
+                    self.live.store(l.epoch, Ordering::SeqCst);
+                    metrics::gauge!("mailshift_queue_connected").set(1.0);
+                    *link = Some(l);
+                    return Ok(out);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e.message, retry_in_ms = delay.as_millis() as u64, "RabbitMQ unavailable");
+                    attempts += 1;
+                    // A line for the first failures, then about one every minute.
+                    if attempts <= 3 || attempts.is_multiple_of(6) {
+                        tracing::warn!(
+                            error = %e.message,
+                            down_for_s = started.elapsed().as_secs(),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "RabbitMQ unavailable"
+                        );
+                    }
+                    if let Some(d) = deadline
+                        && Instant::now() + delay >= d
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Queue,
+                            format!(
+                                "RabbitMQ {}: unavailable for {}s: {}",
+                                scrub(&self.url),
+                                started.elapsed().as_secs(),
+                                e.message
+                            ),
+                        ));
+                    }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
 
-    fn channel(&self) -> Option<(u64, Channel)> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Forgets the connection of `epoch` (it failed); the next caller reconnects.
+    async fn lost(&self, epoch: u64) {
+        let mut link = self.link.lock().await;
+        if link.as_ref().is_some_and(|l| l.epoch == epoch) {
+            *link = None;
+            self.live.store(0, Ordering::SeqCst);
+            metrics::gauge!("mailshift_queue_connected").set(0.0);
+        }
     }
 
     async fn publish_to(&self, queue: &str, job: &FolderJob, props: BasicProperties) -> Result<()> {
         let payload = serde_json::to_vec(job)
             .map_err(|e| Error::new(ErrorKind::Queue, format!("cannot encode a job: {e}")))?;
-        for _ in 0..5 {
-            let Some((epoch, ch)) = self.channel() else {
-                self.reconnect(0).await;
-                continue;
-            };
+        let deadline = Instant::now() + self.patience;
+        loop {
+            let (epoch, ch) = self.channel(Some(deadline)).await?;
             let sent = async {
                 let confirm = ch
                     .basic_publish(
@@ -247,26 +296,32 @@ impl AmqpQueue {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %err(&self.url, "publish", e).message, "reconnecting");
-                    self.reconnect(epoch).await;
+                    tracing::warn!(error = %err(&self.url, "publish", e).message, "publish failed; reconnecting");
+                    self.lost(epoch).await;
+                    if Instant::now() >= deadline {
+                        return Err(Error::new(
+                            ErrorKind::Queue,
+                            format!("RabbitMQ {}: cannot publish a job", scrub(&self.url)),
+                        ));
+                    }
                 }
             }
         }
-        Err(Error::new(
-            ErrorKind::Queue,
-            format!("RabbitMQ {}: cannot publish a job", scrub(&self.url)),
-        ))
     }
 
     async fn ack_tag(&self, tag: u64) -> Result<()> {
         let epoch = tag >> EPOCH_SHIFT;
-        let Some((live, ch)) = self.channel() else {
-            return Ok(());
-        };
-        if live != epoch {
+        if self.live.load(Ordering::SeqCst) != epoch {
             // From a dead channel: RabbitMQ redelivers it; nothing to ack.
             return Ok(());
         }
+        let ch = {
+            let link = self.link.lock().await;
+            match link.as_ref() {
+                Some(l) if l.epoch == epoch => l.channel.clone(),
+                _ => return Ok(()),
+            }
+        };
         if let Err(e) = ch
             .basic_ack(tag & ((1 << EPOCH_SHIFT) - 1), BasicAckOptions::default())
             .await
@@ -274,6 +329,65 @@ impl AmqpQueue {
             tracing::warn!(error = %err(&self.url, "ack", e).message, "ack lost; the job will be redelivered");
         }
         Ok(())
+    }
+
+    /// Moves every job of `<queue>.dead` back to the job queue (attempts and retry
+    /// budget reset); returns them. For `mailshift jobs retry-dead`.
+    pub async fn retry_dead(&self) -> Result<Vec<FolderJob>> {
+        let deadline = Some(Instant::now() + self.patience);
+        let mut moved = Vec::new();
+        loop {
+            let (_, ch) = self.channel(deadline).await?;
+            let got = ch
+                .basic_get(
+                    self.dead_queue().as_str().into(),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(|e| err(&self.url, "cannot read the dead-letter queue", e))?;
+            let Some(msg) = got else {
+                return Ok(moved);
+            };
+            let tag = msg.delivery.delivery_tag;
+            match serde_json::from_slice::<FolderJob>(&msg.delivery.data) {
+                Ok(mut job) => {
+                    job.attempt = 1;
+                    job.first_failed_at = None;
+                    self.publish(&job).await?;
+                    moved.push(job);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping an undecodable dead letter");
+                }
+            }
+            ch.basic_ack(tag, BasicAckOptions::default())
+                .await
+                .map_err(|e| err(&self.url, "cannot remove a dead letter", e))?;
+        }
+    }
+
+    /// Jobs waiting in the dead-letter queue.
+    pub async fn dead_depth(&self) -> Result<u64> {
+        self.count(&self.dead_queue()).await
+    }
+
+    async fn count(&self, queue: &str) -> Result<u64> {
+        let (_, ch) = self
+            .channel(Some(Instant::now() + Duration::from_secs(5)))
+            .await?;
+        // A passive declare changes nothing and reports the ready messages.
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err(&self.url, "cannot read a queue's depth", e))?;
+        Ok(u64::from(q.message_count()))
     }
 }
 
@@ -301,20 +415,43 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn receive(&self) -> Result<Option<Delivery>> {
+        if !self.consume {
+            return Err(Error::new(
+                ErrorKind::Queue,
+                format!("queue {}: this connection only publishes", self.queue),
+            ));
+        }
         loop {
             let mut guard = self.consumer.lock().await;
-            let Some((epoch, consumer, _)) = guard.as_mut() else {
+            let current = self.live.load(Ordering::SeqCst);
+            if current == 0 || guard.as_ref().is_none_or(|(e, _)| *e != current) {
+                *guard = None;
                 drop(guard);
-                self.reconnect(0).await;
+                // Waits for the broker for as long as it takes.
+                let (epoch, ch) = self.channel(None).await?;
+                let consumer = ch
+                    .basic_consume(
+                        self.queue.as_str().into(),
+                        format!("mailshift-{}-{epoch}", std::process::id())
+                            .as_str()
+                            .into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await;
+                match consumer {
+                    Ok(c) => *self.consumer.lock().await = Some((epoch, c)),
+                    Err(e) => {
+                        tracing::warn!(error = %err(&self.url, "consume", e).message, "reconnecting");
+                        self.lost(epoch).await;
+                    }
+                }
+                continue;
+            }
+            let Some((epoch, consumer)) = guard.as_mut() else {
                 continue;
             };
             let epoch = *epoch;
-            let Some(consumer) = consumer.as_mut() else {
-                return Err(Error::new(
-                    ErrorKind::Queue,
-                    format!("queue {}: this connection only publishes", self.queue),
-                ));
-            };
             match consumer.next().await {
                 Some(Ok(d)) => {
                     let tag = (epoch << EPOCH_SHIFT) | d.delivery_tag;
@@ -340,7 +477,7 @@ impl JobQueue for AmqpQueue {
                     }
                     *guard = None;
                     drop(guard);
-                    self.reconnect(epoch).await;
+                    self.lost(epoch).await;
                 }
             }
         }
@@ -368,22 +505,7 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn depth(&self) -> Result<Option<u64>> {
-        let Some((_, ch)) = self.channel() else {
-            return Ok(None);
-        };
-        // A passive declare changes nothing and reports the ready messages.
-        let q = ch
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| err(&self.url, "cannot read the queue depth", e))?;
-        Ok(Some(u64::from(q.message_count())))
+        Ok(Some(self.count(&self.queue).await?))
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {

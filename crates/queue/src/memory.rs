@@ -34,12 +34,6 @@ impl MemoryQueue {
         Self::default()
     }
 
-    /// No more jobs will be published; receivers return `None` once all are done.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.changed.notify_waiters();
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain data behind; keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -47,7 +41,7 @@ impl MemoryQueue {
 }
 
 enum Next {
-    Job(Delivery),
+    Job(Box<Delivery>),
     Done,
     Wait(Option<Instant>),
 }
@@ -79,12 +73,12 @@ impl JobQueue for MemoryQueue {
                     st.next_tag += 1;
                     let tag = st.next_tag;
                     st.in_flight.insert(tag, job.clone());
-                    Next::Job(Delivery {
+                    Next::Job(Box::new(Delivery {
                         job,
                         tag,
                         redelivered,
                         trace: Vec::new(),
-                    })
+                    }))
                 } else if st.closed && st.in_flight.is_empty() && st.delayed.is_empty() {
                     Next::Done
                 } else {
@@ -92,7 +86,7 @@ impl JobQueue for MemoryQueue {
                 }
             };
             match next {
-                Next::Job(d) => return Ok(Some(d)),
+                Next::Job(d) => return Ok(Some(*d)),
                 Next::Done => {
                     // Wake the other receivers so they see the end too.
                     self.changed.notify_waiters();
@@ -107,6 +101,11 @@ impl JobQueue for MemoryQueue {
                 Next::Wait(None) => notified.await,
             }
         }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_waiters();
     }
 
     async fn ack(&self, delivery: &Delivery) -> mailshift_core::Result<()> {
@@ -147,6 +146,7 @@ mod tests {
             adopt_existing: false,
             uid_range: None,
             dual_reception: false,
+            first_failed_at: None,
             label_folders: Vec::new(),
         }
     }

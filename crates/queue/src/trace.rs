@@ -1,9 +1,10 @@
 //! W3C trace context across RabbitMQ: the current span's context goes into a job
 //! message's headers on publish and comes back out on consume, so a worker's spans are
-//! children of the scheduler's. A no-op when no tracer is installed.
+//! children of the scheduler's (the worker adopts them: `mailshift_engine::trace`). A
+//! no-op when no tracer is installed.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Injector;
 use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -46,33 +47,4 @@ pub fn extract(headers: Option<&FieldTable>) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
-}
-
-/// Makes `span` a child of the context a carrier holds.
-pub fn adopt(span: &tracing::Span, carrier: &[(String, String)]) {
-    struct Carrier<'a>(&'a [(String, String)]);
-    impl Extractor for Carrier<'_> {
-        fn get(&self, key: &str) -> Option<&str> {
-            self.0
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        }
-        fn keys(&self) -> Vec<&str> {
-            self.0.iter().map(|(k, _)| k.as_str()).collect()
-        }
-    }
-    if carrier.is_empty() {
-        return;
-    }
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Carrier(carrier)));
-    let _ = span.set_parent(cx);
-}
-
-/// The trace id of a span (hex), once a tracer is installed; for log lines.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
 }

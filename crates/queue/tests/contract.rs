@@ -25,6 +25,7 @@ fn job(folder: &str) -> FolderJob {
         adopt_existing: false,
         uid_range: None,
         dual_reception: false,
+        first_failed_at: None,
         label_folders: Vec::new(),
     }
 }

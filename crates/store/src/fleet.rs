@@ -8,6 +8,8 @@ use crate::store::SeaStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailshift_core::endpoint::Endpoint;
+use mailshift_core::job::FolderJob;
+use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::ports::{
     HostSlots, MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
 };
@@ -36,7 +38,7 @@ impl SeaStore {
         })
     }
 
-    fn to_record(&self, m: &mailbox::Model) -> Result<MailboxRecord, StoreError> {
+    pub(crate) fn to_record(&self, m: &mailbox::Model) -> Result<MailboxRecord, StoreError> {
         let options: MailboxOptions = serde_json::from_str(&m.options)
             .map_err(|e| self.corrupt(format!("options of mailbox {}: {e}", m.id)))?;
         Ok(MailboxRecord {
@@ -46,8 +48,10 @@ impl SeaStore {
             source: m.source.clone(),
             dest: m.dest.clone(),
             options,
-            status: m.status.clone(),
+            status: MailboxStatus::parse(&m.status),
             last_error: m.last_error.clone(),
+            warning: m.warning.clone(),
+            pass_id: m.pass_id,
             last_pass_at: to_unix(m.last_pass_at),
             next_pass_at: to_unix(m.next_pass_at),
             jobs_left: u32::try_from(m.jobs_left).unwrap_or(0),
@@ -106,6 +110,10 @@ impl SeaStore {
             checked: Set(None),
             pass_started_at: Set(None),
             copied_at_start: Set(None),
+            pass_id: Set(None),
+            plan_owner: Set(None),
+            plan_until: Set(None),
+            warning: Set(None),
         };
         mailbox::Entity::insert(row)
             .on_conflict(
@@ -161,19 +169,23 @@ impl SeaStore {
     async fn set_status_impl(
         &self,
         id: Uuid,
-        status: &str,
+        status: MailboxStatus,
         error: Option<&str>,
         next_pass_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let next = next_pass_at.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
         let mut q = mailbox::Entity::update_many()
-            .col_expr(mailbox::Column::Status, Expr::value(status))
+            .col_expr(mailbox::Column::Status, Expr::value(status.as_str()))
             .col_expr(
                 mailbox::Column::LastError,
                 Expr::value(error.map(str::to_string)),
             )
+            .col_expr(
+                mailbox::Column::Warning,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(mailbox::Column::NextPassAt, Expr::value(next));
-        if status != "syncing" {
+        if status != MailboxStatus::Syncing {
             q = q.col_expr(mailbox::Column::LastPassAt, Expr::value(Some(Utc::now())));
         }
         q.filter(mailbox::Column::Id.eq(id))
@@ -183,80 +195,23 @@ impl SeaStore {
         Ok(())
     }
 
-    async fn begin_pass_impl(
+    async fn defer_impl(
         &self,
         id: Uuid,
-        jobs: u32,
-        source_messages: Option<u64>,
-        next_pass_at: Option<i64>,
+        warning: &str,
+        next_pass_at: i64,
     ) -> Result<(), StoreError> {
-        let m = mailbox::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .map_err(self.query_err("reading a mailbox"))?
-            .ok_or_else(|| self.corrupt(format!("mailbox {id} vanished")))?;
-        let (copied, _) = self
-            .copied_totals_impl(None, Some(m.migration_id))
-            .await?
-            .remove(&m.migration_id)
-            .unwrap_or((0, 0));
-        let next = next_pass_at.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
-        let mut q = mailbox::Entity::update_many()
-            .col_expr(
-                mailbox::Column::Status,
-                Expr::value(if jobs == 0 { "synced" } else { "syncing" }),
-            )
-            .col_expr(
-                mailbox::Column::LastError,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(mailbox::Column::NextPassAt, Expr::value(next))
-            .col_expr(
-                mailbox::Column::JobsLeft,
-                Expr::value(i32::try_from(jobs).unwrap_or(i32::MAX)),
-            )
-            .col_expr(
-                mailbox::Column::PassStartedAt,
-                Expr::value(Some(Utc::now().timestamp())),
-            )
-            .col_expr(
-                mailbox::Column::CopiedAtStart,
-                Expr::value(Some(to_i64(copied))),
-            );
-        if let Some(n) = source_messages {
-            q = q.col_expr(
-                mailbox::Column::SourceMessages,
-                Expr::value(Some(to_i64(n))),
-            );
-        }
-        q.filter(mailbox::Column::Id.eq(id))
-            .exec(&self.db)
-            .await
-            .map_err(self.query_err("starting a mailbox's pass"))?;
-        Ok(())
-    }
-
-    async fn job_finished_impl(&self, migration: Uuid) -> Result<(), StoreError> {
-        // One statement: every column expression reads the row's values before it.
+        let next = DateTime::<Utc>::from_timestamp(next_pass_at, 0);
         mailbox::Entity::update_many()
             .col_expr(
-                mailbox::Column::JobsLeft,
-                Expr::cust("CASE WHEN jobs_left > 0 THEN jobs_left - 1 ELSE 0 END"),
+                mailbox::Column::Warning,
+                Expr::value(Some(warning.to_string())),
             )
-            .col_expr(
-                mailbox::Column::Status,
-                Expr::cust(
-                    "CASE WHEN jobs_left <= 1 AND status = 'syncing' THEN 'synced' ELSE status END",
-                ),
-            )
-            .col_expr(
-                mailbox::Column::LastPassAt,
-                Expr::cust("CASE WHEN jobs_left <= 1 THEN CURRENT_TIMESTAMP ELSE last_pass_at END"),
-            )
-            .filter(mailbox::Column::MigrationId.eq(migration))
+            .col_expr(mailbox::Column::NextPassAt, Expr::value(next))
+            .filter(mailbox::Column::Id.eq(id))
             .exec(&self.db)
             .await
-            .map_err(self.query_err("counting a finished job"))?;
+            .map_err(self.query_err("deferring a mailbox's pass"))?;
         Ok(())
     }
 
@@ -288,7 +243,7 @@ impl SeaStore {
     }
 
     /// Messages and bytes mapped on the destination, per migration.
-    async fn copied_totals_impl(
+    pub(crate) async fn copied_totals_impl(
         &self,
         batch: Option<&str>,
         migration: Option<Uuid>,
@@ -317,15 +272,16 @@ impl SeaStore {
             q = q.filter(folder::Column::MigrationId.eq(m));
         }
         if let Some(b) = batch {
-            let ids: Vec<Uuid> = mailbox::Entity::find()
-                .filter(mailbox::Column::Batch.eq(b))
-                .all(&self.db)
-                .await
-                .map_err(self.query_err("listing a batch's mailboxes"))?
-                .into_iter()
-                .map(|m| m.migration_id)
-                .collect();
-            q = q.filter(folder::Column::MigrationId.is_in(ids));
+            // A subquery, not the ids as parameters: a batch may hold 100,000 mailboxes.
+            q = q.filter(
+                folder::Column::MigrationId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(mailbox::Column::MigrationId)
+                        .from(mailbox::Entity)
+                        .and_where(mailbox::Column::Batch.eq(b))
+                        .to_owned(),
+                ),
+            );
         }
         let rows = q
             .into_model::<Row>()
@@ -457,7 +413,7 @@ impl MailboxStore for SeaStore {
     async fn set_mailbox_status(
         &self,
         id: Uuid,
-        status: &str,
+        status: MailboxStatus,
         error: Option<&str>,
         next_pass_at: Option<i64>,
     ) -> mailshift_core::Result<()> {
@@ -466,20 +422,79 @@ impl MailboxStore for SeaStore {
             .await?)
     }
 
+    async fn defer_mailbox(
+        &self,
+        id: Uuid,
+        warning: &str,
+        next_pass_at: i64,
+    ) -> mailshift_core::Result<()> {
+        Ok(self.defer_impl(id, warning, next_pass_at).await?)
+    }
+
     async fn begin_pass(
         &self,
         id: Uuid,
-        jobs: u32,
+        jobs: &[FolderJob],
         source_messages: Option<u64>,
         next_pass_at: Option<i64>,
-    ) -> mailshift_core::Result<()> {
+    ) -> mailshift_core::Result<Uuid> {
         Ok(self
             .begin_pass_impl(id, jobs, source_messages, next_pass_at)
             .await?)
     }
 
-    async fn job_finished(&self, migration: Uuid) -> mailshift_core::Result<()> {
-        Ok(self.job_finished_impl(migration).await?)
+    async fn job_finished(
+        &self,
+        job: &FolderJob,
+        outcome: JobOutcome,
+        error: Option<&str>,
+    ) -> mailshift_core::Result<()> {
+        Ok(self.job_finished_impl(job, outcome, error).await?)
+    }
+
+    async fn reopen_job(&self, job: Uuid) -> mailshift_core::Result<bool> {
+        Ok(self.reopen_job_impl(job).await?)
+    }
+
+    async fn claim_unpublished(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> mailshift_core::Result<Vec<FolderJob>> {
+        Ok(self.claim_unpublished_impl(owner, limit, lease).await?)
+    }
+
+    async fn mark_published(&self, jobs: &[Uuid]) -> mailshift_core::Result<()> {
+        Ok(self.mark_published_impl(jobs).await?)
+    }
+
+    async fn claim_planning(
+        &self,
+        id: Uuid,
+        owner: &str,
+        lease: Duration,
+    ) -> mailshift_core::Result<bool> {
+        Ok(self.claim_planning_impl(id, owner, lease).await?)
+    }
+
+    async fn release_planning(&self, id: Uuid, owner: &str) -> mailshift_core::Result<()> {
+        Ok(self.release_planning_impl(id, owner).await?)
+    }
+
+    async fn account_conflicts(
+        &self,
+        migration: Uuid,
+        key: &str,
+    ) -> mailshift_core::Result<Vec<MailboxRecord>> {
+        Ok(self.account_conflicts_impl(migration, key).await?)
+    }
+
+    async fn dead_jobs(
+        &self,
+        batch: Option<&str>,
+    ) -> mailshift_core::Result<std::collections::HashMap<Uuid, u64>> {
+        Ok(self.dead_jobs_impl(batch).await?)
     }
 
     async fn record_check(

@@ -29,6 +29,7 @@ mod domains;
 pub mod entity;
 mod error;
 mod fleet;
+mod outbox;
 pub mod secrets;
 mod store;
 

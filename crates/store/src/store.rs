@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::fingerprint::Fingerprint;
 use mailshift_core::flags::FlagSet;
-use mailshift_core::ports::{CopiedMessage, FailedMessage, FolderState, PendingBatch, StateStore};
+use mailshift_core::ports::{
+    CopiedMessage, FailedMessage, FolderState, MigrationRef, PendingBatch, StateStore,
+};
+use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -272,14 +275,17 @@ impl SeaStore {
         })
     }
 
-    async fn find_migration(&self, source: &str, dest: &str) -> Result<Option<Uuid>, StoreError> {
-        Ok(migration::Entity::find()
+    async fn find_migration(
+        &self,
+        source: &str,
+        dest: &str,
+    ) -> Result<Option<migration::Model>, StoreError> {
+        migration::Entity::find()
             .filter(migration::Column::Source.eq(source))
             .filter(migration::Column::Dest.eq(dest))
             .one(&self.db)
             .await
-            .map_err(self.query_err("finding the migration"))?
-            .map(|m| m.id))
+            .map_err(self.query_err("finding the migration"))
     }
 
     async fn find_folder(
@@ -295,10 +301,46 @@ impl SeaStore {
             .map_err(self.query_err("finding a folder"))
     }
 
-    async fn migration_impl(&self, source: &Endpoint, dest: &Endpoint) -> Result<Uuid, StoreError> {
+    async fn migration_impl(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        key: Option<&str>,
+    ) -> Result<MigrationRef, StoreError> {
         let (source, dest) = (source.to_string(), dest.to_string());
-        if let Some(id) = self.find_migration(&source, &dest).await? {
-            return Ok(id);
+        if let Some(m) = self.find_migration(&source, &dest).await? {
+            if let Some(k) = key
+                && m.account_key.as_deref() != Some(k)
+            {
+                // The account behind the address changed (a recreated INBOX) or was
+                // never recorded: the address decides, the key follows.
+                migration::Entity::update_many()
+                    .col_expr(
+                        migration::Column::AccountKey,
+                        Expr::value(Some(k.to_string())),
+                    )
+                    .filter(migration::Column::Id.eq(m.id))
+                    .exec(&self.db)
+                    .await
+                    .map_err(self.query_err("recording the accounts of a migration"))?;
+            }
+            return Ok(MigrationRef {
+                id: m.id,
+                recorded_as: None,
+            });
+        }
+        if let Some(k) = key
+            && let Some(m) = migration::Entity::find()
+                .filter(migration::Column::AccountKey.eq(k))
+                .order_by_asc(migration::Column::CreatedAt)
+                .one(&self.db)
+                .await
+                .map_err(self.query_err("finding the migration of these accounts"))?
+        {
+            return Ok(MigrationRef {
+                id: m.id,
+                recorded_as: Some((m.source, m.dest)),
+            });
         }
         // Another task or process may insert the same pair meanwhile: do nothing on
         // conflict, then read back whichever row won.
@@ -307,14 +349,21 @@ impl SeaStore {
             source: Set(source.clone()),
             dest: Set(dest.clone()),
             created_at: Set(chrono::Utc::now()),
+            account_key: Set(key.map(str::to_string)),
         })
         .on_conflict_do_nothing_on([migration::Column::Source, migration::Column::Dest])
         .exec_without_returning(&self.db)
         .await
         .map_err(self.query_err("creating the migration"))?;
-        self.find_migration(&source, &dest)
+        let id = self
+            .find_migration(&source, &dest)
             .await?
-            .ok_or_else(|| self.corrupt("migration row missing right after its insert".into()))
+            .ok_or_else(|| self.corrupt("migration row missing right after its insert".into()))?
+            .id;
+        Ok(MigrationRef {
+            id,
+            recorded_as: None,
+        })
     }
 
     async fn folder_impl(
@@ -447,7 +496,7 @@ impl SeaStore {
             .map_err(self.query_err("committing a checkpoint"))
     }
 
-    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+    pub(crate) async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
         // IMMEDIATE on SQLite: take the write lock at BEGIN (waiting out other processes
         // with the busy timeout) rather than fail to upgrade mid-transaction. Ignored on
         // PostgreSQL. Dropping the transaction on an early return rolls it back.
@@ -729,8 +778,13 @@ impl SeaStore {
 
 #[async_trait]
 impl StateStore for SeaStore {
-    async fn migration(&self, source: &Endpoint, dest: &Endpoint) -> mailshift_core::Result<Uuid> {
-        Ok(self.migration_impl(source, dest).await?)
+    async fn migration_keyed(
+        &self,
+        source: &Endpoint,
+        dest: &Endpoint,
+        account_key: Option<&str>,
+    ) -> mailshift_core::Result<MigrationRef> {
+        Ok(self.migration_impl(source, dest, account_key).await?)
     }
 
     async fn folder(

@@ -16,6 +16,8 @@
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::fingerprint::Fingerprint;
 use mailshift_core::flags::FlagSet;
+use mailshift_core::job::FolderJob;
+use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::ports::{
     CopiedMessage, FailedMessage, FolderState, PendingBatch, PendingItem, StateStore,
 };
@@ -156,6 +158,24 @@ fn checkpoint(mut state: FolderState, highest_uid: u32) -> FolderState {
     state.highest_modseq = Some(u64::from(highest_uid) * 3);
     state.pending = None;
     state
+}
+
+fn job(migration: uuid::Uuid, folder: &str) -> FolderJob {
+    FolderJob {
+        id: uuid::Uuid::new_v4(),
+        migration_id: migration,
+        source_folder: folder.into(),
+        dest_folder: folder.into(),
+        source_display: folder.into(),
+        dest_display: folder.into(),
+        attempt: 1,
+        delete: true,
+        adopt_existing: true,
+        uid_range: None,
+        dual_reception: false,
+        first_failed_at: None,
+        label_folders: Vec::new(),
+    }
 }
 
 fn uids<T>(rows: &[T], uid: impl Fn(&T) -> u32) -> Vec<u32> {
@@ -661,7 +681,7 @@ mod fleet_suite {
             .add_mailbox(&a, &b, Some("acme"), &MailboxOptions::default(), &creds)
             .await
             .unwrap();
-        assert_eq!(m.status, "pending");
+        assert_eq!(m.status, MailboxStatus::Pending);
         let (again, opened) = store.mailbox_credentials(m.migration_id).await.unwrap();
         assert_eq!(again.id, m.id);
         assert_eq!(opened.source_password.expose_secret(), "old-secret-pw");
@@ -669,7 +689,7 @@ mod fleet_suite {
         assert_eq!(store.mailboxes(Some("acme")).await.unwrap().len(), 1);
         assert!(store.mailboxes(Some("other")).await.unwrap().is_empty());
         store
-            .set_mailbox_status(m.id, "failed", Some("login refused"), Some(42))
+            .set_mailbox_status(m.id, MailboxStatus::Failed, Some("login refused"), Some(42))
             .await
             .unwrap();
         let row = &store.mailboxes(None).await.unwrap()[0];
@@ -934,7 +954,14 @@ mod batch_suite {
             .commit_batch(&checkpoint(f, 2), &[copied(1, "a"), copied(2, "a")], &[])
             .await
             .unwrap();
-        store.begin_pass(m.id, 3, Some(10), Some(99)).await.unwrap();
+        let jobs: Vec<FolderJob> = ["INBOX", "Sent", "Work"]
+            .iter()
+            .map(|f| job(m.migration_id, f))
+            .collect();
+        store
+            .begin_pass(m.id, &jobs, Some(10), Some(99))
+            .await
+            .unwrap();
         let row = &store.mailboxes(Some("acme")).await.unwrap()[0];
         assert_eq!(
             (
@@ -946,19 +973,24 @@ mod batch_suite {
             ("syncing", 3, Some(10), Some(2))
         );
         assert!(row.pass_started_at.is_some());
-        for left in [2, 1] {
-            store.job_finished(m.migration_id).await.unwrap();
+        // A job finished twice (a redelivery) counts once.
+        for (j, left) in [(&jobs[0], 2), (&jobs[0], 2), (&jobs[1], 1)] {
+            store.job_finished(j, JobOutcome::Done, None).await.unwrap();
             let row = &store.mailboxes(None).await.unwrap()[0];
             assert_eq!((row.status.as_str(), row.jobs_left), ("syncing", left));
         }
-        // A redelivered job counted twice never goes below zero.
-        store.job_finished(m.migration_id).await.unwrap();
-        store.job_finished(m.migration_id).await.unwrap();
+        store
+            .job_finished(&jobs[2], JobOutcome::Failed, None)
+            .await
+            .unwrap();
         let row = &store.mailboxes(None).await.unwrap()[0];
         assert_eq!((row.status.as_str(), row.jobs_left), ("synced", 0));
         assert!(row.last_pass_at.is_some());
-        store.begin_pass(m.id, 0, None, Some(99)).await.unwrap();
-        assert_eq!(store.mailboxes(None).await.unwrap()[0].status, "synced");
+        store.begin_pass(m.id, &[], None, Some(99)).await.unwrap();
+        assert_eq!(
+            store.mailboxes(None).await.unwrap()[0].status,
+            MailboxStatus::Synced
+        );
 
         store
             .record_check(m.id, r#"{"ready":true}"#, Some(12), Some(3456))
@@ -978,6 +1010,248 @@ mod batch_suite {
         assert!(store.copied_totals(Some("other")).await.unwrap().is_empty());
     }
 }
+
+/// The fleet as a service: the outbox, job accounting, planning leases, account keys.
+mod outbox_suite {
+    use super::*;
+    use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore};
+    use mailshift_store::SecretKey;
+    use secrecy::SecretString;
+
+    async fn mailbox(store: &SeaStore, user: &str) -> mailshift_core::ports::MailboxRecord {
+        let creds = MailboxCredentials {
+            source_password: SecretString::from("pw1"),
+            dest_password: SecretString::from("pw2"),
+        };
+        store
+            .add_mailbox(
+                &endpoint("old.example", user),
+                &endpoint("new.example", user),
+                Some("acme"),
+                &MailboxOptions::default(),
+                &creds,
+            )
+            .await
+            .unwrap()
+    }
+
+    pub async fn outbox_relays_each_job_once(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "o").await;
+        let jobs: Vec<FolderJob> = (0..7)
+            .map(|i| job(m.migration_id, &format!("F{i}")))
+            .collect();
+        store.begin_pass(m.id, &jobs, None, None).await.unwrap();
+        // Two relays at once never take the same rows.
+        let (a, b) = tokio::join!(
+            store.claim_unpublished("relay-a", 4, Duration::from_secs(60)),
+            store.claim_unpublished("relay-b", 4, Duration::from_secs(60))
+        );
+        let (a, mut b) = (a.unwrap(), b.unwrap());
+        // Whatever the interleaving, the rest goes to the next claim.
+        b.extend(
+            store
+                .claim_unpublished("relay-b", 10, Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+        let mut ids: Vec<_> = a.iter().chain(&b).map(|j| j.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), a.len() + b.len(), "a row was claimed twice");
+        assert_eq!(ids.len(), 7);
+        let first = if a.len() >= b.len() { &a } else { &b };
+        let names: Vec<&str> = first.iter().map(|j| j.source_folder.as_str()).collect();
+        assert!(
+            names.windows(2).all(|w| w[0] < w[1]),
+            "oldest first: {names:?}"
+        );
+        // A relay that died before publishing: its rows come back after the lease.
+        store
+            .mark_published(&a.iter().map(|j| j.id).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let again = store
+            .claim_unpublished("relay-c", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "leased rows were handed out again");
+        // Published jobs are not handed out again, even after the lease.
+        store
+            .mark_published(&b.iter().map(|j| j.id).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let none = store
+            .claim_unpublished("relay-d", 10, Duration::from_secs(0))
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    pub async fn dead_jobs_come_back(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "d").await;
+        let jobs = vec![job(m.migration_id, "INBOX"), job(m.migration_id, "Sent")];
+        store.begin_pass(m.id, &jobs, None, None).await.unwrap();
+        store
+            .job_finished(&jobs[0], JobOutcome::Done, None)
+            .await
+            .unwrap();
+        store
+            .job_finished(&jobs[1], JobOutcome::Dead, Some("gave up"))
+            .await
+            .unwrap();
+        store
+            .set_mailbox_status(m.id, MailboxStatus::Failed, Some("gave up"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .dead_jobs(Some("acme"))
+                .await
+                .unwrap()
+                .get(&m.migration_id),
+            Some(&1)
+        );
+        assert!(store.reopen_job(jobs[1].id).await.unwrap());
+        assert!(
+            !store.reopen_job(jobs[1].id).await.unwrap(),
+            "reopened twice"
+        );
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!((row.status, row.jobs_left), (MailboxStatus::Syncing, 1));
+        assert!(store.dead_jobs(None).await.unwrap().is_empty());
+        store
+            .job_finished(&jobs[1], JobOutcome::Done, None)
+            .await
+            .unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!((row.status, row.jobs_left), (MailboxStatus::Synced, 0));
+        // A late job of an older pass does not touch the current one.
+        let next = vec![job(m.migration_id, "INBOX")];
+        store.begin_pass(m.id, &next, None, None).await.unwrap();
+        store
+            .job_finished(&jobs[0], JobOutcome::Done, None)
+            .await
+            .unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!((row.status, row.jobs_left), (MailboxStatus::Syncing, 1));
+    }
+
+    pub async fn planning_leases_and_deferrals(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "p").await;
+        let ttl = Duration::from_secs(60);
+        assert!(store.claim_planning(m.id, "s1", ttl).await.unwrap());
+        assert!(!store.claim_planning(m.id, "s2", ttl).await.unwrap());
+        assert!(store.claim_planning(m.id, "s1", ttl).await.unwrap());
+        store.release_planning(m.id, "s2").await.unwrap();
+        assert!(!store.claim_planning(m.id, "s2", ttl).await.unwrap());
+        store.release_planning(m.id, "s1").await.unwrap();
+        assert!(store.claim_planning(m.id, "s2", ttl).await.unwrap());
+        // An outage defers the pass with a warning, the status stays.
+        store
+            .defer_mailbox(m.id, "waiting: source unreachable", 123)
+            .await
+            .unwrap();
+        let row = &store.mailboxes(None).await.unwrap()[0];
+        assert_eq!(
+            (row.status, row.warning.as_deref(), row.next_pass_at),
+            (
+                MailboxStatus::Pending,
+                Some("waiting: source unreachable"),
+                Some(123)
+            )
+        );
+        store.begin_pass(m.id, &[], None, None).await.unwrap();
+        assert!(store.mailboxes(None).await.unwrap()[0].warning.is_none());
+    }
+
+    pub async fn accounts_are_recognised_under_other_spellings(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let (a, b) = (endpoint("localhost", "k"), endpoint("new.example", "k"));
+        let first = store.migration_keyed(&a, &b, Some("key-1")).await.unwrap();
+        assert!(first.recorded_as.is_none());
+        let other = endpoint("127.0.0.1", "k");
+        let again = store
+            .migration_keyed(&other, &b, Some("key-1"))
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id);
+        assert_eq!(again.recorded_as, Some((a.to_string(), b.to_string())));
+        let fresh = store
+            .migration_keyed(&other, &b, Some("key-2"))
+            .await
+            .unwrap();
+        assert_ne!(fresh.id, first.id);
+        // Two registered mailboxes behind one pair of accounts are found.
+        let m1 = mailbox(&store, "twin").await;
+        let creds = MailboxCredentials {
+            source_password: SecretString::from("pw1"),
+            dest_password: SecretString::from("pw2"),
+        };
+        let m2 = store
+            .add_mailbox(
+                &endpoint("127.0.0.1", "twin"),
+                &endpoint("new.example", "twin"),
+                Some("other"),
+                &MailboxOptions::default(),
+                &creds,
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .account_conflicts(m1.migration_id, "twin-key")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let twins = store
+            .account_conflicts(m2.migration_id, "twin-key")
+            .await
+            .unwrap();
+        assert_eq!(twins.len(), 1);
+        assert_eq!(twins[0].id, m1.id);
+    }
+}
+
+macro_rules! outbox_contract {
+    ($backend:ident, $fixture:expr, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    if let Some(fixture) = $fixture.await {
+                        fixture.run_sea(outbox_suite::$test).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+outbox_contract!(
+    outbox_sqlite,
+    async { Some(Fixture::sqlite().await) },
+    [
+        outbox_relays_each_job_once,
+        dead_jobs_come_back,
+        planning_leases_and_deferrals,
+        accounts_are_recognised_under_other_spellings,
+    ]
+);
+outbox_contract!(
+    outbox_postgres,
+    Fixture::postgres(),
+    [
+        outbox_relays_each_job_once,
+        dead_jobs_come_back,
+        planning_leases_and_deferrals,
+        accounts_are_recognised_under_other_spellings,
+    ]
+);
 
 macro_rules! fleet_contract {
     ($backend:ident, $fixture:expr, [$($test:ident),* $(,)?]) => {

@@ -26,6 +26,13 @@ pub struct Model {
     /// Unix seconds.
     pub pass_started_at: Option<i64>,
     pub copied_at_start: Option<i64>,
+    /// The pass whose jobs `jobs_left` counts (`job.pass_id`).
+    pub pass_id: Option<Uuid>,
+    /// The scheduler planning this mailbox and until when (unix seconds).
+    pub plan_owner: Option<String>,
+    pub plan_until: Option<i64>,
+    /// Why the mailbox waits (an outage); cleared when a pass is planned.
+    pub warning: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,8 @@ pub struct Model {
     /// `Endpoint::to_string()` of the destination.
     pub dest: String,
     pub created_at: ChronoDateTimeUtc,
+    /// `mailshift_core::account::pair_key` of the accounts behind both endpoints.
+    pub account_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

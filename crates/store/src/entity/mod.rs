@@ -9,6 +9,7 @@ pub mod failure;
 pub mod folder;
 pub mod host_limit;
 pub mod host_slot;
+pub mod job;
 pub mod mailbox;
 pub mod message;
 pub mod migration;
