@@ -9,7 +9,9 @@
 //! Their ports are reserved by a [`PortHold`] for their whole life, so a server that is
 //! killed and started again comes back on the same port, which nobody took in between.
 //! Readiness is awaited on conditions (an answering port, `pg_isready`, an AMQP greeting)
-//! with deadlines; a failure panics with the server's log.
+//! with deadlines; a failure panics with the server's log. Every method blocks (a RabbitMQ
+//! start takes seconds): async tests call them through `tokio::task::spawn_blocking` or
+//! from a plain `#[test]` that drives its own runtime.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -391,6 +393,7 @@ impl PrivatePostgres {
         }
     }
 
+    /// TCP port on 127.0.0.1 (the same after [`PrivatePostgres::start_again`]).
     pub fn port(&self) -> u16 {
         self.hold.port()
     }
@@ -528,7 +531,7 @@ impl Drop for PrivatePostgres {
 const RABBIT_SBIN: &str = "/usr/lib/rabbitmq/bin";
 
 /// A throwaway RabbitMQ node (Debian's `rabbitmq-server`) in a temporary directory: its own
-/// node name (`mailshift-test-PID-N@localhost`), AMQP port and distribution port (both on
+/// node name (`mailshift-test-PID-N-RAND@localhost`), AMQP port and distribution port (both on
 /// 127.0.0.1), data, logs, config, Erlang cookie and `HOME`, and no plugins (so nothing
 /// binds a fixed port such as 15672 or 15692). The shared `epmd` is used (and started on
 /// 127.0.0.1 if none runs); it is left alone on drop.
@@ -598,7 +601,13 @@ impl PrivateRabbit {
         std::fs::set_permissions(&cookie_path, std::fs::Permissions::from_mode(0o400))
             .expect("chmod the Erlang cookie");
         let rabbit = PrivateRabbit {
-            node: format!("mailshift-test-{}@localhost", unique_suffix()),
+            // Random too: a node orphaned by a killed test process keeps its name in epmd,
+            // and a later process may get the same pid.
+            node: format!(
+                "mailshift-test-{}-{:04x}@localhost",
+                unique_suffix(),
+                rand::random::<u16>()
+            ),
             dir,
             amqp,
             dist,
@@ -697,12 +706,12 @@ impl PrivateRabbit {
         }
     }
 
-    /// AMQP port on 127.0.0.1.
+    /// AMQP port on 127.0.0.1 (the same after [`PrivateRabbit::restart`]).
     pub fn port(&self) -> u16 {
         self.amqp.port()
     }
 
-    /// Erlang node name, e.g. `mailshift-test-1234-0@localhost`.
+    /// Erlang node name, e.g. `mailshift-test-1234-0-9f3a@localhost`.
     pub fn node(&self) -> &str {
         &self.node
     }
