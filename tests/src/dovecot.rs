@@ -34,6 +34,8 @@
 //!   = 0`, Dovecot's default, set explicitly), so every login asks the URL again and an
 //!   expired token is refused at the next login. Sessions already logged in are not
 //!   re-checked. See [`crate::oauth::OAuthServer`].
+//! * [`Dovecot::stop`] and [`Dovecot::start_again`] make an outage: sessions end, the ports
+//!   refuse connections (reserved meanwhile), then the same server, users and mail return.
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -111,6 +113,8 @@ pub struct Dovecot {
     gid: u32,
     name: String,
     passwd_lock: Mutex<()>,
+    /// Set by [`Dovecot::stop`]: holds its ports until [`Dovecot::start_again`].
+    stopped: Option<Vec<crate::services::PortHold>>,
 }
 
 impl std::fmt::Debug for Dovecot {
@@ -448,6 +452,25 @@ fn greeting(port: u16) -> std::io::Result<String> {
     Ok(line)
 }
 
+/// `dovecot -F` on the instance's config, in its own process group, output appended to
+/// `stderr.log`.
+fn spawn(root: &Path) -> anyhow::Result<Child> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("stderr.log"))?;
+    Command::new("dovecot")
+        .arg("-F")
+        .arg("-c")
+        .arg(root.join("dovecot.conf"))
+        .stdin(Stdio::null())
+        .stdout(stderr.try_clone()?)
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context("spawning `dovecot -F` (is dovecot-imapd installed?)")
+}
+
 impl Dovecot {
     /// Start an instance (synchronously); returns once the IMAP port answers its greeting.
     /// Free loopback ports are picked by the OS; a start that loses a port race is retried.
@@ -530,19 +553,9 @@ impl Dovecot {
         let conf_path = root.join("dovecot.conf");
         std::fs::write(&conf_path, conf)?;
         chmod(&conf_path, 0o644)?;
-        let stderr = std::fs::File::create(root.join("stderr.log"))?;
         drop(plain);
         drop(tls_listener);
-        let child = Command::new("dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone()?)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .context("spawning `dovecot -F` (is dovecot-imapd installed?)")?;
+        let child = spawn(root)?;
         let mut dovecot = Dovecot {
             child,
             dir,
@@ -553,6 +566,7 @@ impl Dovecot {
             gid,
             name,
             passwd_lock: Mutex::new(()),
+            stopped: None,
         };
         dovecot.wait_ready()?;
         Ok(dovecot)
@@ -685,6 +699,61 @@ impl Dovecot {
         self.dir.path()
     }
 
+    /// Stops the server as an outage would: every connection is closed (by a clean
+    /// shutdown: SIGTERM, which takes about a second) and new ones are refused, while its
+    /// directory, users and mail stay. Its ports stay reserved (see [`crate::services::PortHold`]) for
+    /// [`Dovecot::start_again`]. Does nothing if it is stopped.
+    pub fn stop(&mut self) {
+        if self.stopped.is_some() {
+            return;
+        }
+        self.terminate();
+        let holds = std::iter::once(self.port)
+            .chain(self.tls_port)
+            .filter_map(|p| crate::services::PortHold::on(p).ok())
+            .collect();
+        self.stopped = Some(holds);
+    }
+
+    /// Starts a stopped server again on the same ports with the same users and mail;
+    /// returns once it greets. Does nothing if it runs.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        let Some(holds) = self.stopped.take() else {
+            return Ok(());
+        };
+        match spawn(self.dir.path()) {
+            Ok(child) => self.child = child,
+            Err(e) => {
+                self.stopped = Some(holds);
+                return Err(e);
+            }
+        }
+        // Dovecot binds with SO_REUSEADDR, so the holds may go only once it listens.
+        let ready = self.wait_ready();
+        drop(holds);
+        ready
+    }
+
+    /// SIGTERM to the master (it stops its children and exits), then SIGKILL to whatever
+    /// is left of its process group.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Whatever is left in its process group (the master itself if it hung, its log
+        // process, an imap process) gets SIGKILL.
+        self.signal_group("-KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn signal_group(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([signal, "--", &format!("-{}", self.child.id())])
@@ -713,21 +782,9 @@ impl Drop for Dovecot {
             }
             let _ = writeln!(err, "---- end of dovecot log ----");
         }
-        // SIGTERM to the master: it stops its children and exits.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // A stopped server has no processes left (and its group id may be reused).
+        if self.stopped.is_none() {
+            self.terminate();
         }
-        // Whatever is left in its process group (the master itself if it hung, its log
-        // process, an imap process) gets SIGKILL.
-        self.signal_group("-KILL");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

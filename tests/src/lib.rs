@@ -5,7 +5,8 @@
 //! ([`corpus`]), fills and fingerprints mailboxes over IMAP with its own small client
 //! ([`imap`]) and locates the `mailshift` binary under test ([`mailshift_bin`]).
 //! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
-//! passdb ([`oauth`]).
+//! passdb ([`oauth`]). For outage tests it runs private PostgreSQL and RabbitMQ servers that
+//! may be crashed and started again ([`services`]).
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ pub mod ops;
 pub mod otlp;
 pub mod pair;
 pub mod proxy;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
