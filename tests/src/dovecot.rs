@@ -36,6 +36,18 @@
 //!   re-checked. See [`crate::oauth::OAuthServer`].
 //! * [`Dovecot::stop`] and [`Dovecot::start_again`] make an outage: sessions end, the ports
 //!   refuse connections (reserved meanwhile), then the same server, users and mail return.
+//! * With [`DovecotOptions::sieve`] the server also runs Pigeonhole's ManageSieve
+//!   (RFC 5804; Debian's `dovecot-sieve` and `dovecot-managesieved`) on its own port
+//!   ([`Dovecot::sieve_port`]; with `tls` also STARTTLS there and an implicit-TLS port).
+//!   Scripts live outside the Maildir (a `sieve` directory in the mail root would be a
+//!   folder with `LAYOUT=fs`): `DIR/sieve/USER/scripts/NAME.sieve`, the active one being
+//!   the symlink `DIR/sieve/USER/active.sieve -> scripts/NAME.sieve`.
+//!   [`Dovecot::put_sieve_script`] writes them there directly and [`Dovecot::sieve_scripts`]
+//!   reads them back, so tests set up and judge scripts without any ManageSieve client.
+//!   `sieve_extensions = -vacation` ([`DovecotOptions::sieve_extensions`]) takes an
+//!   extension away: CHECKSCRIPT/PUTSCRIPT then answer `NO {N}` with a literal text such
+//!   as ``line 1: error: require command: unknown Sieve capability `vacation'.``
+//!   Pigeonhole stores a script byte for byte as PUTSCRIPT sent it.
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -82,6 +94,12 @@ pub struct DovecotOptions {
     /// With `oauth2_introspection_url`: offer XOAUTH2 only (as Google and Microsoft do),
     /// not OAUTHBEARER.
     pub oauth2_xoauth2_only: bool,
+    /// Also run ManageSieve (Pigeonhole) on a free loopback port, with per-user script
+    /// storage in the instance directory.
+    pub sieve: bool,
+    /// With `sieve`: Pigeonhole's `sieve_extensions` setting, e.g. `"-vacation"` to take
+    /// the vacation extension away (scripts using it are then refused).
+    pub sieve_extensions: Option<String>,
 }
 
 impl Default for DovecotOptions {
@@ -98,8 +116,21 @@ impl Default for DovecotOptions {
             compress: false,
             quota_storage: None,
             oauth2_xoauth2_only: false,
+            sieve: false,
+            sieve_extensions: None,
         }
     }
+}
+
+/// A user's Sieve scripts as stored on disk ([`Dovecot::sieve_scripts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SieveScripts {
+    /// Script name -> content, byte for byte.
+    pub scripts: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Script name -> file modification time (a rewrite with equal content shows here).
+    pub modified: std::collections::BTreeMap<String, std::time::SystemTime>,
+    /// The script the active link points to.
+    pub active: Option<String>,
 }
 
 /// A running Dovecot instance; stopped (with all its processes) on drop.
@@ -108,6 +139,8 @@ pub struct Dovecot {
     dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
+    sieve_port: Option<u16>,
+    sieve_tls_port: Option<u16>,
     ca_pem: Option<PathBuf>,
     uid: u32,
     gid: u32,
@@ -123,6 +156,7 @@ impl std::fmt::Debug for Dovecot {
             .field("dir", &self.dir.path())
             .field("port", &self.port)
             .field("tls_port", &self.tls_port)
+            .field("sieve_port", &self.sieve_port)
             .finish()
     }
 }
@@ -294,6 +328,8 @@ struct Layout<'a> {
     name: &'a str,
     port: u16,
     tls: Option<(u16, &'a Path, &'a Path)>,
+    /// ManageSieve port and, with TLS, its implicit-TLS port.
+    sieve: Option<(u16, Option<u16>)>,
     uid: u32,
     gid: u32,
 }
@@ -333,7 +369,7 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          state_dir = {d}/state\n\
          log_path = {d}/dovecot.log\n\
          listen = 127.0.0.1\n\
-         protocols = imap\n\
+         protocols = {protocols}\n\
          shutdown_clients = yes\n\
          verbose_proctitle = yes\n\
          auth_mechanisms = {mechanisms}\n\
@@ -349,6 +385,11 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          {passdbs}\n\
          userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}",
         name = l.name,
+        protocols = if l.sieve.is_some() {
+            "imap sieve"
+        } else {
+            "imap"
+        },
         fsync = if opts.fsync { "optimized" } else { "never" },
         mechanisms = if oauth2 && opts.oauth2_xoauth2_only {
             "plain login xoauth2"
@@ -375,17 +416,33 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
         let _ = writeln!(c, "imap_capability = {cap}");
     }
     let mut imap_plugins: Vec<&str> = Vec::new();
+    let mut plugin_settings: Vec<String> = Vec::new();
     if opts.max_mail_size.is_some() || opts.quota_storage.is_some() {
         let _ = writeln!(c, "mail_plugins = $mail_plugins quota");
-        c.push_str("plugin {\n  quota = maildir:User quota\n");
+        plugin_settings.push("quota = maildir:User quota".into());
         if let Some(max) = opts.max_mail_size {
-            let _ = writeln!(c, "  quota_max_mail_size = {max}");
+            plugin_settings.push(format!("quota_max_mail_size = {max}"));
         }
         if let Some(storage) = &opts.quota_storage {
-            let _ = writeln!(c, "  quota_rule = *:storage={storage}");
+            plugin_settings.push(format!("quota_rule = *:storage={storage}"));
+        }
+        imap_plugins.push("imap_quota");
+    }
+    if l.sieve.is_some() {
+        // Outside the Maildir: with LAYOUT=fs a `sieve` directory there is a folder.
+        plugin_settings.push(format!(
+            "sieve = file:{d}/sieve/%u/scripts;active={d}/sieve/%u/active.sieve"
+        ));
+        if let Some(ext) = &opts.sieve_extensions {
+            plugin_settings.push(format!("sieve_extensions = {ext}"));
+        }
+    }
+    if !plugin_settings.is_empty() {
+        c.push_str("plugin {\n");
+        for setting in &plugin_settings {
+            let _ = writeln!(c, "  {setting}");
         }
         c.push_str("}\n");
-        imap_plugins.push("imap_quota");
     }
     if opts.compress {
         imap_plugins.push("imap_zlib");
@@ -420,6 +477,19 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          inet_listener imaps {{\n    port = {tls_port}\n    ssl = yes\n  }}\n}}",
         l.port
     );
+    if let Some((port, tls_port)) = l.sieve {
+        let _ = writeln!(
+            c,
+            "service managesieve-login {{\n  inet_listener sieve {{\n    port = {port}\n  }}"
+        );
+        if let Some(tls_port) = tls_port {
+            let _ = writeln!(
+                c,
+                "  inet_listener sieve_tls {{\n    port = {tls_port}\n    ssl = yes\n  }}"
+            );
+        }
+        c.push_str("}\n");
+    }
     // Nothing else listens on TCP: pop3/lmtp/submission are not in `protocols`, and
     // doveadm has only its unix socket by default.
     c
@@ -442,7 +512,8 @@ fn render_oauth2_config(introspection_url: &str) -> String {
     )
 }
 
-/// Connect and read the `* OK` greeting line.
+/// Connect and read the first greeting line (`* OK` for IMAP, `"IMPLEMENTATION" ...` for
+/// ManageSieve).
 fn greeting(port: u16) -> std::io::Result<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
@@ -504,6 +575,12 @@ impl Dovecot {
             chmod(&root.join(sub), 0o755)?;
         }
         chown(&root.join("mail"), uid, gid)?;
+        if opts.sieve {
+            let sieve = root.join("sieve");
+            std::fs::create_dir(&sieve)?;
+            chmod(&sieve, 0o755)?;
+            chown(&sieve, uid, gid)?;
+        }
         std::fs::write(root.join("passwd"), "")?;
         chmod(&root.join("passwd"), 0o644)?;
 
@@ -517,11 +594,22 @@ impl Dovecot {
         // instance can not collide.
         let plain = free_port()?;
         let tls_listener = if opts.tls { Some(free_port()?) } else { None };
-        let port = plain.local_addr()?.port();
-        let tls_port = match &tls_listener {
-            Some(l) => Some(l.local_addr()?.port()),
-            None => None,
+        let sieve_listener = if opts.sieve { Some(free_port()?) } else { None };
+        let sieve_tls_listener = if opts.sieve && opts.tls {
+            Some(free_port()?)
+        } else {
+            None
         };
+        let port = plain.local_addr()?.port();
+        let port_of = |l: &Option<TcpListener>| -> anyhow::Result<Option<u16>> {
+            Ok(match l {
+                Some(l) => Some(l.local_addr()?.port()),
+                None => None,
+            })
+        };
+        let tls_port = port_of(&tls_listener)?;
+        let sieve_port = port_of(&sieve_listener)?;
+        let sieve_tls_port = port_of(&sieve_tls_listener)?;
         let name = format!(
             "mailshift-test-{}-{}",
             std::process::id(),
@@ -537,6 +625,7 @@ impl Dovecot {
                     (Some((_, cert, key)), Some(p)) => Some((p, cert.as_path(), key.as_path())),
                     _ => None,
                 },
+                sieve: sieve_port.map(|p| (p, sieve_tls_port)),
                 uid,
                 gid,
             },
@@ -555,12 +644,16 @@ impl Dovecot {
         chmod(&conf_path, 0o644)?;
         drop(plain);
         drop(tls_listener);
+        drop(sieve_listener);
+        drop(sieve_tls_listener);
         let child = spawn(root)?;
         let mut dovecot = Dovecot {
             child,
             dir,
             port,
             tls_port,
+            sieve_port,
+            sieve_tls_port,
             ca_pem: certs.map(|(ca, _, _)| ca),
             uid,
             gid,
@@ -581,7 +674,11 @@ impl Dovecot {
                     self.log()
                 );
             }
-            if greeting(self.port).is_ok_and(|line| line.starts_with("* OK")) {
+            if greeting(self.port).is_ok_and(|line| line.starts_with("* OK"))
+                && self.sieve_port.is_none_or(|p| {
+                    greeting(p).is_ok_and(|line| line.starts_with("\"IMPLEMENTATION\""))
+                })
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -603,6 +700,104 @@ impl Dovecot {
     /// Implicit-TLS IMAP port on 127.0.0.1, when `tls` was set.
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port
+    }
+
+    /// ManageSieve port on 127.0.0.1, when `sieve` was set (STARTTLS offered with `tls`).
+    pub fn sieve_port(&self) -> Option<u16> {
+        self.sieve_port
+    }
+
+    /// Implicit-TLS ManageSieve port on 127.0.0.1, when `sieve` and `tls` were set.
+    pub fn sieve_tls_port(&self) -> Option<u16> {
+        self.sieve_tls_port
+    }
+
+    /// `sieve://USER@127.0.0.1:PORT` (panics without `sieve`).
+    pub fn sieve_url(&self, user: &str) -> String {
+        let port = self
+            .sieve_port
+            .expect("started without DovecotOptions::sieve");
+        format!("sieve://{user}@127.0.0.1:{port}")
+    }
+
+    /// Directory holding the user's scripts (`NAME.sieve`), whether or not it exists yet.
+    pub fn sieve_dir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("sieve").join(user).join("scripts")
+    }
+
+    fn sieve_active_link(&self, user: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("sieve")
+            .join(user)
+            .join("active.sieve")
+    }
+
+    /// Puts a script straight into the user's storage, as Pigeonhole lays it out (owned by
+    /// the mail user), replacing one of the same name; with `active`, makes it the active
+    /// script. No ManageSieve involved. Panics on a name with `/` or on a write failure.
+    pub fn put_sieve_script(&self, user: &str, name: &str, content: &[u8], active: bool) {
+        assert!(
+            self.sieve_port.is_some(),
+            "started without DovecotOptions::sieve"
+        );
+        assert!(
+            !name.is_empty() && !name.contains(['/', '\0']),
+            "bad script name {name:?}"
+        );
+        let scripts = self.sieve_dir(user);
+        for dir in [scripts.parent().expect("user dir"), scripts.as_path()] {
+            if !dir.exists() {
+                std::fs::create_dir(dir).expect("creating the sieve directory");
+                chmod(dir, 0o700).expect("chmod sieve directory");
+                chown(dir, self.uid, self.gid).expect("chown sieve directory");
+            }
+        }
+        let file = format!("{name}.sieve");
+        let tmp = scripts.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, content).expect("writing the script");
+        chmod(&tmp, 0o600).expect("chmod script");
+        chown(&tmp, self.uid, self.gid).expect("chown script");
+        std::fs::rename(&tmp, scripts.join(&file)).expect("renaming the script");
+        if active {
+            let link = self.sieve_active_link(user);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new("scripts").join(&file), &link)
+                .expect("linking the active script");
+            std::os::unix::fs::lchown(&link, Some(self.uid), Some(self.gid))
+                .expect("chown active link");
+        }
+    }
+
+    /// The user's scripts as they are on disk, read without ManageSieve: an independent
+    /// view of what a client did (or did not) change.
+    pub fn sieve_scripts(&self, user: &str) -> SieveScripts {
+        let mut out = SieveScripts::default();
+        if let Ok(entries) = std::fs::read_dir(self.sieve_dir(user)) {
+            for entry in entries {
+                let entry = entry.expect("reading the sieve directory");
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let Some(name) = file.strip_suffix(".sieve") else {
+                    continue;
+                };
+                if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let path = entry.path();
+                let content = std::fs::read(&path).expect("reading a script");
+                let meta = std::fs::metadata(&path).expect("script metadata");
+                out.scripts.insert(name.to_string(), content);
+                out.modified
+                    .insert(name.to_string(), meta.modified().expect("mtime"));
+            }
+        }
+        if let Ok(target) = std::fs::read_link(self.sieve_active_link(user)) {
+            out.active = target
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .and_then(|f| f.strip_suffix(".sieve").map(str::to_string));
+        }
+        out
     }
 
     /// PEM file of the throwaway CA that signs the server certificate, when `tls` was set.

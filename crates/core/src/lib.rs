@@ -19,6 +19,7 @@ pub mod mailbox;
 pub mod plan;
 pub mod ports;
 pub mod report;
+pub mod sieve;
 pub mod uidset;
 
 pub use error::{Error, ErrorKind, Result};

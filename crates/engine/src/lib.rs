@@ -15,6 +15,8 @@
 //! - [`retry`]: when a failed job is tried again (outages by time, failures by attempt).
 //! - [`trace`]: a job's spans as children of the span that published it.
 //! - [`verify`]: comparing both servers independently of stored state.
+//! - [`sieve`]: copying a mailbox's Sieve scripts (CHECKSCRIPT first, refusals reported
+//!   per script, the active one activated) and comparing them for `verify`.
 //! - [`worker`]: the loop that takes folder jobs from a queue, runs them with pooled
 //!   sessions, retries what is retryable and acknowledges after the checkpoint.
 //! - [`embedded`]: `mailshift migrate` on one machine: plan the folders, create them, put
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod pass;
 pub mod reconcile;
 pub mod retry;
+pub mod sieve;
 pub mod trace;
 pub mod verify;
 pub mod worker;
