@@ -10,7 +10,7 @@
 //! `scripts/docker-e2e` (run by CI) builds both and runs this file with `--ignored`,
 //! naming the image in `MAILSHIFT_DOCKER_IMAGE`.
 
-use mailshift_tests::fleet::{AMQP, Db, Fleet, dst_pw, servers, src_pw, uuid_like};
+use mailshift_tests::fleet::{AMQP, Db, Fleet, dst_pw, free_port, servers, src_pw, uuid_like};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::io::Read;
@@ -49,17 +49,36 @@ impl Containers {
         }
     }
 
-    /// `docker run` of the image as the hardened, unprivileged container a production
-    /// deployment would use. Each `env` value reaches the container through the docker
-    /// client's environment (`-e NAME`), never its command line.
-    fn run(&self, role: &str, env: &[(&str, &str)], args: &[&str], limit: Duration) -> Output {
+    /// `docker run --name NAME --network host`, NAME registered for removal.
+    fn docker_run(&self, role: &str) -> (Command, String) {
         let name = format!("{}-{role}", self.prefix);
         self.started.borrow_mut().push(name.clone());
         let mut c = Command::new("docker");
-        c.args(["run", "--rm", "--name", &name, "--network", "host"])
-            .args(["--read-only", "--cap-drop", "ALL"])
-            .args(["--security-opt", "no-new-privileges"])
+        c.args(["run", "--name", &name, "--network", "host"])
             .env_remove("RUST_LOG");
+        (c, name)
+    }
+
+    /// mailshift in the image, as the hardened, unprivileged container a production
+    /// deployment would use. Each `env` value reaches the container through the docker
+    /// client's environment (`-e NAME`), never its command line.
+    fn run(&self, role: &str, env: &[(&str, &str)], args: &[&str], limit: Duration) -> Output {
+        self.run_with(role, &[], env, args, limit)
+    }
+
+    /// [`Self::run`] with more `docker run` options (mounts).
+    fn run_with(
+        &self,
+        role: &str,
+        docker_args: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+        limit: Duration,
+    ) -> Output {
+        let (mut c, name) = self.docker_run(role);
+        c.args(["--rm", "--read-only", "--cap-drop", "ALL"])
+            .args(["--security-opt", "no-new-privileges"])
+            .args(docker_args);
         for (k, v) in env {
             c.arg("-e").arg(k).env(k, v);
         }
@@ -267,4 +286,151 @@ async fn a_fleet_of_containers_migrates_mailboxes_byte_for_byte() {
     }
     drop(src);
     drop(dst);
+}
+
+/// The compose stack's demo Dovecot image (docker/dovecot/, built on the local base image
+/// by `docker compose build dovecot-old`; `MAILSHIFT_DEMO_DOVECOT_IMAGE`), run as the old
+/// and the new demo server with their own configuration files and users, on free host
+/// ports: its seeding script fills alice's old mailbox, a containerised one-shot
+/// `mailshift migrate` (state on a tmpfs) copies it, and the harness compares both
+/// servers over IMAP.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker engine and the images: run scripts/docker-e2e"]
+async fn the_demo_dovecot_servers_of_the_compose_stack_are_seeded_and_migrated() {
+    let demo = std::env::var("MAILSHIFT_DEMO_DOVECOT_IMAGE").unwrap_or_else(|_| {
+        panic!("MAILSHIFT_DEMO_DOVECOT_IMAGE is not set: run scripts/docker-e2e")
+    });
+    let containers = Containers::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("docker/dovecot");
+    let conf = tempfile::tempdir().unwrap();
+    let (user, old_pw, new_pw) = (
+        "alice@demo.example",
+        "alice-old-DEMO-ONLY",
+        "alice-new-DEMO-ONLY",
+    );
+
+    // Each server as in docker/compose.yaml (users-*, *.conf as layout) plus a listener on
+    // a free port instead of 143: the host network is shared.
+    let mut ports = Vec::new();
+    for side in ["old", "new"] {
+        let port = free_port();
+        let local = conf.path().join(format!("{side}.conf"));
+        std::fs::write(
+            &local,
+            format!(
+                "!include /etc/dovecot/layout.conf\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let mount = |from: &std::path::Path, to: &str| format!("{}:{to}:ro", from.display());
+        let (mut c, name) = containers.docker_run(&format!("dovecot-{side}"));
+        let out = c
+            .args(["-d", "-v"])
+            .arg(mount(
+                &repo.join(format!("users-{side}")),
+                "/etc/dovecot/users",
+            ))
+            .arg("-v")
+            .arg(mount(
+                &repo.join(format!("{side}.conf")),
+                "/etc/dovecot/layout.conf",
+            ))
+            .arg("-v")
+            .arg(mount(&local, "/etc/dovecot/local.conf"))
+            .arg(&demo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker run {name}: {}", text(&out));
+        wait_for_greeting(port, &name).await;
+        ports.push(port);
+    }
+    let (old, new) = (ports[0], ports[1]);
+
+    // docker/dovecot/seed.sh, as the demo-seed service runs it.
+    let (mut c, name) = containers.docker_run("demo-seed");
+    let seed_port = old.to_string();
+    let accounts = format!("{user}:{old_pw}");
+    c.args(["--rm", "-e", "SEED_HOST=127.0.0.1", "-e", "SEED_DELIM=."])
+        .args(["-e", "SEED_PORT", "-e", "SEED_ACCOUNTS"])
+        .env("SEED_PORT", &seed_port)
+        .env("SEED_ACCOUNTS", &accounts)
+        .args([demo.as_str(), "mailshift-demo-seed"]);
+    let out = run_until(c, &name, Duration::from_secs(120));
+    assert!(out.status.success(), "demo-seed: {}", text(&out));
+    let before = imap::snapshot(old, user, old_pw).await.unwrap();
+    let seeded: usize = before.values().map(Vec::len).sum();
+    assert_eq!(
+        seeded, 20,
+        "the seed script appends 20 messages: {before:#?}"
+    );
+
+    let env = [
+        ("MAILSHIFT_FROM_PASSWORD", old_pw),
+        ("MAILSHIFT_TO_PASSWORD", new_pw),
+    ];
+    let (from, to) = (
+        format!("imap://{user}@127.0.0.1:{old}"),
+        format!("imap://{user}@127.0.0.1:{new}"),
+    );
+    let state = [
+        "--tmpfs",
+        "/var/lib/mailshift:uid=10001,gid=10001,mode=0700",
+    ];
+    let out = containers.run_with(
+        "migrate",
+        &state,
+        &env,
+        &["migrate", "--allow-plaintext", "--from", &from, "--to", &to],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "migrate: {}", text(&out));
+    let out = containers.run(
+        "verify",
+        &env,
+        &["verify", "--allow-plaintext", "--from", &from, "--to", &to],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "verify: {}", text(&out));
+
+    // The old server's Outlook-style special-use folders become the new one's own.
+    let expected: imap::Snapshot = before
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "Sent Items" => ("Sent".to_string(), v),
+            "Deleted Items" => ("Trash".to_string(), v),
+            _ => (k, v),
+        })
+        .collect();
+    let got = imap::snapshot(new, user, new_pw).await.unwrap();
+    assert_same(
+        &expected,
+        &got,
+        "the demo mailbox (migrated in a container)",
+    );
+}
+
+/// Waits (30 s at most) until an IMAP server greets on 127.0.0.1:`port`.
+async fn wait_for_greeting(port: u16, name: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).await.is_ok() && &buf == b"* OK" {
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            let logs = Command::new("docker")
+                .args(["logs", name])
+                .output()
+                .unwrap();
+            panic!("{name} does not greet on port {port}: {}", text(&logs));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
