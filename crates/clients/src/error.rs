@@ -13,6 +13,9 @@ pub enum Error {
     /// A plist could not be written (should not happen for the values we build).
     #[error("cannot write the Apple profile: {0}")]
     Plist(String),
+    /// A batch whose kit cannot be made as asked; the message says what to give.
+    #[error("{0}")]
+    Kit(String),
     /// The client directory (the fleet store behind it) failed.
     #[error("cannot read the client settings: {0}")]
     Directory(String),

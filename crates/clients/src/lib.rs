@@ -8,7 +8,9 @@
 //! - [`sign`]: CMS signing of profiles with the operator's certificate;
 //! - [`directory`]: the port through which the HTTP routes read settings, and an
 //!   in-memory implementation;
-//! - [`http`]: the public routes clients fetch, rate-limited and bounded.
+//! - [`http`]: the public routes clients fetch, rate-limited and bounded;
+//! - [`kit`]: a batch's settings derived from its mailboxes, and the static files of
+//!   `mailshift clients export`.
 //!
 //! Formats followed: Mozilla's autoconfig "clientConfig" 1.1, MS-OXDSCLI (POX
 //! autodiscover, outlook response schema 2006a), Apple's Configuration Profile
@@ -18,6 +20,7 @@
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod kit;
 pub mod render;
 pub mod settings;
 pub mod sign;

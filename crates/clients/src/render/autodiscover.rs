@@ -166,15 +166,24 @@ fn append(
 /// name is derived from the address when the domain's login form allows it; otherwise
 /// it is left out (Outlook asks the user), whoever the address belongs to.
 pub fn settings_response(d: &DomainSettings, address: &str) -> String {
-    let login = d.login.derive(address);
+    response(d, d.login.derive(address).as_deref())
+}
+
+/// The answer a static web server can give to every address: no login name, so
+/// Outlook uses the address (or asks).
+pub fn static_response(d: &DomainSettings) -> String {
+    response(d, None)
+}
+
+fn response(d: &DomainSettings, login: Option<&str>) -> String {
     let mut x = Xml::new();
     x.open("Autodiscover", &[("xmlns", ENVELOPE_SCHEMA)]);
     x.open("Response", &[("xmlns", RESPONSE_SCHEMA)]);
     x.open("Account", &[]);
     x.leaf("AccountType", "email");
     x.leaf("Action", "settings");
-    protocol(&mut x, "IMAP", &d.imap, login.as_deref());
-    protocol(&mut x, "SMTP", &d.smtp, login.as_deref());
+    protocol(&mut x, "IMAP", &d.imap, login);
+    protocol(&mut x, "SMTP", &d.smtp, login);
     x.close("Account");
     x.close("Response");
     x.close("Autodiscover");
