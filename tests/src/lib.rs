@@ -5,7 +5,8 @@
 //! ([`corpus`]), fills and fingerprints mailboxes over IMAP with its own small client
 //! ([`imap`]) and locates the `mailshift` binary under test ([`mailshift_bin`]).
 //! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
-//! passdb ([`oauth`]).
+//! passdb ([`oauth`]). For HTTP clients that look names up (mail client discovery) it
+//! has a loopback forward proxy that stands in for DNS ([`webproxy`]).
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ pub mod ops;
 pub mod otlp;
 pub mod pair;
 pub mod proxy;
+pub mod webproxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REQUEST_SCHEMA: &str =
@@ -177,69 +177,17 @@ struct Found {
     auth: String,
 }
 
-/// A forward proxy on 127.0.0.1 that tunnels `CONNECT NAME:80` to the test server,
-/// whatever the name (the tests' stand-in for DNS), refuses every other port, and
-/// records what it was asked for.
-async fn connect_proxy(server_port: u16) -> (u16, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let log = asked.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    match client.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let line = head.lines().next().unwrap_or("").to_string();
-                log.lock().unwrap().push(line.clone());
-                let mut parts = line.split(' ');
-                let (method, target) = (parts.next(), parts.next().unwrap_or(""));
-                if method != Some("CONNECT") || !target.ends_with(":80") {
-                    let _ = client
-                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                        .await;
-                    return;
-                }
-                let Ok(mut upstream) =
-                    tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await
-                else {
-                    return;
-                };
-                if client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .is_ok()
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
-        }
-    });
-    (port, asked)
-}
-
 /// email-lib's `from_addr` looks the domain up like Thunderbird: `http(s)://autoconfig.
 /// DOMAIN/mail/config-v1.1.xml?emailaddress=...`, then `DOMAIN/.well-known/...`. Its HTTP
-/// client (ureq) honours `ALL_PROXY`, so a CONNECT proxy on 127.0.0.1 takes those
+/// client (ureq) honours `ALL_PROXY`, so a CONNECT proxy on 127.0.0.1 (the harness's
+/// `webproxy`) takes those
 /// requests to the test server without any DNS. The environment of this process is not
 /// ours to change (other tests run in parallel), so the lookup runs in a child: this
 /// same test binary, running `email_lib_child`.
 #[tokio::test]
 async fn email_lib_discovers_the_new_servers_through_autoconfig() {
     let server = start(directory(), generous()).await;
-    let (proxy, asked) = connect_proxy(server.port).await;
+    let proxy = mailshift_tests::webproxy::WebProxy::start(server.port).await;
     let exe = std::env::current_exe().unwrap();
     // tokio's Command: the server runs on this test's runtime and must keep answering.
     let out = tokio::process::Command::new(exe)
@@ -250,7 +198,7 @@ async fn email_lib_discovers_the_new_servers_through_autoconfig() {
             "--test-threads=1",
         ])
         .env("MAILSHIFT_TEST_DISCOVER", "alice@acme.example")
-        .env("ALL_PROXY", format!("http://127.0.0.1:{proxy}"))
+        .env("ALL_PROXY", proxy.url())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .env_remove("all_proxy")
@@ -271,7 +219,7 @@ async fn email_lib_discovers_the_new_servers_through_autoconfig() {
         .collect();
     // from_addr (autoconfig.DOMAIN form) and the .well-known URL (Host form).
     assert_eq!(found.len(), 2, "{stdout}");
-    let asked = asked.lock().unwrap().clone();
+    let asked = proxy.asked();
     assert!(
         asked
             .iter()
