@@ -6,7 +6,8 @@
 //! ([`imap`]) and locates the `mailshift` binary under test ([`mailshift_bin`]).
 //! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
 //! passdb ([`oauth`]). For outage tests it runs private PostgreSQL and RabbitMQ servers that
-//! may be crashed and started again ([`services`]).
+//! may be crashed and started again ([`services`]). For HTTP clients that look names up (mail client discovery) it
+//! has a loopback forward proxy that stands in for DNS ([`webproxy`]).
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +23,7 @@ pub mod otlp;
 pub mod pair;
 pub mod proxy;
 pub mod services;
+pub mod webproxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

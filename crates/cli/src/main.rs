@@ -3,6 +3,7 @@
 
 mod batch;
 mod batch_ops;
+mod clients;
 mod dns;
 mod exit;
 mod fleet;
@@ -116,6 +117,10 @@ enum Command {
     /// Batches: API tokens for `mailshift serve`
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Cutover: the new server's settings for mail clients (autoconfig, autodiscover,
+    /// Apple profiles, printable sheets) of a batch
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
             Command::Batch(cmd) => batch::batch(cmd).await,
             Command::Serve(args) => serve::serve(*args).await,
             Command::Token(cmd) => token::token(cmd).await,
+            Command::Clients(cmd) => clients::clients(cmd).await,
         }
     });
     match result {
