@@ -5,6 +5,7 @@
 //! folder jobs, reports, batches (schedule, state, progress), the cutover timeline and phases of a domain, and the ports (traits) that the IMAP, store and queue adapters
 //! implement. It knows nothing about sockets, SQL or AMQP, and it never blocks.
 
+pub mod aliases;
 pub mod batch;
 pub mod cutover;
 pub mod endpoint;
@@ -16,6 +17,7 @@ pub mod import;
 pub mod job;
 pub mod plan;
 pub mod ports;
+pub mod provision;
 pub mod report;
 pub mod uidset;
 
