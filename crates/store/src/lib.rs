@@ -29,6 +29,7 @@ mod domains;
 pub mod entity;
 mod error;
 mod fleet;
+mod provision;
 pub mod secrets;
 mod store;
 

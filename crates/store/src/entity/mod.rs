@@ -12,3 +12,6 @@ pub mod host_slot;
 pub mod mailbox;
 pub mod message;
 pub mod migration;
+pub mod provision_alias;
+pub mod provision_backend;
+pub mod provision_mailbox;
