@@ -8,6 +8,7 @@ mod fleet;
 mod migrate;
 mod output;
 mod progress;
+mod provision;
 mod queue;
 mod serve;
 mod servers;
@@ -114,6 +115,8 @@ enum Command {
     /// Batches: API tokens for `mailshift serve`
     #[command(subcommand)]
     Token(token::TokenCommand),
+    // Help text: on `provision::ProvisionArgs`.
+    Provision(Box<provision::ProvisionArgs>),
 }
 
 fn main() -> ExitCode {
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
             Command::Batch(cmd) => batch::batch(cmd).await,
             Command::Serve(args) => serve::serve(*args).await,
             Command::Token(cmd) => token::token(cmd).await,
+            Command::Provision(args) => provision::run(*args).await,
         }
     });
     match result {
