@@ -5,7 +5,8 @@
 //! ([`corpus`]), fills and fingerprints mailboxes over IMAP with its own small client
 //! ([`imap`]) and locates the `mailshift` binary under test ([`mailshift_bin`]).
 //! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
-//! passdb ([`oauth`]).
+//! passdb ([`oauth`]); for provisioning, PostfixAdmin's tables ([`postfixadmin`]) that a
+//! Dovecot can take its users from.
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +20,7 @@ pub mod oauth;
 pub mod ops;
 pub mod otlp;
 pub mod pair;
+pub mod postfixadmin;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

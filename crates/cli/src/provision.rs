@@ -780,7 +780,7 @@ fn print_text(out: &Outcome) {
     }
     for d in &out.domains {
         println!(
-            "  {:<8} domain {}{}",
+            "  {:<9} domain {}{}",
             d.action,
             d.domain,
             d.error
@@ -790,7 +790,7 @@ fn print_text(out: &Outcome) {
         );
     }
     for m in &out.mailboxes {
-        let mut line = format!("  {:<8} mailbox {}", m.action, m.address);
+        let mut line = format!("  {:<9} mailbox {}", m.action, m.address);
         if let Some(c) = m.password {
             line += &format!(", {}", c.describe());
         }
@@ -802,11 +802,11 @@ fn print_text(out: &Outcome) {
         }
         println!("{line}");
         if let Some(n) = &m.note {
-            println!("           ({n})");
+            println!("            ({n})");
         }
     }
     for a in &out.aliases {
-        let mut line = format!("  {:<8} {}", a.action, alias_line(&a.entry));
+        let mut line = format!("  {:<9} {}", a.action, alias_line(&a.entry));
         if let Some(prev) = &a.previous {
             line += &format!(
                 " (was: {})",

@@ -75,6 +75,8 @@ impl CommandProvisioner {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so a time-out also stops what it started.
+            .process_group(0)
             .kill_on_drop(true);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("MAILSHIFT_") {
@@ -94,17 +96,30 @@ impl CommandProvisioner {
             }
         };
         let secs = self.config.timeout_secs;
-        let out = tokio::time::timeout(Duration::from_secs(secs), async {
+        let group = child.id();
+        let out = match tokio::time::timeout(Duration::from_secs(secs), async {
             let ((), out) = tokio::join!(write, child.wait_with_output());
             out
         })
         .await
-        .map_err(|_| ProvisionError::Timeout {
-            backend: self.described.clone(),
-            op: op.to_string(),
-            secs,
-        })?
-        .map_err(|e| fail(format!("waiting for the program: {e}")))?;
+        {
+            Ok(out) => out.map_err(|e| fail(format!("waiting for the program: {e}")))?,
+            Err(_) => {
+                if let Some(pgid) = group {
+                    // The program itself is killed on drop; this reaches its children.
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pgid}")])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                return Err(ProvisionError::Timeout {
+                    backend: self.described.clone(),
+                    op: op.to_string(),
+                    secs,
+                });
+            }
+        };
         if out.status.success() {
             return Ok(out.stdout);
         }
