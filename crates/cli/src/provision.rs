@@ -423,7 +423,7 @@ pub async fn run(a: ProvisionArgs) -> anyhow::Result<ExitCode> {
                 .await?;
         }
         apply(&*backend, &store, &p, &by_id, &mut out).await?;
-        restore_temporaries(&store, &p, &by_id, &records).await?;
+        restore_temporaries(&store, &p, &by_id, &records, &mut out).await?;
         if a.aliases.is_some() {
             record_aliases(&store, batch, &entries, &out, &members).await?;
         }
@@ -573,18 +573,29 @@ async fn apply(
 }
 
 /// A re-import resets the password the copy uses on the new server to the file's; a
-/// mailbox mailshift created with a temporary password keeps that one.
+/// mailbox mailshift created with a temporary password keeps that one. A mailbox that
+/// exists with a temporary password sealed but no record of its creation was created by
+/// a run interrupted in between: it is recorded now, so its password gets exported.
 async fn restore_temporaries(
     store: &SeaStore,
     p: &Plan,
     by_id: &HashMap<Uuid, &Member>,
     records: &HashMap<Uuid, ProvisionRecord>,
+    out: &mut Outcome,
 ) -> anyhow::Result<()> {
     for s in &p.existing {
-        let made_here = records.get(&s.mailbox_id).is_some_and(|r| {
-            r.temporary && r.provisioned_at.is_some() && r.carry == Some(PasswordCarry::Temporary)
-        });
-        if !made_here {
+        let Some(r) = records.get(&s.mailbox_id).filter(|r| r.temporary) else {
+            continue;
+        };
+        if r.provisioned_at.is_none() {
+            store
+                .record_provisioned(s.mailbox_id, PasswordCarry::Temporary, s.quota_bytes, now())
+                .await?;
+            out.warnings.push(format!(
+                "{}: exists, with a temporary password sealed by an interrupted run: it is                  recorded as created by mailshift and its password exported",
+                s.address
+            ));
+        } else if r.carry != Some(PasswordCarry::Temporary) {
             continue;
         }
         if let (Some(t), Some(m)) = (
