@@ -426,6 +426,27 @@ async fn sql_backend_creates_mailboxes_users_log_in_with_their_old_passwords() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(exported(&export)[0].1, carol_temp);
     assert_eq!(postfixadmin::fingerprint(&pfa.name), before);
+
+    // A mailbox of the new server outside the batch is never turned into an alias.
+    psql(
+        &pfa.name,
+        "INSERT INTO mailbox (username, password, local_part, domain) \
+         VALUES ('zoe@acme.example', '{PLAIN}x', 'zoe', 'acme.example')",
+    );
+    let before = postfixadmin::fingerprint(&pfa.name);
+    let zoe = write(
+        dir.path(),
+        "zoe.csv",
+        "zoe@acme.example,alice@acme.example\n",
+    );
+    let out = run(&fleet, &["provision", "--batch", "acme", "--aliases", &zoe]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("zoe@acme.example (aliases file, line 1) is a mailbox on the new server outside batch 'acme'"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(postfixadmin::fingerprint(&pfa.name), before);
 }
 
 #[test]

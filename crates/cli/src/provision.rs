@@ -295,8 +295,18 @@ pub async fn run(a: ProvisionArgs) -> anyhow::Result<ExitCode> {
 
     let backend = mailshift_provision::connect(&config, batch).await?;
     let support = backend.password_support();
+    let member_addresses: BTreeSet<String> =
+        members.iter().map(|m| m.address.to_string()).collect();
     let lookup = Lookup {
-        mailboxes: members.iter().map(|m| m.address.to_string()).collect(),
+        // Alias addresses too: one that is a mailbox outside the batch must not be
+        // turned into an alias.
+        mailboxes: member_addresses
+            .iter()
+            .cloned()
+            .chain(entries.iter().map(|e| e.address.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         aliases: entries.iter().map(|e| e.address.to_string()).collect(),
         domains: domains.iter().cloned().collect(),
     };
@@ -336,6 +346,17 @@ pub async fn run(a: ProvisionArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
+    for e in &entries {
+        let key = e.address.to_string();
+        if !e.is_forward() && !member_addresses.contains(&key) && existing.mailboxes.contains(&key)
+        {
+            problems.push(format!(
+                "{key} (aliases file, line {}) is a mailbox on the new server outside batch \
+                 '{batch}': an alias would take its mail away; add it to the batch to forward it",
+                e.lines.first().copied().unwrap_or(0)
+            ));
+        }
+    }
     let p = plan(specs, &entries, &existing);
     let by_id: HashMap<Uuid, &Member> = members.iter().map(|m| (m.record.id, m)).collect();
     for s in p.mailboxes_to_create() {
