@@ -17,6 +17,7 @@ mod m0003_host_slots;
 mod m0004_domains;
 mod m0005_batches;
 mod m0006_outbox;
+mod m0100_provision;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_domains::Migration),
             Box::new(m0005_batches::Migration),
             Box::new(m0006_outbox::Migration),
+            Box::new(m0100_provision::Migration),
         ]
     }
 }

@@ -7,7 +7,8 @@
 //! For OAuth 2.0 logins it has a token-introspection server for Dovecot's `oauth2`
 //! passdb ([`oauth`]). For outage tests it runs private PostgreSQL and RabbitMQ servers that
 //! may be crashed and started again ([`services`]). For HTTP clients that look names up (mail client discovery) it
-//! has a loopback forward proxy that stands in for DNS ([`webproxy`]).
+//! has a loopback forward proxy that stands in for DNS ([`webproxy`]). For provisioning,
+//! PostfixAdmin's tables ([`postfixadmin`]) that a Dovecot can take its users from.
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,7 @@ pub mod oauth;
 pub mod ops;
 pub mod otlp;
 pub mod pair;
+pub mod postfixadmin;
 pub mod proxy;
 pub mod services;
 pub mod webproxy;

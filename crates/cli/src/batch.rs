@@ -16,7 +16,9 @@ pub enum BatchCommand {
         Three layouts are recognised:\n\
         - a CSV whose header names source_host, source_user, source_password, dest_host, \
         dest_user, dest_password, and optionally source_port, dest_port, tls (imaps or \
-        starttls), folder_map (SRC=DST|SRC=DST) and exclude (REGEX|REGEX);\n\
+        starttls), folder_map (SRC=DST|SRC=DST), exclude (REGEX|REGEX) and \
+        source_password_hash (the old server's {SCHEME}hash, carried to the new server by \
+        `mailshift provision`);\n\
         - imapsync lines: host1;user1;password1;host2;user2;password2;\n\
         - Exchange lines without header: EmailAddress,UserName,Password, with \
         --source-host and --dest-host (the old server is logged into as UserName, the new \

@@ -13,6 +13,7 @@ use mailshift_core::ports::{
     BatchStore, Connectors, DomainStore, MailboxCredentials, MailboxOptions, MailboxRecord,
     MailboxStore,
 };
+use mailshift_core::provision::ProvisionStore;
 use mailshift_store::SeaStore;
 use serde::Serialize;
 use std::sync::Arc;
@@ -121,10 +122,18 @@ pub(crate) async fn import_csv(
             source_password: r.source_password.clone(),
             dest_password: r.dest_password.clone(),
         };
-        match store
+        let added = match store
             .add_mailbox(&r.source, &r.dest, Some(name), &options, &creds)
             .await
         {
+            // The hash `mailshift provision` carries to the new server (sealed).
+            Ok(m) => store
+                .set_imported_hash(m.id, r.source_password_hash.as_ref())
+                .await
+                .map(|()| m),
+            Err(e) => Err(e),
+        };
+        match added {
             Ok(m) => imported.push(Imported {
                 line: r.line,
                 source: m.source,

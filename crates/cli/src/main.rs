@@ -11,6 +11,7 @@ mod lock;
 mod migrate;
 mod output;
 mod progress;
+mod provision;
 mod queue;
 mod serve;
 mod servers;
@@ -121,6 +122,8 @@ enum Command {
     /// Apple profiles, printable sheets) of a batch
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
+    // Help text: on `provision::ProvisionArgs`.
+    Provision(Box<provision::ProvisionArgs>),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(*args).await,
             Command::Token(cmd) => token::token(cmd).await,
             Command::Clients(cmd) => clients::clients(cmd).await,
+            Command::Provision(args) => provision::run(*args).await,
         }
     });
     match result {

@@ -5,7 +5,7 @@
 //! Layouts:
 //! - a CSV with a header naming `source_host, source_user, source_password, dest_host,
 //!   dest_user, dest_password` (and optionally `source_port, dest_port, tls, folder_map,
-//!   exclude`), in any order;
+//!   exclude, source_password_hash`), in any order;
 //! - imapsync's `host1;user1;password1;host2;user2;password2` lines (no header);
 //! - Exchange's header-less `EmailAddress,UserName,Password` lines, with the servers
 //!   given on the command line (the old server is logged into as `UserName`, the new one
@@ -13,6 +13,7 @@
 
 use crate::endpoint::{Endpoint, Security};
 use crate::folder::FolderRules;
+use crate::provision::PasswordHash;
 use secrecy::SecretString;
 use std::collections::HashSet;
 
@@ -27,6 +28,9 @@ pub struct ImportRow {
     pub dest_password: SecretString,
     pub maps: Vec<String>,
     pub excludes: Vec<String>,
+    /// The old server's hash of the user's password (`{SCHEME}...`), carried to the new
+    /// server by `mailshift provision`.
+    pub source_password_hash: Option<PasswordHash>,
 }
 
 /// A row that cannot be imported, and why.
@@ -62,7 +66,14 @@ const REQUIRED: [&str; 6] = [
     "dest_user",
     "dest_password",
 ];
-const OPTIONAL: [&str; 5] = ["source_port", "dest_port", "tls", "folder_map", "exclude"];
+const OPTIONAL: [&str; 6] = [
+    "source_port",
+    "dest_port",
+    "tls",
+    "folder_map",
+    "exclude",
+    "source_password_hash",
+];
 
 /// Parses a whole file. Good rows come back with the bad ones' errors; a file that is
 /// not text or has no recognisable layout is one error for line 1.
@@ -309,6 +320,9 @@ fn row(
     let maps = split(get("folder_map"));
     let excludes = split(get("exclude"));
     FolderRules::new(&maps, &excludes).map_err(|e| e.message)?;
+    let source_password_hash = get("source_password_hash")
+        .map(|h| PasswordHash::parse(&h))
+        .transpose()?;
     Ok(ImportRow {
         line,
         source,
@@ -317,6 +331,7 @@ fn row(
         dest_password: SecretString::from(need("dest_password")?),
         maps,
         excludes,
+        source_password_hash,
     })
 }
 
@@ -387,6 +402,25 @@ mod tests {
         let (rows, errors) = parse(b"alice@corp.example,alice,pw1\n", &Defaults::default());
         assert!(rows.is_empty());
         assert_eq!(errors[0].reason, "source_host is empty");
+    }
+
+    #[test]
+    fn an_optional_hash_column() {
+        let csv = "source_host,source_user,source_password,dest_host,dest_user,dest_password,source_password_hash\n\
+                   old.example,ann,pw1,new.example,ann@new.example,pw1,{SHA512-CRYPT}$6$37iK/C/QOI.sOIBV$5y50eSP84mBy54JWznjJ30X2VMmksaJ4d8uU3Fo6kia5l.cVSbOKI/40QfSBpNcxMpI1cmVaGuhesqvc4GBOH0\n\
+                   old.example,bob,pw2,new.example,bob@new.example,pw2,\n\
+                   old.example,cat,pw3,new.example,cat@new.example,pw3,$6$nope\n";
+        let (rows, errors) = parse(csv.as_bytes(), &Defaults::default());
+        assert_eq!(rows.len(), 2, "{errors:?}");
+        assert_eq!(
+            rows[0].source_password_hash.as_ref().map(|h| h.scheme()),
+            Some("SHA512-CRYPT")
+        );
+        assert!(rows[1].source_password_hash.is_none());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 4);
+        assert!(errors[0].reason.contains("scheme prefix"), "{errors:?}");
+        assert!(!errors[0].reason.contains("nope"));
     }
 
     #[test]

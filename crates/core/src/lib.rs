@@ -6,6 +6,7 @@
 //! implement. It knows nothing about sockets, SQL or AMQP, and it never blocks.
 
 pub mod account;
+pub mod aliases;
 pub mod batch;
 pub mod cutover;
 pub mod endpoint;
@@ -18,6 +19,7 @@ pub mod job;
 pub mod mailbox;
 pub mod plan;
 pub mod ports;
+pub mod provision;
 pub mod report;
 pub mod sieve;
 pub mod uidset;

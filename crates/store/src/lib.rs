@@ -30,6 +30,7 @@ pub mod entity;
 mod error;
 mod fleet;
 mod outbox;
+mod provision;
 pub mod secrets;
 mod store;
 

@@ -13,3 +13,6 @@ pub mod job;
 pub mod mailbox;
 pub mod message;
 pub mod migration;
+pub mod provision_alias;
+pub mod provision_backend;
+pub mod provision_mailbox;
