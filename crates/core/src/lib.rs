@@ -17,6 +17,7 @@ pub mod job;
 pub mod plan;
 pub mod ports;
 pub mod report;
+pub mod submission;
 pub mod uidset;
 
 pub use error::{Error, ErrorKind, Result};
