@@ -43,6 +43,9 @@ pub trait Submitter: Send + Sync {
     fn label(&self) -> String;
     /// Logs in and hands over one message (raw RFC 5322 bytes, CRLF line ends).
     async fn submit(&self, envelope: &Envelope, raw: &[u8]) -> Result<Accepted>;
+    /// Logs in and out without sending anything (to tell a refused login apart from
+    /// other failures).
+    async fn check_login(&self) -> Result<()>;
 }
 
 #[cfg(test)]
