@@ -34,6 +34,10 @@
 //!   = 0`, Dovecot's default, set explicitly), so every login asks the URL again and an
 //!   expired token is refused at the next login. Sessions already logged in are not
 //!   re-checked. See [`crate::oauth::OAuthServer`].
+//! * With [`DovecotOptions::lmtp`] the server also accepts mail over LMTP and offers its
+//!   auth service to an MTA (Postfix's `smtpd_sasl_type = dovecot`), each on a loopback
+//!   port ([`Dovecot::lmtp_port`], [`Dovecot::auth_port`]); LMTP recipients are looked up
+//!   by their full address, so users are added as `alice@example.test`.
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -80,6 +84,9 @@ pub struct DovecotOptions {
     /// With `oauth2_introspection_url`: offer XOAUTH2 only (as Google and Microsoft do),
     /// not OAUTHBEARER.
     pub oauth2_xoauth2_only: bool,
+    /// Also listen for LMTP deliveries and for an MTA's SASL auth requests (the mail
+    /// store behind a test submission server, see [`crate::smtp`]).
+    pub lmtp: bool,
 }
 
 impl Default for DovecotOptions {
@@ -96,6 +103,7 @@ impl Default for DovecotOptions {
             compress: false,
             quota_storage: None,
             oauth2_xoauth2_only: false,
+            lmtp: false,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct Dovecot {
     dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
+    /// LMTP and auth-service ports, with [`DovecotOptions::lmtp`].
+    lmtp_ports: Option<(u16, u16)>,
     ca_pem: Option<PathBuf>,
     uid: u32,
     gid: u32,
@@ -290,6 +300,8 @@ struct Layout<'a> {
     name: &'a str,
     port: u16,
     tls: Option<(u16, &'a Path, &'a Path)>,
+    /// (LMTP port, auth port).
+    lmtp: Option<(u16, u16)>,
     uid: u32,
     gid: u32,
 }
@@ -329,7 +341,7 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          state_dir = {d}/state\n\
          log_path = {d}/dovecot.log\n\
          listen = 127.0.0.1\n\
-         protocols = imap\n\
+         protocols = {protocols}\n\
          shutdown_clients = yes\n\
          verbose_proctitle = yes\n\
          auth_mechanisms = {mechanisms}\n\
@@ -345,6 +357,11 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          {passdbs}\n\
          userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}",
         name = l.name,
+        protocols = if l.lmtp.is_some() {
+            "imap lmtp"
+        } else {
+            "imap"
+        },
         fsync = if opts.fsync { "optimized" } else { "never" },
         mechanisms = if oauth2 && opts.oauth2_xoauth2_only {
             "plain login xoauth2"
@@ -418,6 +435,15 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
     );
     // Nothing else listens on TCP: pop3/lmtp/submission are not in `protocols`, and
     // doveadm has only its unix socket by default.
+    if let Some((lmtp, auth)) = l.lmtp {
+        // Recipients are full addresses, looked up as they come (no domain stripping).
+        let _ = writeln!(
+            c,
+            "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
+             service auth {{\n  inet_listener auth-mta {{\n    address = 127.0.0.1\n    port = {auth}\n  }}\n}}\n\
+             protocol lmtp {{\n  postmaster_address = postmaster@localhost\n}}"
+        );
+    }
     c
 }
 
@@ -494,6 +520,15 @@ impl Dovecot {
         // instance can not collide.
         let plain = free_port()?;
         let tls_listener = if opts.tls { Some(free_port()?) } else { None };
+        let lmtp_listeners = if opts.lmtp {
+            Some((free_port()?, free_port()?))
+        } else {
+            None
+        };
+        let lmtp_ports = match &lmtp_listeners {
+            Some((a, b)) => Some((a.local_addr()?.port(), b.local_addr()?.port())),
+            None => None,
+        };
         let port = plain.local_addr()?.port();
         let tls_port = match &tls_listener {
             Some(l) => Some(l.local_addr()?.port()),
@@ -514,6 +549,7 @@ impl Dovecot {
                     (Some((_, cert, key)), Some(p)) => Some((p, cert.as_path(), key.as_path())),
                     _ => None,
                 },
+                lmtp: lmtp_ports,
                 uid,
                 gid,
             },
@@ -533,6 +569,7 @@ impl Dovecot {
         let stderr = std::fs::File::create(root.join("stderr.log"))?;
         drop(plain);
         drop(tls_listener);
+        drop(lmtp_listeners);
         let child = Command::new("dovecot")
             .arg("-F")
             .arg("-c")
@@ -548,6 +585,7 @@ impl Dovecot {
             dir,
             port,
             tls_port,
+            lmtp_ports,
             ca_pem: certs.map(|(ca, _, _)| ca),
             uid,
             gid,
@@ -589,6 +627,17 @@ impl Dovecot {
     /// Implicit-TLS IMAP port on 127.0.0.1, when `tls` was set.
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port
+    }
+
+    /// LMTP port on 127.0.0.1, with [`DovecotOptions::lmtp`].
+    pub fn lmtp_port(&self) -> Option<u16> {
+        self.lmtp_ports.map(|(l, _)| l)
+    }
+
+    /// Port of the auth service for an MTA (Postfix `smtpd_sasl_path = inet:...`), with
+    /// [`DovecotOptions::lmtp`].
+    pub fn auth_port(&self) -> Option<u16> {
+        self.lmtp_ports.map(|(_, a)| a)
     }
 
     /// PEM file of the throwaway CA that signs the server certificate, when `tls` was set.
