@@ -85,6 +85,9 @@ fn assert_plain(v: &serde_json::Value) {
 
 fn zones(dkim: &DkimKey) -> Vec<Zone> {
     vec![
+        // The parent of every test domain, so DMARC's tree walk gets NXDOMAIN for
+        // `_dmarc.test` as it would for `_dmarc.com`.
+        Zone::new("test"),
         Zone::new("new.test").with("mta", 300, Rec::A(Ipv4Addr::LOCALHOST)),
         Zone::new("deliver.test")
             .mx(300, 10, "mta.new.test.")
@@ -181,13 +184,13 @@ impl Stack {
             "--ca-file",
             ca.to_str().unwrap(),
             "--allow-plaintext",
-            "--timeout",
-            "60s",
             "--json",
         ];
-        let has_imap = extra.contains(&"--imap");
-        if !has_imap {
+        if !extra.contains(&"--imap") {
             args.extend(["--imap", &imap]);
+        }
+        if !extra.contains(&"--timeout") {
+            args.extend(["--timeout", "60s"]);
         }
         args.extend_from_slice(extra);
         let mut cmd = Command::new(mailshift_bin());

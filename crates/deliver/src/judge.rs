@@ -199,7 +199,16 @@ pub fn judge_authentication(
     // DMARC: the verdict that decides inbox, spam or reject.
     let d = &auth.dmarc;
     let policy = d.policy.as_deref().unwrap_or("none");
-    if !d.published {
+    if !d.published && d.result == Verdict::TempError {
+        out.push(Finding::warn(
+            "dmarc",
+            format!(
+                "the DMARC policy of {from} could not be looked up (a DNS query for _dmarc.{from} or \
+                 a parent domain failed): receivers that see the same failure defer or judge alone"
+            ),
+            "check that the nameservers answer for _dmarc and its parent domains, then test again",
+        ));
+    } else if !d.published {
         out.push(Finding::warn(
             "dmarc",
             format!("{from} publishes no DMARC policy: receivers judge the probe on their own"),

@@ -100,7 +100,8 @@ pub struct SpfCheck {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DmarcCheck {
     pub from_domain: String,
-    /// Whether `_dmarc` publishes a policy (the other fields mean little without one).
+    /// Whether a DMARC policy was found for the From domain (the other fields mean little
+    /// without one; `result` is `temperror` when the lookup failed).
     pub published: bool,
     /// `pass` when an aligned DKIM or SPF pass exists.
     pub result: Verdict,
@@ -299,7 +300,12 @@ async fn run(
     let dkim_v = dmarc_verdict(dmarc_out.dkim_result());
     let spf_v = dmarc_verdict(dmarc_out.spf_result());
     let result = if !published {
-        Verdict::None
+        // No record found, or the policy lookup itself failed (then both are temperror).
+        if dkim_v == Verdict::TempError || spf_v == Verdict::TempError {
+            Verdict::TempError
+        } else {
+            Verdict::None
+        }
     } else if dkim_v == Verdict::Pass || spf_v == Verdict::Pass {
         Verdict::Pass
     } else if matches!(dkim_v, Verdict::TempError) || matches!(spf_v, Verdict::TempError) {
