@@ -448,3 +448,288 @@ async fn judge_message(t: &TestSend, raw: &[u8], r: &mut Report) {
         )),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The send-and-watch loop against in-memory fakes of the ports: where the probe is
+    //! looked for, and that a missing probe ends at the deadline.
+    use super::*;
+    use async_trait::async_trait;
+    use mailshift_core::flags::{FlagSet, PermanentFlags};
+    use mailshift_core::folder::ListedFolder;
+    use mailshift_core::plan::MessageMeta;
+    use mailshift_core::ports::{
+        Capabilities, FetchedHeader, FetchedMessage, FolderStatus, MailTarget,
+    };
+    use mailshift_core::submission::Accepted;
+    use std::sync::Mutex;
+
+    /// Folders of (uid, raw); every UID any header fetch asked for.
+    #[derive(Default)]
+    struct Store {
+        folders: Vec<(String, Vec<(u32, Vec<u8>)>)>,
+        asked: Vec<u32>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Mailbox(Arc<Mutex<Store>>);
+
+    struct Session {
+        mb: Mailbox,
+        open: String,
+        caps: Capabilities,
+    }
+
+    fn unsupported<T>() -> mailshift_core::Result<T> {
+        Err(mailshift_core::Error::new(
+            ErrorKind::Protocol,
+            "not in the fake",
+        ))
+    }
+
+    impl Session {
+        fn with<T>(&self, f: impl FnOnce(&mut Vec<(u32, Vec<u8>)>) -> T) -> T {
+            let mut s = self.mb.0.lock().unwrap();
+            let i = s.folders.iter().position(|(n, _)| n == &self.open).unwrap();
+            f(&mut s.folders[i].1)
+        }
+    }
+
+    #[async_trait]
+    impl MailSource for Session {
+        fn capabilities(&self) -> &Capabilities {
+            &self.caps
+        }
+        async fn list_folders(
+            &mut self,
+        ) -> mailshift_core::Result<(Vec<ListedFolder>, Option<char>)> {
+            let s = self.mb.0.lock().unwrap();
+            Ok((
+                s.folders
+                    .iter()
+                    .map(|(n, _)| ListedFolder {
+                        raw: n.clone(),
+                        delimiter: Some('/'),
+                        special_use: (n == "Junk").then_some(SpecialUse::Junk),
+                        selectable: true,
+                    })
+                    .collect(),
+                Some('/'),
+            ))
+        }
+        async fn examine(&mut self, folder: &str) -> mailshift_core::Result<FolderStatus> {
+            self.open = folder.to_string();
+            let (exists, next) = self.with(|m| {
+                (
+                    m.len() as u32,
+                    m.iter().map(|(u, _)| u + 1).max().unwrap_or(1),
+                )
+            });
+            Ok(FolderStatus {
+                uidvalidity: 1,
+                uidnext: Some(next),
+                exists,
+                highest_modseq: None,
+                permanent_flags: PermanentFlags::default(),
+            })
+        }
+        async fn list_messages(
+            &mut self,
+            from_uid: u32,
+        ) -> mailshift_core::Result<Vec<MessageMeta>> {
+            Ok(self.with(|m| {
+                m.iter()
+                    .filter(|(u, _)| *u >= from_uid)
+                    .map(|(u, raw)| MessageMeta {
+                        uid: *u,
+                        size: raw.len() as u32,
+                        flags: FlagSet::new(),
+                        internal_date: "01-Dec-2026 10:00:00 +0000".into(),
+                    })
+                    .collect()
+            }))
+        }
+        async fn list_messages_of(
+            &mut self,
+            _: &[u32],
+        ) -> mailshift_core::Result<Vec<MessageMeta>> {
+            unsupported()
+        }
+        async fn fetch_messages(
+            &mut self,
+            uids: &[u32],
+        ) -> mailshift_core::Result<Vec<FetchedMessage>> {
+            Ok(self.with(|m| {
+                m.iter()
+                    .filter(|(u, _)| uids.contains(u))
+                    .map(|(u, raw)| FetchedMessage {
+                        uid: *u,
+                        flags: FlagSet::new(),
+                        internal_date: String::new(),
+                        raw: raw.clone(),
+                    })
+                    .collect()
+            }))
+        }
+        async fn fetch_headers(
+            &mut self,
+            uids: &[u32],
+        ) -> mailshift_core::Result<Vec<FetchedHeader>> {
+            self.mb.0.lock().unwrap().asked.extend_from_slice(uids);
+            Ok(self.with(|m| {
+                m.iter()
+                    .filter(|(u, _)| uids.contains(u))
+                    .map(|(u, raw)| FetchedHeader {
+                        uid: *u,
+                        size: raw.len() as u32,
+                        flags: FlagSet::new(),
+                        internal_date: String::new(),
+                        header: raw.clone(),
+                    })
+                    .collect()
+            }))
+        }
+        async fn uids(&mut self) -> mailshift_core::Result<Vec<u32>> {
+            unsupported()
+        }
+        async fn changed_since(&mut self, _: u64) -> mailshift_core::Result<Vec<(u32, FlagSet)>> {
+            unsupported()
+        }
+        async fn wait_for_change(&mut self, timeout: Duration) -> mailshift_core::Result<bool> {
+            tokio::time::sleep(timeout.min(Duration::from_millis(20))).await;
+            Ok(false)
+        }
+    }
+
+    struct Reader(Mailbox);
+
+    #[async_trait]
+    impl Connector for Reader {
+        async fn source(&self) -> mailshift_core::Result<Box<dyn MailSource>> {
+            unsupported()
+        }
+        async fn target(&self) -> mailshift_core::Result<Box<dyn MailTarget>> {
+            unsupported()
+        }
+        async fn target_reader(&self) -> mailshift_core::Result<Box<dyn MailSource>> {
+            Ok(Box::new(Session {
+                mb: self.0.clone(),
+                open: String::new(),
+                caps: Capabilities::default(),
+            }))
+        }
+        fn hosts(&self) -> (String, String) {
+            ("fake".into(), "fake".into())
+        }
+    }
+
+    /// Delivers what it is given into `into` (or nowhere), behind a relay hop.
+    struct Fake {
+        mb: Mailbox,
+        into: Option<&'static str>,
+    }
+
+    #[async_trait]
+    impl Submitter for Fake {
+        fn label(&self) -> String {
+            "smtps://alice@example.com@fake:465".into()
+        }
+        async fn submit(&self, _: &Envelope, raw: &[u8]) -> mailshift_core::Result<Accepted> {
+            if let Some(folder) = self.into {
+                let mut msg = b"Received: from out.new.example ([192.0.2.25]) by mx.example with ESMTPS; d\r\n".to_vec();
+                msg.extend_from_slice(raw);
+                let mut s = self.mb.0.lock().unwrap();
+                let f = s.folders.iter_mut().find(|(n, _)| n == folder).unwrap();
+                let uid = f.1.iter().map(|(u, _)| u + 1).max().unwrap_or(1);
+                f.1.push((uid, msg));
+            }
+            Ok(Accepted {
+                reply: "250 2.0.0 Ok: queued as Q1".into(),
+            })
+        }
+        async fn check_login(&self) -> mailshift_core::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn plan(mb: &Mailbox, into: Option<&'static str>, timeout: Duration) -> TestSend {
+        TestSend {
+            domain: "example.com".into(),
+            from: "alice@example.com".into(),
+            to: "alice@example.com".into(),
+            submitter: Arc::new(Fake {
+                mb: mb.clone(),
+                into,
+            }),
+            mailbox: Arc::new(Reader(mb.clone())),
+            mailbox_label: "imaps://alice@example.com@fake:993".into(),
+            folder: "INBOX".into(),
+            // A closed loopback port: DNS fails at once, the arrival is what is tested.
+            nameservers: vec![Server::new(
+                "closed",
+                "127.0.0.1:1".parse().unwrap(),
+                mailshift_dns::lookup::Role::Recursive,
+            )],
+            dns_timeout: Duration::from_millis(100),
+            timeout,
+            submission_host: "fake".into(),
+        }
+    }
+
+    fn mailbox() -> Mailbox {
+        let old = b"Subject: older mail\r\n\r\nhi\r\n".to_vec();
+        Mailbox(Arc::new(Mutex::new(Store {
+            folders: vec![
+                ("INBOX".into(), vec![(1, old.clone()), (2, old.clone())]),
+                ("Junk".into(), vec![(7, old)]),
+            ],
+            asked: Vec::new(),
+        })))
+    }
+
+    fn now() -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2026-12-04T10:00:00+01:00").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_probe_in_the_junk_folder_is_found_and_is_an_error() {
+        let mb = mailbox();
+        let r = test_send(&plan(&mb, Some("Junk"), Duration::from_secs(5)), now()).await;
+        let d: Vec<&Finding> = r
+            .findings
+            .iter()
+            .filter(|f| f.check == "delivery")
+            .collect();
+        assert_eq!(d.len(), 1, "{:?}", r.findings);
+        assert_eq!(d[0].level, Level::Error);
+        assert!(
+            d[0].message.contains("spam folder Junk"),
+            "{}",
+            d[0].message
+        );
+        assert_eq!(r.folder.as_deref(), Some("Junk"));
+        assert_eq!(r.queue_id.as_deref(), Some("Q1"));
+        assert_eq!(r.sender_ip, Some("192.0.2.25".parse().unwrap()));
+        // Only messages that arrived after the UIDNEXT noted before sending were read.
+        let asked = mb.0.lock().unwrap().asked.clone();
+        assert!(asked.iter().all(|u| *u >= 8), "{asked:?}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_never_comes_ends_at_the_deadline() {
+        let mb = mailbox();
+        let started = Instant::now();
+        let r = test_send(&plan(&mb, None, Duration::from_millis(300)), now()).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(r.level, Level::Error);
+        let d = r.findings.iter().find(|f| f.check == "delivery").unwrap();
+        assert!(d.message.contains("did not arrive"), "{}", d.message);
+        assert!(r.timings.delivery_ms.is_none());
+        assert!(mb.0.lock().unwrap().asked.is_empty());
+    }
+}
