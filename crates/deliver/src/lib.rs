@@ -465,10 +465,13 @@ mod tests {
     use mailshift_core::submission::Accepted;
     use std::sync::Mutex;
 
-    /// Folders of (uid, raw); every UID any header fetch asked for.
+    /// Messages of one folder as (uid, raw).
+    type Messages = Vec<(u32, Vec<u8>)>;
+
+    /// Folders and their messages; every UID any header fetch asked for.
     #[derive(Default)]
     struct Store {
-        folders: Vec<(String, Vec<(u32, Vec<u8>)>)>,
+        folders: Vec<(String, Messages)>,
         asked: Vec<u32>,
     }
 
@@ -489,7 +492,7 @@ mod tests {
     }
 
     impl Session {
-        fn with<T>(&self, f: impl FnOnce(&mut Vec<(u32, Vec<u8>)>) -> T) -> T {
+        fn with<T>(&self, f: impl FnOnce(&mut Messages) -> T) -> T {
             let mut s = self.mb.0.lock().unwrap();
             let i = s.folders.iter().position(|(n, _)| n == &self.open).unwrap();
             f(&mut s.folders[i].1)
