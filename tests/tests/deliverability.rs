@@ -114,6 +114,12 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
+        Self::start_with(None).await
+    }
+
+    /// With `oauth`: the Dovecot also accepts OAuth 2.0 tokens checked by that
+    /// introspection endpoint (for IMAP, and for submission through Postfix's SASL).
+    async fn start_with(oauth: Option<String>) -> Stack {
         let keys = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
             keys.path(),
@@ -124,6 +130,7 @@ impl Stack {
         let dns = DnsServer::start(&zones(&dkim)).await;
         let dovecot = Dovecot::start(DovecotOptions {
             lmtp: true,
+            oauth2_introspection_url: oauth,
             ..DovecotOptions::default()
         })
         .unwrap();
@@ -423,6 +430,43 @@ async fn test_send_passes_on_a_correct_setup_and_names_each_broken_piece() {
     assert!(j["timings"]["delivery_ms"].is_null(), "{j:#}");
     assert!(took < Duration::from_secs(40), "took {took:?}");
     assert_no_secret(&out, "held@deliver.test", &[HELD_PW, ALICE_PW]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_send_logs_in_with_an_oauth_token_and_never_shows_it() {
+    let oauth = mailshift_tests::oauth::OAuthServer::start().await;
+    let s = Stack::start_with(Some(oauth.url())).await;
+    let token = oauth.issue("alice@deliver.test", Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let out = s.test_send(
+        "deliver.test",
+        false,
+        &[("MAILSHIFT_SMTP_PASSWORD", "")],
+        &["--smtp-oauth-token-file", file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let j = json(&out);
+    assert!(has(&j, "delivery", "ok", "arrived in INBOX"), "{j:#}");
+    assert!(
+        oauth.requests() >= 2,
+        "submission and IMAP logins asked the introspection endpoint"
+    );
+    assert_no_secret(&out, "alice@deliver.test", &[&token]);
+
+    // A revoked token: the login is refused, and the token is still not shown.
+    oauth.revoke(&token);
+    let out = s.test_send(
+        "deliver.test",
+        false,
+        &[],
+        &["--smtp-oauth-token-file", file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let j = json(&out);
+    assert!(has(&j, "submission", "error", "refused"), "{j:#}");
+    assert_no_secret(&out, "alice@deliver.test", &[&token]);
 }
 
 /// `dns check` of `domain` against the loopback server, new MX mta.new.test.

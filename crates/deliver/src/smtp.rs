@@ -195,6 +195,16 @@ impl SmtpSubmitter {
                 reason,
             };
         }
+        if e.is_client() && reason.contains("does not expect a challenge") {
+            // XOAUTH2: a refused token is answered with a challenge carrying the error.
+            return DeliverError::Auth {
+                server,
+                user: self.endpoint.user.clone(),
+                reason: "the server answered the token with an error challenge: an expired, \
+                         revoked or wrong token, or one without the mail-sending scope"
+                    .into(),
+            };
+        }
         if e.is_client() && reason.contains("authentication mechanism") {
             return DeliverError::Unsupported {
                 server,
