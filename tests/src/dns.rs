@@ -4,12 +4,13 @@
 
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, MX, NS, SOA, TXT};
+use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, SRV, TLSA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,13 @@ pub enum Rec {
     Txt(String),
     Ns(String),
     A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    /// An alias to another name.
+    Cname(String),
+    /// `priority weight port target` (RFC 2782); target `.` means "no such service".
+    Srv(u16, u16, u16, String),
+    /// `usage selector matching data-in-hex` (RFC 6698), e.g. `3 1 1 ab12...`.
+    Tlsa(u8, u8, u8, String),
 }
 
 /// A test zone: its origin, default TTL and records `(name, ttl, record)`.
@@ -75,6 +83,22 @@ fn rdata(rec: &Rec, origin: &str) -> RData {
         )),
         Rec::Ns(h) => RData::NS(NS(fqdn(h, origin))),
         Rec::A(ip) => RData::A(A(*ip)),
+        Rec::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        Rec::Cname(h) => RData::CNAME(CNAME(fqdn(h, origin))),
+        Rec::Srv(prio, weight, port, target) => {
+            let target = if target == "." {
+                Name::root()
+            } else {
+                fqdn(target, origin)
+            };
+            RData::SRV(SRV::new(*prio, *weight, *port, target))
+        }
+        Rec::Tlsa(usage, selector, matching, hex_data) => RData::TLSA(TLSA::new(
+            CertUsage::from(*usage),
+            Selector::from(*selector),
+            Matching::from(*matching),
+            hex::decode(hex_data).expect("TLSA data in hex"),
+        )),
     }
 }
 
@@ -169,6 +193,30 @@ impl DnsServer {
                 rdata(&Rec::Mx(*p, host.to_string()), origin),
             );
             assert!(h.upsert(r, serial).await, "cannot set MX {host}");
+        }
+        assert!(
+            h.upsert(soa(origin, serial), serial).await,
+            "cannot bump the serial"
+        );
+    }
+}
+
+impl DnsServer {
+    /// Replaces the TXT records at `name` (relative to the zone, `@` for the apex) and
+    /// bumps the serial: e.g. a DKIM key or an SPF record changed while a test runs.
+    pub async fn set_txt(&self, origin: &str, name: &str, texts: &[&str]) {
+        let (h, serial) = self
+            .zones
+            .get(origin)
+            .expect("zone served by this test server");
+        let serial = serial.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let owner = fqdn(name, origin);
+        h.records_mut()
+            .await
+            .remove(&RrKey::new(LowerName::new(&owner), RecordType::TXT));
+        for t in texts {
+            let r = Record::from_rdata(owner.clone(), 300, rdata(&Rec::Txt(t.to_string()), origin));
+            assert!(h.upsert(r, serial).await, "cannot set TXT {name}");
         }
         assert!(
             h.upsert(soa(origin, serial), serial).await,

@@ -54,6 +54,10 @@
 //!   `active` is true, and the row's `quota` (bytes, 0 = none) is the storage quota that
 //!   GETQUOTAROOT reports. No auth cache: a row added is a login at once. See
 //!   [`crate::postfixadmin`]. The passwd-file ([`Dovecot::add_user`]) is not read then.
+//! * With [`DovecotOptions::lmtp`] the server also accepts mail over LMTP and offers its
+//!   auth service to an MTA (Postfix's `smtpd_sasl_type = dovecot`), each on a loopback
+//!   port ([`Dovecot::lmtp_port`], [`Dovecot::auth_port`]); LMTP recipients are looked up
+//!   by their full address, so users are added as `alice@example.test`.
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -109,6 +113,9 @@ pub struct DovecotOptions {
     /// Users come from PostfixAdmin's `mailbox` table of this database on
     /// 127.0.0.1:5432 (user `postgres`), instead of the passwd-file.
     pub pgsql_database: Option<String>,
+    /// Also listen for LMTP deliveries and for an MTA's SASL auth requests (the mail
+    /// store behind a test submission server, see [`crate::smtp`]).
+    pub lmtp: bool,
 }
 
 impl Default for DovecotOptions {
@@ -128,6 +135,7 @@ impl Default for DovecotOptions {
             sieve: false,
             sieve_extensions: None,
             pgsql_database: None,
+            lmtp: false,
         }
     }
 }
@@ -151,6 +159,8 @@ pub struct Dovecot {
     tls_port: Option<u16>,
     sieve_port: Option<u16>,
     sieve_tls_port: Option<u16>,
+    /// LMTP and auth-service ports, with [`DovecotOptions::lmtp`].
+    lmtp_ports: Option<(u16, u16)>,
     ca_pem: Option<PathBuf>,
     uid: u32,
     gid: u32,
@@ -340,6 +350,8 @@ struct Layout<'a> {
     tls: Option<(u16, &'a Path, &'a Path)>,
     /// ManageSieve port and, with TLS, its implicit-TLS port.
     sieve: Option<(u16, Option<u16>)>,
+    /// (LMTP port, auth port).
+    lmtp: Option<(u16, u16)>,
     uid: u32,
     gid: u32,
 }
@@ -405,12 +417,13 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
          {passdbs}\n\
          {userdb}",
         name = l.name,
-        protocols = if l.sieve.is_some() {
-            "imap sieve"
-        } else {
-            "imap"
+        protocols = match (l.sieve.is_some(), l.lmtp.is_some()) {
+            (true, true) => "imap sieve lmtp",
+            (true, false) => "imap sieve",
+            (false, true) => "imap lmtp",
+            (false, false) => "imap",
         },
-        fsync = if opts.fsync { "optimized" } else { "never" },
+                fsync = if opts.fsync { "optimized" } else { "never" },
         mechanisms = if oauth2 && opts.oauth2_xoauth2_only {
             "plain login xoauth2"
         } else if oauth2 {
@@ -513,6 +526,15 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
     }
     // Nothing else listens on TCP: pop3/lmtp/submission are not in `protocols`, and
     // doveadm has only its unix socket by default.
+    if let Some((lmtp, auth)) = l.lmtp {
+        // Recipients are full addresses, looked up as they come (no domain stripping).
+        let _ = writeln!(
+            c,
+            "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
+             service auth {{\n  inet_listener auth-mta {{\n    address = 127.0.0.1\n    port = {auth}\n  }}\n}}\n\
+             protocol lmtp {{\n  postmaster_address = postmaster@localhost\n}}"
+        );
+    }
     c
 }
 
@@ -654,6 +676,15 @@ impl Dovecot {
         } else {
             None
         };
+        let lmtp_listeners = if opts.lmtp {
+            Some((free_port()?, free_port()?))
+        } else {
+            None
+        };
+        let lmtp_ports = match &lmtp_listeners {
+            Some((a, b)) => Some((a.local_addr()?.port(), b.local_addr()?.port())),
+            None => None,
+        };
         let port = plain.local_addr()?.port();
         let port_of = |l: &Option<TcpListener>| -> anyhow::Result<Option<u16>> {
             Ok(match l {
@@ -680,6 +711,7 @@ impl Dovecot {
                     _ => None,
                 },
                 sieve: sieve_port.map(|p| (p, sieve_tls_port)),
+                lmtp: lmtp_ports,
                 uid,
                 gid,
             },
@@ -709,6 +741,7 @@ impl Dovecot {
         drop(tls_listener);
         drop(sieve_listener);
         drop(sieve_tls_listener);
+        drop(lmtp_listeners);
         let child = spawn(root)?;
         let mut dovecot = Dovecot {
             child,
@@ -717,6 +750,7 @@ impl Dovecot {
             tls_port,
             sieve_port,
             sieve_tls_port,
+            lmtp_ports,
             ca_pem: certs.map(|(ca, _, _)| ca),
             uid,
             gid,
@@ -861,6 +895,15 @@ impl Dovecot {
                 .and_then(|f| f.strip_suffix(".sieve").map(str::to_string));
         }
         out
+    /// LMTP port on 127.0.0.1, with [`DovecotOptions::lmtp`].
+    pub fn lmtp_port(&self) -> Option<u16> {
+        self.lmtp_ports.map(|(l, _)| l)
+    }
+
+    /// Port of the auth service for an MTA (Postfix `smtpd_sasl_path = inet:...`), with
+    /// [`DovecotOptions::lmtp`].
+    pub fn auth_port(&self) -> Option<u16> {
+        self.lmtp_ports.map(|(_, a)| a)
     }
 
     /// PEM file of the throwaway CA that signs the server certificate, when `tls` was set.

@@ -8,7 +8,10 @@
 //! passdb ([`oauth`]). For outage tests it runs private PostgreSQL and RabbitMQ servers that
 //! may be crashed and started again ([`services`]). For HTTP clients that look names up (mail client discovery) it
 //! has a loopback forward proxy that stands in for DNS ([`webproxy`]). For provisioning,
-//! PostfixAdmin's tables ([`postfixadmin`]) that a Dovecot can take its users from.
+//! PostfixAdmin's tables ([`postfixadmin`]) that a Dovecot can take its users from. For
+//! the new provider's sending side it runs Postfix submission
+//! with OpenDKIM signing, delivering into a test Dovecot ([`smtp`]), and an HTTPS server
+//! with a private CA for MTA-STS policies ([`https`]).
 //! It depends on no `mailshift-*` crate on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +20,7 @@ pub mod corpus;
 pub mod dns;
 pub mod dovecot;
 pub mod fleet;
+pub mod https;
 pub mod imap;
 pub mod oauth;
 pub mod ops;
@@ -26,13 +30,15 @@ pub mod postfixadmin;
 pub mod proxy;
 pub mod services;
 pub mod webproxy;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 /// Path of the `mailshift` binary in the same target directory as the running test
-/// executable (`target/<profile>/mailshift`).
+/// executable (`target/<profile>/mailshift`), or `MAILSHIFT_BIN` when set (a binary
+/// copied away from a target directory that others build into).
 ///
 /// If it does not exist yet, `cargo build -p mailshift --bin mailshift` is run once per
 /// process from the workspace root (with `--release` when the tests run from a release
@@ -41,6 +47,15 @@ pub fn mailshift_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("MAILSHIFT_BIN") {
+                let bin = PathBuf::from(bin);
+                assert!(
+                    bin.is_file(),
+                    "MAILSHIFT_BIN={} is not a file",
+                    bin.display()
+                );
+                return bin;
+            }
             let exe = std::env::current_exe().expect("current_exe");
             // target/<profile>/deps/<test>-<hash>  ->  target/<profile>
             let deps = exe

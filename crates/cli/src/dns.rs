@@ -6,8 +6,11 @@ use chrono::{DateTime, FixedOffset, Utc};
 use clap::{Args, Subcommand};
 use mailshift_core::cutover::{self, Busy, Finding, Level, PlanOptions};
 use mailshift_dns::check::{self, Options, Sees, View};
+use mailshift_dns::discovery::ClientHosts;
 use mailshift_dns::lookup::{Dns, Role, Server, parse_server};
+use mailshift_dns::mta_sts;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,6 +27,14 @@ pub enum DnsCommand {
         SPF must be a single valid record that authorises the new provider \
         (--spf-include, followed through includes within the 10-lookup limit) and is not \
         `+all`; each DKIM selector must publish a usable key; DMARC must be valid.\n\n\
+        The records that can silently stop delivery after the switch are checked too: an \
+        MTA-STS policy (the _mta-sts TXT record and the policy file fetched over HTTPS from \
+        mta-sts.DOMAIN) in enforce or testing mode that does not list the new MX is an \
+        error, with the date by which it must change (max_age before --switch-at); TLS-RPT; \
+        DANE TLSA records on the old MX but not on the new one; and the client discovery \
+        records (SRV _imaps/_imap/_submissions/_submission/_autodiscover, autoconfig and \
+        autodiscover hosts) that still point at the old provider (--old-imap-host, \
+        --new-imap-host, --old-smtp-host, --new-smtp-host).\n\n\
         Every finding is ok, warn or error, with a one-line fix. Every lookup has a \
         timeout: a dead or lying server is a finding, never a hang.\n\n\
         Exit status: 0 when nothing is an error; 1 otherwise; 2 on bad usage."
@@ -93,9 +104,56 @@ pub struct CheckArgs {
     switch_at: Option<DateTime<FixedOffset>>,
     #[command(flatten)]
     servers: Servers,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// What `dns check` needs for the records that govern delivery after the switch.
+#[derive(Args, Clone, Default)]
+pub struct DeliveryArgs {
+    /// Trust this CA certificate (PEM) when fetching the MTA-STS policy, besides the system's
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Seconds the MTA-STS policy fetch may take (connection included)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    https_timeout: u64,
+    /// HTTPS port of the MTA-STS policy host (tests)
+    #[arg(long, default_value_t = 443, value_name = "PORT", hide = true)]
+    mta_sts_port: u16,
+    /// The new provider's IMAP host (client discovery records should point at it)
+    #[arg(long, value_name = "HOST")]
+    new_imap_host: Option<String>,
+    /// The old provider's IMAP host (client discovery records should stop pointing at it)
+    #[arg(long, value_name = "HOST")]
+    old_imap_host: Option<String>,
+    /// The new provider's submission host
+    #[arg(long, value_name = "HOST")]
+    new_smtp_host: Option<String>,
+    /// The old provider's submission host
+    #[arg(long, value_name = "HOST")]
+    old_smtp_host: Option<String>,
+}
+
+impl DeliveryArgs {
+    fn mta_sts(&self) -> mta_sts::Fetch {
+        mta_sts::Fetch {
+            ca_file: self.ca_file.clone(),
+            port: self.mta_sts_port,
+            timeout: Duration::from_secs(self.https_timeout.max(1)),
+        }
+    }
+
+    fn client_hosts(&self) -> ClientHosts {
+        ClientHosts {
+            new_imap: self.new_imap_host.clone(),
+            old_imap: self.old_imap_host.clone(),
+            new_smtp: self.new_smtp_host.clone(),
+            old_smtp: self.old_smtp_host.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -190,6 +248,8 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         resolvers,
         authoritative,
         switch_at: a.switch_at,
+        mta_sts: a.delivery.mta_sts(),
+        client_hosts: a.delivery.client_hosts(),
     };
     let report = check::check(&a.servers.dns(), &a.domain, &o, now()).await;
     if a.json {
@@ -444,6 +504,7 @@ pub(crate) async fn check_domain(c: &cutover::DomainConfig) -> anyhow::Result<ch
         resolvers: parse(&c.nameservers, Role::Recursive)?,
         authoritative: parse(&c.authoritative, Role::Authoritative)?,
         switch_at: c.switch_at.as_deref().and_then(|s| parse_time(s).ok()),
+        ..Options::default()
     };
     Ok(check::check(&Dns::new(Duration::from_secs(3)), &c.name, &o, now()).await)
 }

@@ -16,6 +16,7 @@ mod queue;
 mod serve;
 mod servers;
 mod telemetry;
+mod test_send;
 mod token;
 mod verify;
 
@@ -124,6 +125,25 @@ enum Command {
     Clients(clients::ClientsCommand),
     // Help text: on `provision::ProvisionArgs`.
     Provision(Box<provision::ProvisionArgs>),
+    /// Cutover (D-1): send a probe through the new provider's submission service, fetch
+    /// it back over IMAP and check DKIM, SPF and DMARC as a receiver would
+    #[command(
+        long_about = "Send a test message through the new provider and judge it.\n\n\
+        Logs in to the new provider's submission service (--smtp: implicit TLS on 465 or \
+        STARTTLS on 587) as a migrated mailbox, sends a probe with a unique id to the probe \
+        address, and fetches it back over IMAP from the probe mailbox (default: the same \
+        mailbox; --imap names another, e.g. at a big webmail provider). The folder's UIDNEXT \
+        is noted before sending; the Junk folder is watched too.\n\n\
+        The probe is judged as a receiver would judge it: each DKIM signature against the \
+        key in DNS and its alignment with the From domain, SPF for the address that handed \
+        the probe over (read from its trace headers), the DMARC result, and the \
+        Authentication-Results the receiving server added. DNS is asked through \
+        --nameserver (or this machine's resolvers).\n\n\
+        Every finding is ok, warn or error with a one-line fix; the report carries the \
+        timings (accepted -> delivered). Passwords and tokens are never printed.\n\n\
+        Exit status: 0 when nothing is an error; 1 otherwise; 2 on bad usage."
+    )]
+    TestSend(Box<test_send::TestSendArgs>),
 }
 
 fn main() -> ExitCode {
@@ -166,6 +186,7 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token::token(cmd).await,
             Command::Clients(cmd) => clients::clients(cmd).await,
             Command::Provision(args) => provision::run(*args).await,
+            Command::TestSend(args) => test_send::run(*args).await,
         }
     });
     match result {

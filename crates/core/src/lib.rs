@@ -22,6 +22,7 @@ pub mod ports;
 pub mod provision;
 pub mod report;
 pub mod sieve;
+pub mod submission;
 pub mod uidset;
 
 pub use error::{Error, ErrorKind, Result};

@@ -4,6 +4,7 @@
 
 use crate::lookup::{Answer, Dns, Failure, Mx, Role, Server, host_name};
 use crate::records;
+use crate::{dane, discovery, mta_sts};
 use chrono::{DateTime, FixedOffset};
 use mailshift_core::cutover::{Finding, Level, ttl_advice, worst};
 use serde::Serialize;
@@ -63,6 +64,62 @@ pub struct Options {
     /// Authoritative servers; found through NS when empty.
     pub authoritative: Vec<Server>,
     pub switch_at: Option<DateTime<FixedOffset>>,
+    /// How the MTA-STS policy is fetched (extra CA, port, timeout).
+    pub mta_sts: mta_sts::Fetch,
+    /// The providers' IMAP and submission hosts, to judge client discovery records.
+    pub client_hosts: discovery::ClientHosts,
+}
+
+/// The old MX hosts: the given one, or whatever the authoritative servers publish
+/// besides the new MX.
+pub fn old_mx_hosts(o: &Options, views: &[View]) -> Vec<String> {
+    if let Some(old) = &o.old_mx {
+        return vec![host_name(old)];
+    }
+    let new = host_name(&o.new_mx);
+    let mut out: Vec<String> = Vec::new();
+    for v in views
+        .iter()
+        .filter(|v| v.server.role == Role::Authoritative)
+    {
+        for m in v.mx.iter().flat_map(|a| a.records.iter()) {
+            if m.host != new && !out.contains(&m.host) {
+                out.push(m.host.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The records that govern delivery after the switch: MTA-STS and TLS-RPT, DANE TLSA
+/// on the MX hosts, and the client discovery records.
+pub async fn delivery_findings(
+    dns: &Dns,
+    readers: &[Server],
+    domain: &str,
+    o: &Options,
+    old_mx: &[String],
+    now: DateTime<FixedOffset>,
+) -> Vec<Finding> {
+    let (sts, rpt, dane, disc) = tokio::join!(
+        mta_sts::check_mta_sts(
+            dns,
+            readers,
+            domain,
+            &o.new_mx,
+            &o.mta_sts,
+            o.switch_at,
+            now
+        ),
+        mta_sts::check_tls_rpt(dns, readers, domain),
+        dane::check_dane(dns, readers, old_mx, &o.new_mx),
+        discovery::check_discovery(dns, readers, domain, &o.client_hosts, &o.new_mx, old_mx),
+    );
+    let mut out = sts;
+    out.push(rpt);
+    out.extend(dane);
+    out.extend(disc);
+    out
 }
 
 /// The result of `dns check`.
@@ -357,6 +414,8 @@ pub async fn check(dns: &Dns, domain: &str, o: &Options, now: DateTime<FixedOffs
         findings.push(records::check_dkim(dns, readers, &domain, sel).await);
     }
     findings.push(records::check_dmarc(dns, readers, &domain).await);
+    let old_mx = old_mx_hosts(o, &views);
+    findings.extend(delivery_findings(dns, readers, &domain, o, &old_mx, now).await);
     let level = worst(&findings);
     Report {
         domain,

@@ -134,6 +134,25 @@ pub struct Mx {
     pub host: String,
 }
 
+/// One SRV record (RFC 2782): where a service of a domain is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Srv {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    /// Lower-case host name without the trailing dot; `""` for `.` ("no such service").
+    pub target: String,
+}
+
+/// One TLSA record (RFC 6698): usage, selector, matching type and the data in hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: String,
+}
+
 /// Records of one type with the TTL they carried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Answer<T> {
@@ -288,6 +307,56 @@ impl Dns {
             })
             .collect();
         records.sort();
+        Ok(Answer { records, ttl })
+    }
+
+    /// SRV records (RFC 2782), sorted by priority then weight.
+    pub async fn srv(&self, server: &Server, name: &str) -> Outcome<Srv> {
+        let (data, ttl) = self.lookup(server, name, RecordType::SRV).await?;
+        let mut records: Vec<Srv> = data
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::SRV(s) => Some(Srv {
+                    priority: s.priority,
+                    weight: s.weight,
+                    port: s.port,
+                    target: host_name(&s.target.to_string()),
+                }),
+                _ => None,
+            })
+            .collect();
+        records.sort();
+        Ok(Answer { records, ttl })
+    }
+
+    /// TLSA records (RFC 6698), e.g. at `_25._tcp.MX`.
+    pub async fn tlsa(&self, server: &Server, name: &str) -> Outcome<Tlsa> {
+        let (data, ttl) = self.lookup(server, name, RecordType::TLSA).await?;
+        let records = data
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::TLSA(t) => Some(Tlsa {
+                    usage: u8::from(t.cert_usage),
+                    selector: u8::from(t.selector),
+                    matching: u8::from(t.matching),
+                    data: t.cert_data.iter().map(|b| format!("{b:02x}")).collect(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Answer { records, ttl })
+    }
+
+    /// The CNAME target of a name, if it is an alias.
+    pub async fn cname(&self, server: &Server, name: &str) -> Outcome<String> {
+        let (data, ttl) = self.lookup(server, name, RecordType::CNAME).await?;
+        let records = data
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::CNAME(c) => Some(host_name(&c.0.to_string())),
+                _ => None,
+            })
+            .collect();
         Ok(Answer { records, ttl })
     }
 
