@@ -423,7 +423,7 @@ fn render_config(opts: &DovecotOptions, l: &Layout<'_>) -> String {
             (false, true) => "imap lmtp",
             (false, false) => "imap",
         },
-                fsync = if opts.fsync { "optimized" } else { "never" },
+        fsync = if opts.fsync { "optimized" } else { "never" },
         mechanisms = if oauth2 && opts.oauth2_xoauth2_only {
             "plain login xoauth2"
         } else if oauth2 {
@@ -895,6 +895,8 @@ impl Dovecot {
                 .and_then(|f| f.strip_suffix(".sieve").map(str::to_string));
         }
         out
+    }
+
     /// LMTP port on 127.0.0.1, with [`DovecotOptions::lmtp`].
     pub fn lmtp_port(&self) -> Option<u16> {
         self.lmtp_ports.map(|(l, _)| l)

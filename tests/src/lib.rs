@@ -29,8 +29,8 @@ pub mod pair;
 pub mod postfixadmin;
 pub mod proxy;
 pub mod services;
-pub mod webproxy;
 pub mod smtp;
+pub mod webproxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -171,6 +171,7 @@ pub(crate) fn build(a: &TestSendArgs) -> anyhow::Result<TestSend> {
         timeout,
         pauses: Arc::new(HostPauses::default()),
         compress: true,
+        max_literal: mailshift_core::plan::DEFAULT_MAX_MESSAGE_BYTES,
     };
     let submission_host = smtp.host.clone();
     Ok(TestSend {

@@ -159,7 +159,7 @@ fn imap_server(
         .map(|(_, e)| (e.host.clone(), e.port, e.security == Security::Tls))
         .collect();
     if let Some(host) = &c.host {
-        let security = c.security.unwrap_or_else(|| match c.port {
+        let security = c.security.unwrap_or(match c.port {
             Some(143) => Security::StartTls,
             _ => Security::Tls,
         });
@@ -407,8 +407,10 @@ mod tests {
             source: source.into(),
             dest: dest.into(),
             options: MailboxOptions::default(),
-            status: "pending".into(),
+            status: mailshift_core::mailbox::MailboxStatus::Pending,
             last_error: None,
+            warning: None,
+            pass_id: None,
             last_pass_at: None,
             next_pass_at: None,
             jobs_left: 0,

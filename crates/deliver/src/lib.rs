@@ -350,7 +350,10 @@ async fn run(t: &TestSend, id: &str, now: DateTime<FixedOffset>, r: &mut Report)
 
     let fetched = async {
         src.examine(&arrival.folder).await?;
-        src.fetch_messages(&[uid]).await
+        // The listing's size bounds what the server may send for the probe.
+        let listed = src.list_messages_of(&[uid]).await?;
+        let largest = listed.first().map_or(0, |m| u64::from(m.size));
+        src.fetch_messages(&[uid], largest).await
     };
     let message = match fetched.await {
         Ok(mut m) if !m.is_empty() => m.remove(0).raw,
@@ -555,13 +558,25 @@ mod tests {
         }
         async fn list_messages_of(
             &mut self,
-            _: &[u32],
+            uids: &[u32],
         ) -> mailshift_core::Result<Vec<MessageMeta>> {
-            unsupported()
+            Ok(self
+                .list_messages(1)
+                .await?
+                .into_iter()
+                .filter(|m| uids.contains(&m.uid))
+                .collect())
+        }
+        async fn status(&mut self, folder: &str) -> mailshift_core::Result<FolderStatus> {
+            let open = std::mem::replace(&mut self.open, folder.to_string());
+            let status = self.examine(folder).await;
+            self.open = open;
+            status
         }
         async fn fetch_messages(
             &mut self,
             uids: &[u32],
+            _largest: u64,
         ) -> mailshift_core::Result<Vec<FetchedMessage>> {
             Ok(self.with(|m| {
                 m.iter()
