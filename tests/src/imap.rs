@@ -130,6 +130,28 @@ pub async fn login(port: u16, user: &str, password: &str) -> anyhow::Result<Imap
         .map_err(|(e, _)| anyhow!("LOGIN {user} on port {port}: {e}"))
 }
 
+/// A LIST reply's mailbox name as the server means it: imap-proto hands over a quoted
+/// string with its escapes (`\"`, `\\`) still in place, and async-imap would quote
+/// them again on EXAMINE.
+fn listed_name(n: &Name) -> String {
+    let raw = n.name();
+    if !raw.contains('\\') {
+        return raw.to_owned();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 async fn list_all(s: &mut ImapSession) -> anyhow::Result<Vec<Name>> {
     let names: Vec<Name> = s.list(Some(""), Some("*")).await?.try_collect().await?;
     Ok(names)
@@ -265,11 +287,7 @@ pub async fn populate(
 ) -> anyhow::Result<()> {
     let mut s = login(port, user, password).await?;
     let delim = delimiter(&mut s).await?;
-    let existing: BTreeSet<String> = list_all(&mut s)
-        .await?
-        .iter()
-        .map(|n| n.name().to_owned())
-        .collect();
+    let existing: BTreeSet<String> = list_all(&mut s).await?.iter().map(listed_name).collect();
     let caps = s.capabilities().await?;
     let batched = caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+");
 
@@ -405,7 +423,7 @@ pub async fn special_uses(
             .map(str::to_owned)
             .collect();
         if !uses.is_empty() {
-            out.insert(folder_key(n.name(), n.delimiter()), uses);
+            out.insert(folder_key(&listed_name(&n), n.delimiter()), uses);
         }
     }
     s.logout().await.ok();
@@ -419,11 +437,12 @@ pub async fn snapshot(port: u16, user: &str, password: &str) -> anyhow::Result<S
     let names = list_all(&mut s).await?;
     let mut snap = Snapshot::new();
     for n in names.iter().filter(|n| selectable(n)) {
-        let key = folder_key(n.name(), n.delimiter());
+        let name = listed_name(n);
+        let key = folder_key(&name, n.delimiter());
         let mb = s
-            .examine(n.name())
+            .examine(&name)
             .await
-            .with_context(|| format!("EXAMINE {}", n.name()))?;
+            .with_context(|| format!("EXAMINE {name}"))?;
         let mut prints = Vec::with_capacity(mb.exists as usize);
         if mb.exists > 0 {
             let mut fetches = s

@@ -148,6 +148,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for every client in the process (IMAP, ManageSieve, HTTPS
+    // for MTA-STS and OTLP): ring, already in the tree through rustls.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -98,12 +98,28 @@ pub fn print_summary(s: &MigrationSummary) {
     for e in &s.errors {
         out.push_str(&format!("\nerror: {} [{}]", e.message, e.kind));
     }
+    for (folder, expected, held) in s.count_mismatches() {
+        let why = if held > expected {
+            "more than the source: mail delivered there directly, or copied before by \
+             something else; check the folder for duplicates"
+        } else {
+            "fewer than the source: run the same command again, then `mailshift verify`"
+        };
+        out.push_str(&format!(
+            "\nwarning: folder '{folder}': the destination holds {held} message(s), the \
+             source {expected}; {why}"
+        ));
+    }
     let mb = s.copied_bytes() as f64 / (1024.0 * 1024.0);
+    let adopted = match s.adopted() {
+        0 => String::new(),
+        n => format!(", {n} found already there and kept"),
+    };
     let verdict = if s.is_complete() {
         format!(
-            "\n\ncomplete: {} folders, {} messages on the destination ({} copied now, {:.1} MiB) in {:.1}s\n",
+            "\n\ncomplete: {} folders, {} messages on the destination ({} copied now, {:.1} MiB{adopted}) in {:.1}s\n",
             s.folders.len(),
-            s.source_messages(),
+            s.dest_messages(),
             s.copied(),
             mb,
             s.elapsed_secs

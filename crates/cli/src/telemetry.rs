@@ -92,12 +92,14 @@ fn tracer_provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
 pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
     // async-imap's trace output would contain the LOGIN line (with the password) and
-    // message bodies: capped at info whatever RUST_LOG says. sqlx reports PostgreSQL's
-    // NOTICEs at info.
+    // message bodies, sqlx's the statements and the connection options: capped whatever
+    // RUST_LOG says (the caps come last, so they win). sqlx reports PostgreSQL's NOTICEs
+    // at info.
     let filter = || {
         EnvFilter::try_new(format!(
-            "sqlx=warn,sea_orm_migration=warn,{base},async_imap=info,imap_proto=info,\
-             opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn"
+            "{base},sqlx=warn,sea_orm_migration=warn,async_imap=info,imap_proto=info,\
+             lapin=info,amq_protocol=info,opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,\
+             tonic=warn,hyper=warn,reqwest=warn"
         ))
         .unwrap_or_else(|_| EnvFilter::new(default))
     };
@@ -114,14 +116,14 @@ pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<T
                     .json()
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(Redacting),
             ),
         )
     } else {
         (
             Some(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(Redacting)
                     .with_target(false),
             ),
             None,
@@ -147,6 +149,70 @@ pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<T
     Ok(Telemetry { provider })
 }
 
+/// Log output with every `scheme://user:password@` turned into `scheme://user:***@`
+/// before it reaches stderr, whatever crate logged it and at whatever level: the last
+/// guard for a database or broker URL that some dependency prints.
+struct Redacting;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Redacting {
+    type Writer = RedactingLine;
+    fn make_writer(&'a self) -> RedactingLine {
+        RedactingLine(Vec::new())
+    }
+}
+
+/// One log event, written out (redacted) when the formatter is done with it.
+struct RedactingLine(Vec<u8>);
+
+impl std::io::Write for RedactingLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.0);
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), redact_urls(&line).as_bytes());
+    }
+}
+
+/// `text` with the password of every `scheme://user:password@host` replaced by `***`.
+pub fn redact_urls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        // The authority ends at a path, query, fragment, quote or space.
+        let end = rest
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
+            })
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        match authority.rfind('@') {
+            Some(at) if authority[..at].contains(':') => {
+                let colon = authority[..at].find(':').unwrap_or(at);
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Serves Prometheus metrics on `addr` (`GET /metrics`).
 pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -169,4 +235,23 @@ pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle>
         .ok()?;
     mailshift_engine::metrics::describe();
     Some(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_urls;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(
+            redact_urls("connecting to postgres://app:s3cr%40t@db:5432/mailshift now"),
+            "connecting to postgres://app:***@db:5432/mailshift now"
+        );
+        assert_eq!(
+            redact_urls(r#"{"url":"amqp://guest:guest@127.0.0.1:5672/%2f","x":"imap://alice@h"}"#),
+            r#"{"url":"amqp://guest:***@127.0.0.1:5672/%2f","x":"imap://alice@h"}"#
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(redact_urls("imaps://bob@h:993"), "imaps://bob@h:993");
+    }
 }

@@ -67,6 +67,8 @@ struct TestServer {
 }
 
 async fn start(dir: MemoryDirectory, options: Options) -> TestServer {
+    // reqwest is built without a default crypto provider: the workspace's is ring.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router::<()>(Arc::new(dir), options);

@@ -78,9 +78,19 @@ impl FromStr for Endpoint {
         if user.is_empty() {
             return Err(bad("the user is empty"));
         }
+        if user.chars().any(char::is_control) {
+            // CR/LF would end the LOGIN line early and start another command.
+            return Err(Error::usage(
+                "the user contains a control character (CR, LF, NUL, TAB...), which no \
+                 server accepts in a login; check how the address was written",
+            ));
+        }
         let (host, port) = split_host_port(hostport).ok_or_else(|| bad("the port is invalid"))?;
         if host.is_empty() {
             return Err(bad("the host is missing"));
+        }
+        if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad("the host contains a space or control character"));
         }
         let port = port.unwrap_or(match security {
             Security::Tls => 993,
@@ -142,6 +152,24 @@ mod tests {
         assert_eq!(e.security, Security::Tls);
         assert_eq!(e.port, 993);
         assert_eq!(e.to_string(), "imaps://alice@new.example:993");
+    }
+
+    #[test]
+    fn control_characters_in_the_user_are_refused() {
+        for bad in [
+            "imap://ali%0D%0Ace@h",
+            "imap://ali%00ce@h",
+            "imap://ali\nce@h",
+            "imap://a%09b@h",
+        ] {
+            let e = bad.parse::<Endpoint>().unwrap_err();
+            assert!(
+                e.message.contains("control character"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!("imap://alice@ho st".parse::<Endpoint>().is_err());
     }
 
     #[test]

@@ -148,4 +148,101 @@ impl MigrationSummary {
     pub fn failed_messages(&self) -> usize {
         self.folders.iter().map(|f| f.failures.len()).sum()
     }
+
+    /// Messages recognised on the destination by content instead of appended again.
+    pub fn adopted(&self) -> u64 {
+        self.folders.iter().map(|f| f.adopted).sum()
+    }
+
+    /// What the destination folders hold by their own count (STATUS after the pass);
+    /// a folder that could not be asked counts what its source holds.
+    pub fn dest_messages(&self) -> u64 {
+        self.folders
+            .iter()
+            .map(|f| f.dest_messages.unwrap_or(f.source_messages))
+            .sum()
+    }
+
+    /// Folders whose destination count differs from what a complete copy would hold
+    /// (the source's messages less those refused), as `(source folder, expected, held)`.
+    /// Several source folders mapped onto one destination folder are compared together.
+    pub fn count_mismatches(&self) -> Vec<(String, u64, u64)> {
+        let mut by_dest: std::collections::BTreeMap<&str, (Vec<&str>, u64, Option<u64>)> =
+            std::collections::BTreeMap::new();
+        for f in &self.folders {
+            if f.status != FolderStatus::Complete {
+                continue;
+            }
+            let Some(held) = f.dest_messages else {
+                continue;
+            };
+            let e = by_dest
+                .entry(f.dest.as_str())
+                .or_insert((Vec::new(), 0, None));
+            e.0.push(f.source.as_str());
+            e.1 += f.source_messages.saturating_sub(f.failures.len() as u64);
+            e.2 = Some(e.2.map_or(held, |h: u64| h.max(held)));
+        }
+        by_dest
+            .into_values()
+            .filter_map(|(sources, expected, held)| {
+                let held = held?;
+                (held != expected).then(|| (sources.join(" + "), expected, held))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(source: &str, dest: &str, messages: u64, held: Option<u64>) -> FolderReport {
+        let mut f = FolderReport::new(source, dest);
+        f.source_messages = messages;
+        f.dest_messages = held;
+        f
+    }
+
+    #[test]
+    fn the_destination_count_is_what_the_summary_reports() {
+        let s = MigrationSummary {
+            folders: vec![
+                folder("INBOX", "INBOX", 10, Some(10)),
+                folder("Old", "Old", 5, None),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(s.dest_messages(), 15);
+        assert!(s.count_mismatches().is_empty());
+    }
+
+    #[test]
+    fn a_folder_holding_more_or_fewer_is_named() {
+        let mut refused = folder("Big", "Big", 4, Some(3));
+        refused.failures.push(MessageFailure {
+            uid: 4,
+            size: 1,
+            kind: "too_large".into(),
+            reason: "too large".into(),
+            date: None,
+            from: None,
+            subject: None,
+        });
+        let s = MigrationSummary {
+            folders: vec![
+                folder("INBOX", "INBOX", 10, Some(20)),
+                folder("Sent", "Sent", 5, Some(4)),
+                refused,
+                // Two sources mapped onto one folder are compared together.
+                folder("Sent Items", "Sent Mail", 2, Some(5)),
+                folder("Sent Mail", "Sent Mail", 3, Some(5)),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            s.count_mismatches(),
+            vec![("INBOX".to_string(), 10, 20), ("Sent".to_string(), 5, 4),]
+        );
+    }
 }

@@ -32,6 +32,8 @@ const EPOCH_SHIFT: u32 = 40;
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Numbers consumer tags, which must be unique on a channel.
+static CONSUMER_TAGS: AtomicU64 = AtomicU64::new(0);
 
 /// One live connection and its channel.
 struct Link {
@@ -426,22 +428,29 @@ impl JobQueue for AmqpQueue {
             let current = self.live.load(Ordering::SeqCst);
             if current == 0 || guard.as_ref().is_none_or(|(e, _)| *e != current) {
                 *guard = None;
-                drop(guard);
-                // Waits for the broker for as long as it takes.
+                // Waits for the broker for as long as it takes, holding the consumer slot:
+                // a second receiver setting up its own consumer would replace this one,
+                // and the broker would go on sending to the orphan.
                 let (epoch, ch) = self.channel(None).await?;
                 let consumer = ch
                     .basic_consume(
                         self.queue.as_str().into(),
-                        format!("mailshift-{}-{epoch}", std::process::id())
-                            .as_str()
-                            .into(),
+                        // Unique per consumer: a tag reused on a channel closes it.
+                        format!(
+                            "mailshift-{}-{epoch}-{}",
+                            std::process::id(),
+                            CONSUMER_TAGS.fetch_add(1, Ordering::Relaxed)
+                        )
+                        .as_str()
+                        .into(),
                         BasicConsumeOptions::default(),
                         FieldTable::default(),
                     )
                     .await;
                 match consumer {
-                    Ok(c) => *self.consumer.lock().await = Some((epoch, c)),
+                    Ok(c) => *guard = Some((epoch, c)),
                     Err(e) => {
+                        drop(guard);
                         tracing::warn!(error = %err(&self.url, "consume", e).message, "reconnecting");
                         self.lost(epoch).await;
                     }

@@ -96,8 +96,14 @@ impl SeaStore {
             batch: Set(batch.map(str::to_string)),
             source: Set(source.to_string()),
             dest: Set(dest.to_string()),
-            source_secret: Set(key.seal(&credentials.source_password)),
-            dest_secret: Set(key.seal(&credentials.dest_password)),
+            source_secret: Set(key.seal(
+                &credentials.source_password,
+                &crate::secrets::mailbox_binding(migration, "source"),
+            )),
+            dest_secret: Set(key.seal(
+                &credentials.dest_password,
+                &crate::secrets::mailbox_binding(migration, "dest"),
+            )),
             options: Set(options_json),
             status: Set("pending".into()),
             last_error: Set(None),
@@ -153,15 +159,16 @@ impl SeaStore {
     ) -> Result<(MailboxRecord, MailboxCredentials), StoreError> {
         let key = self.key()?;
         let m = self.find_mailbox(migration).await?;
-        let open = |s: &str| {
-            key.open(s).map_err(|e| StoreError::Secret {
+        let open = |s: &str, side: &str| {
+            let binding = crate::secrets::mailbox_binding(m.migration_id, side);
+            key.open(s, &binding).map_err(|e| StoreError::Secret {
                 place: self.place.clone(),
                 source: e,
             })
         };
         let creds = MailboxCredentials {
-            source_password: open(&m.source_secret)?,
-            dest_password: open(&m.dest_secret)?,
+            source_password: open(&m.source_secret, "source")?,
+            dest_password: open(&m.dest_secret, "dest")?,
         };
         Ok((self.to_record(&m)?, creds))
     }

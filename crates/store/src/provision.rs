@@ -39,9 +39,9 @@ impl SeaStore {
         })
     }
 
-    fn open_sealed(&self, sealed: &str) -> Result<SecretString, StoreError> {
+    fn open_sealed(&self, sealed: &str, binding: &str) -> Result<SecretString, StoreError> {
         self.sealing_key()?
-            .open(sealed)
+            .open(sealed, binding)
             .map_err(|source| StoreError::Secret {
                 place: self.place.clone(),
                 source,
@@ -83,10 +83,10 @@ impl SeaStore {
         hash: Option<&PasswordHash>,
     ) -> Result<(), StoreError> {
         let sealed = match hash {
-            Some(h) => Some(
-                self.sealing_key()?
-                    .seal(&SecretString::from(h.expose().to_string())),
-            ),
+            Some(h) => Some(self.sealing_key()?.seal(
+                &SecretString::from(h.expose().to_string()),
+                &format!("provision/{mailbox}/imported-hash"),
+            )),
             None => None,
         };
         if sealed.is_none() && self.provision_row(mailbox).await?.is_none() {
@@ -110,7 +110,7 @@ impl SeaStore {
         else {
             return Ok(None);
         };
-        let opened = self.open_sealed(&sealed)?;
+        let opened = self.open_sealed(&sealed, &format!("provision/{mailbox}/imported-hash"))?;
         PasswordHash::parse(opened.expose_secret())
             .map(Some)
             .map_err(|_| self.corrupt(format!("imported password hash of mailbox {mailbox}")))
@@ -171,7 +171,9 @@ impl SeaStore {
         config: &SecretString,
         described: &str,
     ) -> Result<(), StoreError> {
-        let sealed = self.sealing_key()?.seal(config);
+        let sealed = self
+            .sealing_key()?
+            .seal(config, &format!("provision-backend/{batch}"));
         provision_backend::Entity::insert(provision_backend::ActiveModel {
             batch: Set(batch.to_string()),
             kind: Set(kind.to_string()),
@@ -206,7 +208,8 @@ impl SeaStore {
         else {
             return Ok(None);
         };
-        Ok(Some((row.kind, self.open_sealed(&row.config)?)))
+        let config = self.open_sealed(&row.config, &format!("provision-backend/{batch}"))?;
+        Ok(Some((row.kind, config)))
     }
 
     async fn set_temporary_password_impl(
@@ -215,13 +218,24 @@ impl SeaStore {
         password: &SecretString,
     ) -> Result<(), StoreError> {
         let key = self.sealing_key()?;
+        let migration_id = mailbox::Entity::find_by_id(mailbox_id)
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a mailbox"))?
+            .ok_or_else(|| StoreError::NoMailbox {
+                place: self.place.clone(),
+                id: mailbox_id,
+            })?
+            .migration_id;
         let tx = self
             .db
             .begin()
             .await
             .map_err(self.query_err("starting a transaction"))?;
         let mut row = empty(mailbox_id);
-        row.temporary_secret = Set(Some(key.seal(password)));
+        row.temporary_secret = Set(Some(
+            key.seal(password, &format!("provision/{mailbox_id}/temporary")),
+        ));
         provision_mailbox::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(provision_mailbox::Column::MailboxId)
@@ -233,7 +247,13 @@ impl SeaStore {
             .map_err(self.query_err("sealing a temporary password"))?;
         // The copy logs in to the new server with what the new mailbox really has.
         mailbox::Entity::update_many()
-            .col_expr(mailbox::Column::DestSecret, Expr::value(key.seal(password)))
+            .col_expr(
+                mailbox::Column::DestSecret,
+                Expr::value(key.seal(
+                    password,
+                    &crate::secrets::mailbox_binding(migration_id, "dest"),
+                )),
+            )
             .filter(mailbox::Column::Id.eq(mailbox_id))
             .exec(&tx)
             .await
@@ -252,7 +272,9 @@ impl SeaStore {
             .await?
             .and_then(|r| r.temporary_secret)
         {
-            Some(sealed) => Ok(Some(self.open_sealed(&sealed)?)),
+            Some(sealed) => Ok(Some(
+                self.open_sealed(&sealed, &format!("provision/{mailbox}/temporary"))?,
+            )),
             None => Ok(None),
         }
     }

@@ -687,6 +687,36 @@ mod fleet_suite {
         assert_eq!(opened.source_password.expose_secret(), "old-secret-pw");
         assert_eq!(opened.dest_password.expose_secret(), "new-secret-pw");
         assert_eq!(store.mailboxes(Some("acme")).await.unwrap().len(), 1);
+
+        // A sealed password copied into another mailbox's row does not open there: each
+        // is bound to its row and column.
+        let c = endpoint("old.example", "eve");
+        let d = endpoint("new.example", "eve");
+        let other = store
+            .add_mailbox(&c, &d, Some("acme"), &MailboxOptions::default(), &creds)
+            .await
+            .unwrap();
+        let db = store.connection();
+        db.execute_unprepared(
+            "UPDATE mailbox SET dest_secret = \
+             (SELECT source_secret FROM mailbox WHERE source LIKE '%zoe@%') \
+             WHERE source LIKE '%eve@%'",
+        )
+        .await
+        .unwrap();
+        let err = store
+            .mailbox_credentials(other.migration_id)
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("cannot be opened"), "{}", err.message);
+        let _ = store
+            .add_mailbox(&c, &d, Some("acme"), &MailboxOptions::default(), &creds)
+            .await
+            .unwrap();
+        assert!(store.mailbox_credentials(other.migration_id).await.is_ok());
+        db.execute_unprepared("DELETE FROM mailbox WHERE source LIKE '%eve@%'")
+            .await
+            .unwrap();
         assert!(store.mailboxes(Some("other")).await.unwrap().is_empty());
         store
             .set_mailbox_status(m.id, MailboxStatus::Failed, Some("login refused"), Some(42))
