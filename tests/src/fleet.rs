@@ -21,22 +21,33 @@ pub fn skip() -> bool {
 /// A throwaway PostgreSQL database, dropped at the end.
 pub struct Db {
     pub name: String,
+    /// A database of another server (a private one the test may stop), not dropped here.
+    external: Option<String>,
 }
 
 impl Db {
     pub fn create() -> Db {
         let name = format!("mailshift_fleet_{}", uuid_like());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        Db { name }
+        Db {
+            name,
+            external: None,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        match &self.external {
+            Some(url) => url.clone(),
+            None => format!("postgres://postgres@127.0.0.1:5432/{}", self.name),
+        }
     }
 }
 
 impl Drop for Db {
     fn drop(&mut self) {
+        if self.external.is_some() {
+            return;
+        }
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
             .arg(format!(
@@ -85,6 +96,8 @@ pub struct Fleet {
     pub db: Db,
     pub key: String,
     pub queue: String,
+    /// The broker (the shared one unless [`new_fleet_on`] named another).
+    pub amqp: String,
 }
 
 impl Drop for Fleet {
@@ -148,7 +161,7 @@ impl Fleet {
         let mut c = Command::new(mailshift_bin());
         c.args(args)
             .env("MAILSHIFT_DATABASE_URL", self.db.url())
-            .env("MAILSHIFT_AMQP_URL", AMQP)
+            .env("MAILSHIFT_AMQP_URL", &self.amqp)
             .env("MAILSHIFT_SECRET_KEY", &self.key)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
@@ -193,6 +206,22 @@ impl Fleet {
 }
 
 pub fn new_fleet() -> Fleet {
+    fleet_with(Db::create(), AMQP.to_string())
+}
+
+/// A fleet on another PostgreSQL database (URL) and RabbitMQ broker (URL): private
+/// servers that a test may crash.
+pub fn new_fleet_on(db_url: &str, amqp: &str) -> Fleet {
+    fleet_with(
+        Db {
+            name: String::new(),
+            external: Some(db_url.to_string()),
+        },
+        amqp.to_string(),
+    )
+}
+
+fn fleet_with(db: Db, amqp: String) -> Fleet {
     let key = String::from_utf8(
         Command::new(mailshift_bin())
             .args(["db", "new-key"])
@@ -204,9 +233,10 @@ pub fn new_fleet() -> Fleet {
     .trim()
     .to_string();
     let fleet = Fleet {
-        db: Db::create(),
+        db,
         key,
         queue: format!("mailshift.test.{}", uuid_like()),
+        amqp,
     };
     let out = fleet.run(&["db", "migrate"], &[]);
     assert!(out.status.success(), "db migrate: {}", text(&out));

@@ -284,11 +284,43 @@ async fn a_job_that_keeps_failing_ends_in_the_dead_letter_queue() {
             .contains("destination"),
         "{status:#}"
     );
+    assert_eq!(
+        heidi["dead_jobs"].as_u64(),
+        Some((jobs / 2) as u64),
+        "{status:#}"
+    );
     // ivan is unaffected.
     let got = imap::snapshot(setup.dst.port(), "ivan", &dst_pw("ivan"))
         .await
         .unwrap();
     assert_same(&setup.before[1], &got, "mailbox ivan");
+
+    // The admin puts the password back; the dead jobs go back to work and finish.
+    setup.dst.set_password("heidi", &dst_pw("heidi"));
+    let out = setup
+        .fleet
+        .run(&["jobs", "retry-dead", "--queue", &setup.fleet.queue], &[]);
+    assert!(out.status.success(), "retry-dead: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} job(s) back", jobs / 2)),
+        "{}",
+        text(&out)
+    );
+    finish(setup.worker(&["--concurrency", "4", "--exit-when-idle", "3"]));
+    let got = imap::snapshot(setup.dst.port(), "heidi", &dst_pw("heidi"))
+        .await
+        .unwrap();
+    assert_same(&setup.before[0], &got, "mailbox heidi after retry-dead");
+    let status = setup.fleet.status();
+    let heidi = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"].as_str().unwrap_or("").contains("heidi"))
+        .unwrap()
+        .clone();
+    assert_eq!(heidi["status"], "synced", "{status:#}");
+    assert_eq!(heidi["dead_jobs"].as_u64(), Some(0), "{status:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -655,7 +687,7 @@ async fn a_domain_is_driven_through_its_cutover_into_dual_reception() {
             "--authoritative",
             &dns.addr().to_string(),
             "--dual-reception",
-            "6s",
+            "25s",
         ],
         &[],
     );
@@ -787,7 +819,13 @@ async fn a_domain_is_driven_through_its_cutover_into_dual_reception() {
         domain_status(fleet, "switch.test")["phase"],
         "dual-reception"
     );
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // Until the dual reception is over (a deadline, not a guess of how long passes take).
+    let until = domain_status(fleet, "switch.test")["dual_reception_until"]
+        .as_i64()
+        .expect("dual_reception_until");
+    while chrono::Utc::now().timestamp() <= until {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     pass();
     let d = domain_status(fleet, "switch.test");
     assert_eq!(d["phase"], "dual-reception", "{d:#}");

@@ -186,6 +186,8 @@ fn now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
+    // reqwest carries no crypto provider of its own in this workspace.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     if skip() {
         return;
     }
@@ -519,6 +521,7 @@ fn csv_has_password(s: &str) -> bool {
 /// progress reach 100%.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_imports_starts_and_follows_a_batch_in_chromium() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     if skip() || std::env::var_os("MAILSHIFT_TEST_SKIP_BROWSER").is_some() {
         return;
     }

@@ -168,15 +168,18 @@ pub struct StatusArgs {
 
 pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(false).await?;
+    // Aggregates from SQL (counts and sums per mailbox), not the message rows: the same
+    // memory for 100 messages or 100 million.
+    let totals = store.copied_totals(a.batch.as_deref()).await?;
+    let dead = store.dead_jobs(a.batch.as_deref()).await?;
     let mut rows = Vec::new();
     for m in store.mailboxes(a.batch.as_deref()).await? {
         let folders = store.folders(m.migration_id).await?;
-        let mut messages = 0usize;
         let mut refused = 0usize;
         for f in &folders {
-            messages += store.copied(f.id).await?.len();
             refused += store.failed(f.id).await?.len();
         }
+        let (messages, bytes) = totals.get(&m.migration_id).copied().unwrap_or((0, 0));
         rows.push(serde_json::json!({
             "id": m.id,
             "batch": m.batch,
@@ -185,43 +188,123 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             "status": m.status,
             "folders": folders.len(),
             "messages_copied": messages,
+            "bytes_copied": bytes,
             "messages_refused": refused,
+            "dead_jobs": dead.get(&m.migration_id).copied().unwrap_or(0),
             "last_error": m.last_error,
+            "warning": m.warning,
             "last_pass_at": m.last_pass_at,
             "next_pass_at": m.next_pass_at,
         }));
     }
+    let mut out = String::new();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out.push_str(&serde_json::to_string_pretty(&rows)?);
+        out.push('\n');
     } else {
+        use std::fmt::Write as _;
         let domains = store.domains().await?;
         if !domains.is_empty() {
-            println!("{:<30} {:<15} {:<25}", "domain", "phase", "since");
+            let _ = writeln!(out, "{:<30} {:<15} {:<25}", "domain", "phase", "since");
             for d in &domains {
-                println!(
+                let _ = writeln!(
+                    out,
                     "{:<30} {:<15} {:<25}",
                     d.config.name,
                     d.phase.as_str(),
                     unix_text(d.phase_since)
                 );
             }
-            println!();
+            out.push('\n');
         }
-        println!(
-            "{:<40} {:<9} {:>7} {:>9} {:>7}  error",
-            "mailbox (source)", "status", "folders", "copied", "refused"
+        let _ = writeln!(
+            out,
+            "{:<40} {:<9} {:>7} {:>9} {:>7} {:>5}  error",
+            "mailbox (source)", "status", "folders", "copied", "refused", "dead"
         );
+        let mut dead_total = 0;
         for r in &rows {
-            println!(
-                "{:<40} {:<9} {:>7} {:>9} {:>7}  {}",
+            dead_total += r["dead_jobs"].as_u64().unwrap_or(0);
+            let note = r["last_error"]
+                .as_str()
+                .or_else(|| r["warning"].as_str().map(|w| w))
+                .unwrap_or("");
+            let _ = writeln!(
+                out,
+                "{:<40} {:<9} {:>7} {:>9} {:>7} {:>5}  {}",
                 r["source"].as_str().unwrap_or(""),
                 r["status"].as_str().unwrap_or(""),
                 r["folders"],
                 r["messages_copied"],
                 r["messages_refused"],
-                r["last_error"].as_str().unwrap_or("")
+                r["dead_jobs"],
+                note
             );
         }
+        if dead_total > 0 {
+            let _ = writeln!(
+                out,
+                "\n{dead_total} job(s) ended in the dead-letter queue: fix the cause shown \
+                 above, then `mailshift jobs retry-dead` puts them back to work"
+            );
+        }
+    }
+    print_quietly(&out)
+}
+
+/// Writes to stdout; a reader that went away (`status | head`) ends the command quietly.
+fn print_quietly(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Put the jobs of the dead-letter queue back to work
+    #[command(long_about = "Put the jobs of the dead-letter queue back to work.\n\n\
+        A folder job that kept failing (past its attempts, or past --retry-for for an \
+        outage) ends in the queue NAME.dead and its mailbox shows it under `dead` in \
+        `mailshift status`. Once the cause is fixed (a password, a quota, a server back \
+        up), this moves every dead job back to the job queue with its attempts and retry \
+        budget reset, and marks it unfinished again so its mailbox waits for it. \
+        Nothing is copied twice: workers skip what the checkpoints say is done.")]
+    RetryDead {
+        #[command(flatten)]
+        db: FleetDb,
+        #[command(flatten)]
+        queue: FleetQueue,
+    },
+}
+
+pub async fn jobs(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
+    let JobsCommand::RetryDead { db, queue } = cmd;
+    let store = db.open(false).await?;
+    let q = mailshift_queue::AmqpQueue::publisher(&queue.amqp, &queue.queue).await?;
+    let moved = q
+        .retry_dead(|job| {
+            let store = store.clone();
+            async move {
+                if !store.reopen_job(job.id).await? {
+                    tracing::info!(job = %job.id, "a dead job unknown to the database: published again anyway");
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    match moved.len() {
+        0 => eprintln!("the dead-letter queue {}.dead is empty", queue.queue),
+        n => eprintln!(
+            "{n} job(s) back in {} with their retries reset",
+            queue.queue
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -423,6 +506,23 @@ pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Resolves at SIGTERM or Ctrl-C (SIGINT): how a service manager or an operator asks a
+/// fleet process to stop.
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = a.metrics_listen {
         crate::telemetry::serve_metrics(addr)?;
@@ -458,6 +558,11 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
+    // Stopping in the middle of a round is safe: a pass's jobs are written with it in one
+    // transaction and published by the relay of whichever scheduler runs next, and a
+    // planning lease left behind expires.
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             r = s.round(false) => {
@@ -465,13 +570,14 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
                     tracing::warn!(error = %e.message, "scheduling round failed");
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(a.tick.max(1))) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
     }
+    tracing::info!("scheduler stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -554,18 +660,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         // back to the queue, exit. A rolling restart loses nothing.
         let stop = w.stop.clone();
         tokio::spawn(async move {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = term => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            stop_signal().await;
             tracing::info!("shutting down after the current batches");
             stop.request();
         });

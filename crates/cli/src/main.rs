@@ -53,8 +53,15 @@ enum Command {
         special-use folders such as Sent mapped to the new server's own).\n\n\
         Progress is checkpointed in a state file: a run that is interrupted, or run again \
         later, copies only what is not on the new server yet.\n\n\
+        Mail already on the new server (an earlier run with a lost state file, another \
+        spelling of the server, another tool) is recognised by content and kept, never \
+        appended twice. The same account on both sides is refused.\n\n\
         Exit status: 0 when every message is on the new server; 1 when some folder or message \
-        could not be copied (listed at the end; a re-run retries them); 2 on bad usage."
+        could not be copied (listed at the end; a re-run retries them); 2 on bad usage or \
+        the same account on both sides; 3 when a server cannot be reached; 4 when a login \
+        is refused; 5 when TLS fails (or a login would go out in plain text); 6 when \
+        another run holds this state file or these mailboxes; 130 when interrupted \
+        (everything copied so far is kept)."
     )]
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare both servers folder by folder (independently of any state) and say what
@@ -83,6 +90,9 @@ enum Command {
     Status(Box<fleet::StatusArgs>),
     /// Fleet: plan passes of due mailboxes and publish their folder jobs to RabbitMQ
     Scheduler(Box<fleet::SchedulerArgs>),
+    /// Fleet: folder jobs that kept failing (the dead-letter queue)
+    #[command(subcommand)]
+    Jobs(fleet::JobsCommand),
     /// Fleet: take folder jobs from RabbitMQ and copy mail (run as many as you like)
     Worker(Box<fleet::WorkerArgs>),
     /// Cutover: check a domain's DNS readiness, watch the MX switch propagate
@@ -185,6 +195,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => dns::plan(*args).await,
             Command::Domain(cmd) => fleet::domain(cmd).await,
             Command::Batch(cmd) => batch::batch(cmd).await,
+            Command::Jobs(cmd) => fleet::jobs(cmd).await,
             Command::Serve(args) => serve::serve(*args).await,
             Command::Token(cmd) => token::token(cmd).await,
             Command::Clients(cmd) => clients::clients(cmd).await,

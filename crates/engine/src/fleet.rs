@@ -614,13 +614,14 @@ impl Scheduler {
             if let Some(other) = twins.first() {
                 return Err(Error::usage(format!(
                     "the same accounts are registered twice: as {} -> {} and as {} -> {} \
-                     (batch {}); copying both would race into one mailbox. Remove one \
-                     (mailshift mailbox remove)",
+                     (batch {}, mailbox id {}); copying both would race into one mailbox. \
+                     Remove one of the two registrations from the fleet database",
                     m.source,
                     m.dest,
                     other.source,
                     other.dest,
-                    other.batch.as_deref().unwrap_or("none")
+                    other.batch.as_deref().unwrap_or("none"),
+                    other.id
                 )));
             }
         }

@@ -334,8 +334,14 @@ impl AmqpQueue {
     }
 
     /// Moves every job of `<queue>.dead` back to the job queue (attempts and retry
-    /// budget reset); returns them. For `mailshift jobs retry-dead`.
-    pub async fn retry_dead(&self) -> Result<Vec<FolderJob>> {
+    /// budget reset) and returns them. `reopen` runs for each job before it is published
+    /// again (so its accounting expects it before a worker can finish it); a job it
+    /// fails for stays in the dead-letter queue. For `mailshift jobs retry-dead`.
+    pub async fn retry_dead<F, Fut>(&self, mut reopen: F) -> Result<Vec<FolderJob>>
+    where
+        F: FnMut(FolderJob) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let deadline = Some(Instant::now() + self.patience);
         let mut moved = Vec::new();
         loop {
@@ -355,6 +361,11 @@ impl AmqpQueue {
                 Ok(mut job) => {
                     job.attempt = 1;
                     job.first_failed_at = None;
+                    if let Err(e) = reopen(job.clone()).await {
+                        // Left unacknowledged on this channel: back in the dead queue
+                        // when the channel closes.
+                        return Err(e);
+                    }
                     self.publish(&job).await?;
                     moved.push(job);
                 }
