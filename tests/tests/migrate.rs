@@ -398,6 +398,31 @@ fn help_teaches() {
     let _ = Path::new("");
 }
 
+/// `--help` shows which environment variables an option reads, never their values when
+/// they hold a password (a database or broker URL).
+#[test]
+fn help_never_shows_the_urls_it_reads_from_the_environment() {
+    for cmd in [
+        ["worker", "--help"],
+        ["scheduler", "--help"],
+        ["status", "--help"],
+    ] {
+        let out = Command::new(mailshift_bin())
+            .args(cmd)
+            .env("MAILSHIFT_DATABASE_URL", "postgres://app:Db-Secret-9@db/x")
+            .env("MAILSHIFT_AMQP_URL", "amqp://app:Mq-Secret-9@mq/%2f")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("MAILSHIFT_DATABASE_URL"), "{help}");
+        assert!(
+            !help.contains("Secret-9"),
+            "`mailshift {}` shows a secret:\n{help}",
+            cmd.join(" ")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_after_a_checkpoint_and_a_rerun_finishes() {
     let pair = Pair::new(DovecotOptions::default());

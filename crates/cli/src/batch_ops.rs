@@ -648,10 +648,41 @@ async fn report_mailbox(
     r
 }
 
+/// A CSV writer whose cells a spreadsheet shows as text, never runs: a cell that starts
+/// like a formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading `'`. Folder and user names
+/// come from the old server, which anyone who can create a folder there controls.
+pub(crate) struct SafeCsv<W: std::io::Write>(pub csv::Writer<W>);
+
+impl<W: std::io::Write> SafeCsv<W> {
+    pub fn write_record<I, T>(&mut self, record: I) -> csv::Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        self.0.write_record(
+            record
+                .into_iter()
+                .map(|c| neutralise(c.as_ref()).into_owned()),
+        )
+    }
+
+    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
+        self.0.into_inner()
+    }
+}
+
+/// `cell` as a spreadsheet will show it and never evaluate it.
+pub(crate) fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => std::borrow::Cow::Owned(format!("'{cell}")),
+        _ => std::borrow::Cow::Borrowed(cell),
+    }
+}
+
 /// The report as CSV: one row per folder, and one per mailbox whose servers could not
 /// be compared at all.
 pub(crate) fn report_csv(r: &Report) -> anyhow::Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut w = SafeCsv(csv::Writer::from_writer(Vec::new()));
     w.write_record([
         "batch",
         "source",
@@ -811,4 +842,28 @@ pub(crate) async fn check_mailbox(
     out["problems"] = problems.into();
     out["warnings"] = warnings.into();
     out
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn formula_like_cells_are_written_as_text() {
+        let mut w = SafeCsv(csv::Writer::from_writer(Vec::new()));
+        w.write_record([
+            "=1+2",
+            "@SUM(1+1)",
+            "+cmd|'/C calc'!A0",
+            "-2",
+            "Inbox",
+            "a=b",
+        ])
+        .unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            out.trim_end(),
+            "'=1+2,'@SUM(1+1),\"'+cmd|'/C calc'!A0\",'-2,Inbox,a=b"
+        );
+    }
 }

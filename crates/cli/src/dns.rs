@@ -204,7 +204,12 @@ pub struct PlanArgs {
     /// Record the plan in the fleet's database: the scheduler then drives the domain
     /// through its phases and switches its mailboxes to dual reception when it sees
     /// the new MX
-    #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "MAILSHIFT_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     database: Option<String>,
     /// The new provider's MX host, watched by the scheduler to detect the switch
     #[arg(long, value_name = "HOST")]

@@ -26,7 +26,12 @@ use std::time::Duration;
 #[derive(Args, Clone)]
 pub(crate) struct FleetDb {
     /// PostgreSQL URL of the fleet's database
-    #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "MAILSHIFT_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     database: String,
     /// Do not apply schema migrations at start (see `mailshift db migrate`)
     #[arg(long)]
@@ -58,7 +63,12 @@ impl FleetDb {
 pub enum DbCommand {
     /// Apply the schema migrations to the fleet's database
     Migrate {
-        #[arg(long, env = "MAILSHIFT_DATABASE_URL", value_name = "URL")]
+        #[arg(
+            long,
+            env = "MAILSHIFT_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         database: String,
     },
     /// Print a new random credentials key (base64) for MAILSHIFT_SECRET_KEY
@@ -386,7 +396,12 @@ pub async fn domain(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
 #[derive(Args, Clone)]
 pub struct FleetQueue {
     /// RabbitMQ URL
-    #[arg(long, env = "MAILSHIFT_AMQP_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "MAILSHIFT_AMQP_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     amqp: String,
     /// Queue name (several fleets can share a broker)
     #[arg(long, default_value = "mailshift.jobs", value_name = "NAME")]
