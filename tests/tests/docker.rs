@@ -180,6 +180,7 @@ async fn a_fleet_of_containers_migrates_mailboxes_byte_for_byte() {
             .trim()
             .to_string(),
         queue: format!("mailshift.docker.{}", uuid_like()),
+        amqp: AMQP.to_string(),
     };
     let db_url = fleet.db.url();
     let env = [

@@ -666,8 +666,8 @@ impl<W: std::io::Write> SafeCsv<W> {
         )
     }
 
-    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
-        self.0.into_inner()
+    pub fn into_inner(self) -> std::io::Result<W> {
+        self.0.into_inner().map_err(|e| e.into_error())
     }
 }
 
@@ -863,7 +863,7 @@ mod csv_tests {
         let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(
             out.trim_end(),
-            "'=1+2,'@SUM(1+1),\"'+cmd|'/C calc'!A0\",'-2,Inbox,a=b"
+            "'=1+2,'@SUM(1+1),'+cmd|'/C calc'!A0,'-2,Inbox,a=b"
         );
     }
 }

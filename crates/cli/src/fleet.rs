@@ -237,7 +237,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             dead_total += r["dead_jobs"].as_u64().unwrap_or(0);
             let note = r["last_error"]
                 .as_str()
-                .or_else(|| r["warning"].as_str().map(|w| w))
+                .or_else(|| r["warning"].as_str())
                 .unwrap_or("");
             let _ = writeln!(
                 out,

@@ -361,11 +361,9 @@ impl AmqpQueue {
                 Ok(mut job) => {
                     job.attempt = 1;
                     job.first_failed_at = None;
-                    if let Err(e) = reopen(job.clone()).await {
-                        // Left unacknowledged on this channel: back in the dead queue
-                        // when the channel closes.
-                        return Err(e);
-                    }
+                    // On an error the letter stays unacknowledged on this channel: back in
+                    // the dead queue when the channel closes.
+                    reopen(job.clone()).await?;
                     self.publish(&job).await?;
                     moved.push(job);
                 }
