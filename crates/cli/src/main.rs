@@ -15,6 +15,7 @@ mod provision;
 mod queue;
 mod serve;
 mod servers;
+mod sieve;
 mod telemetry;
 mod test_send;
 mod token;

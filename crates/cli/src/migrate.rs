@@ -68,6 +68,18 @@ pub struct MigrateArgs {
     /// With --follow: the longest wait between passes, e.g. 60s, 5m
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     interval: Duration,
+    /// Also copy the mailbox's Sieve filters and vacation replies over ManageSieve (same
+    /// users and passwords, port 4190 beside each IMAP server unless --from-sieve /
+    /// --to-sieve say otherwise), and make the same script active
+    #[arg(long)]
+    sieve: bool,
+    /// The old server's ManageSieve, e.g. sieve://alice@old.example:4190 (STARTTLS) or
+    /// sieves://... (TLS)
+    #[arg(long, value_name = "URL", requires = "sieve")]
+    from_sieve: Option<String>,
+    /// The new server's ManageSieve
+    #[arg(long, value_name = "URL", requires = "sieve")]
+    to_sieve: Option<String>,
 }
 
 /// `90`, `90s`, `5m`, `2h`, `3d` (see `core::batch::parse_interval`).
@@ -102,6 +114,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         },
         ..MigrateOptions::default()
     };
+    let sieve_connector = args.sieve.then(|| connector.clone());
     let connector: Arc<dyn Connector> = Arc::new(connector);
     let store: Arc<dyn StateStore> = Arc::new(store);
     opts.delete = !args.no_delete;
@@ -131,12 +144,45 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     progress.finish();
+    // The filters once the mail is there: a filter that files into a folder finds it.
+    let sieve = match &sieve_connector {
+        Some(c) if !summary.folders.is_empty() => Some(
+            crate::sieve::copy(
+                c,
+                args.from_sieve.as_deref(),
+                args.to_sieve.as_deref(),
+                &args.state,
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    let mut status = summary_status(&summary);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut v = serde_json::to_value(&summary)?;
+        match &sieve {
+            Some(Ok(r)) => v["sieve"] = serde_json::to_value(r)?,
+            Some(Err(e)) => v["sieve"] = serde_json::json!({ "error": format!("{e:#}") }),
+            None => {}
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         output::print_summary(&summary);
+        match &sieve {
+            Some(Ok(r)) => print!("{}", crate::sieve::render(r)),
+            Some(Err(e)) => eprintln!("\nSieve filters NOT COPIED: {e:#}"),
+            None => {}
+        }
     }
-    Ok(ExitCode::from(summary_status(&summary)))
+    let sieve_complete = match &sieve {
+        Some(Ok(r)) => r.is_complete(),
+        Some(Err(_)) => false,
+        None => true,
+    };
+    if status == crate::exit::OK && !sieve_complete {
+        status = crate::exit::INCOMPLETE;
+    }
+    Ok(ExitCode::from(status))
 }
 
 /// The exit status of a run (see `crate::exit`).
