@@ -1288,3 +1288,82 @@ async fn batch_verify_names_refused_logins_and_quotas_too_small() {
         "{t}"
     );
 }
+
+/// Zero duplicates whatever happens to the fleet's database: the same accounts
+/// registered a second time (under another spelling and batch) are refused at planning,
+/// and a fresh database (restored, recreated) finds the copied mail on the destination
+/// and adopts it instead of copying it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_registration_or_a_new_database_duplicates_nothing() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["rita"], 150).await;
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    finish(setup.worker(&["--exit-when-idle", "2"]));
+    setup.assert_all_mirrored().await;
+
+    // The same accounts again, spelled with the host name, in another batch.
+    let out = setup.fleet.run(
+        &[
+            "mailbox",
+            "add",
+            "--from",
+            &setup.src.url("rita").replace("127.0.0.1", "localhost"),
+            "--to",
+            &setup.dst.url("rita").replace("127.0.0.1", "localhost"),
+            "--allow-plaintext",
+            "--batch",
+            "again",
+        ],
+        &[
+            ("MAILSHIFT_FROM_PASSWORD", &src_pw("rita")),
+            ("MAILSHIFT_TO_PASSWORD", &dst_pw("rita")),
+        ],
+    );
+    assert!(out.status.success(), "mailbox add: {}", text(&out));
+    let out = setup.schedule();
+    finish(setup.worker(&["--exit-when-idle", "2"]));
+    setup.assert_all_mirrored().await;
+    let status = setup.fleet.status();
+    let twin = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["batch"] == "again")
+        .unwrap()
+        .clone();
+    assert_eq!(twin["status"], "failed", "{status:#}\n{}", text(&out));
+    assert!(
+        twin["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("registered twice"),
+        "{status:#}"
+    );
+
+    // A new, empty database for the same mailbox: everything is adopted, nothing copied.
+    let fresh = new_fleet();
+    fresh.add(
+        &setup.src,
+        &setup.dst,
+        "rita",
+        &src_pw("rita"),
+        &dst_pw("rita"),
+    );
+    let out = fresh.run(&["scheduler", "--once", "--queue", &fresh.queue], &[]);
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    let worker = WorkerProc::new(
+        fresh
+            .cmd(&["worker", "--queue", &fresh.queue, "--exit-when-idle", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    finish(worker);
+    setup.assert_all_mirrored().await;
+    let status = fresh.status();
+    assert_eq!(status[0]["status"], "synced", "{status:#}");
+}
