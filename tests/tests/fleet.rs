@@ -1299,6 +1299,24 @@ async fn a_second_registration_or_a_new_database_duplicates_nothing() {
         return;
     }
     let setup = Setup::new(&["rita"], 150).await;
+    // The old server as its own destination is refused at registration.
+    let out = setup.fleet.run(
+        &[
+            "mailbox",
+            "add",
+            "--from",
+            &setup.src.url("rita"),
+            "--to",
+            &setup.src.url("rita"),
+            "--allow-plaintext",
+        ],
+        &[
+            ("MAILSHIFT_FROM_PASSWORD", &src_pw("rita")),
+            ("MAILSHIFT_TO_PASSWORD", &src_pw("rita")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("same account"), "{}", text(&out));
     let out = setup.schedule();
     assert!(out.status.success(), "scheduler: {}", text(&out));
     finish(setup.worker(&["--exit-when-idle", "2"]));

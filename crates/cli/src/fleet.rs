@@ -130,6 +130,13 @@ pub async fn mailbox(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
     let MailboxCommand::Add(a) = cmd;
     let source: Endpoint = a.from.parse().context("--from")?;
     let dest: Endpoint = a.to.parse().context("--to")?;
+    if mailshift_core::account::same_address(&source, &dest) {
+        return Err(crate::exit::Failure::usage(format!(
+            "--from and --to name the same account ({source}); mailshift only reads the old \
+             server and will not copy a mailbox into itself"
+        ))
+        .into());
+    }
     // Validate the folder rules now rather than at the first pass.
     mailshift_core::folder::FolderRules::new(&a.maps, &a.excludes)?;
     let creds = MailboxCredentials {

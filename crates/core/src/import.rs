@@ -323,6 +323,12 @@ fn row(
     let source_password_hash = get("source_password_hash")
         .map(|h| PasswordHash::parse(&h))
         .transpose()?;
+    if crate::account::same_address(&source, &dest) {
+        return Err(format!(
+            "the source and the destination are the same account ({source}); mailshift \
+             only reads the old server and will not copy a mailbox into itself"
+        ));
+    }
     Ok(ImportRow {
         line,
         source,
@@ -340,6 +346,16 @@ fn row(
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_row_whose_two_sides_are_one_account_is_refused() {
+        let csv = "source_host,source_user,source_password,dest_host,dest_user,dest_password\n\
+                   mail.example,alice,pw1,MAIL.example.,alice,pw1\n";
+        let (rows, errors) = parse(csv.as_bytes(), &Defaults::default());
+        assert!(rows.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].reason.contains("same account"), "{:?}", errors[0]);
+    }
 
     #[test]
     fn a_header_file_with_good_and_bad_rows() {
