@@ -295,36 +295,8 @@ async fn an_exported_kit_is_discovered_by_clients_that_are_not_ours() {
     // Served by Python's http.server, looked up by email-lib as Thunderbird does.
     let web = StaticServer::start(&kit);
     let proxy = WebProxy::start(web.port).await;
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "email_lib_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MAILSHIFT_TEST_DISCOVER", "bob@acme.example")
-        .env("ALL_PROXY", proxy.url())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("all_proxy")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "email-lib: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| {
-            l.split_once("DISCOVERED ")
-                .map(|(_, j)| serde_json::from_str(j).unwrap())
-        })
-        .collect();
-    assert_eq!(found.len(), 2, "{stdout}");
+    let found = discover(&proxy, "bob@acme.example").await;
+    assert_eq!(found.len(), 2, "{found:?}");
     for f in &found {
         assert_eq!(f["incoming"]["host"], "imap.new.example", "{f}");
         assert_eq!(f["incoming"]["port"], 993);
@@ -449,6 +421,84 @@ async fn an_exported_kit_is_discovered_by_clients_that_are_not_ours() {
 }
 
 /// The child half of the test above; does nothing when run on its own.
+/// What email-lib (Thunderbird's lookup, as a library) finds for `address` when every
+/// host name leads to `proxy`'s web server: one entry per URL it tried.
+async fn discover(proxy: &WebProxy, address: &str) -> Vec<serde_json::Value> {
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "email_lib_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MAILSHIFT_TEST_DISCOVER", address)
+        .env("ALL_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("all_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "email-lib: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once("DISCOVERED ")
+                .map(|(_, j)| serde_json::from_str(j).unwrap())
+        })
+        .collect()
+}
+
+/// `mailshift serve --clients-batch` answers the same lookups from the fleet store.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_the_discovery_of_a_batch_from_the_store() {
+    if skip() {
+        return;
+    }
+    let fleet = new_fleet();
+    import(&fleet);
+    let port = mailshift_tests::fleet::free_port();
+    let mut serve = fleet
+        .cmd(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--clients-batch",
+            "acme",
+            "--clients-smtp-host",
+            "smtp.new.example",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not listen within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let proxy = WebProxy::start(port).await;
+    let found = discover(&proxy, "bob@acme.example").await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(found.len(), 2, "{found:?}");
+    for f in &found {
+        assert_eq!(f["incoming"]["host"], "imap.new.example", "{f}");
+        assert_eq!(f["incoming"]["port"], 993);
+        assert_eq!(f["outgoing"]["host"], "smtp.new.example");
+        assert_eq!(f["outgoing"]["port"], 587);
+    }
+}
+
 #[tokio::test]
 async fn email_lib_child() {
     let Ok(address) = std::env::var("MAILSHIFT_TEST_DISCOVER") else {

@@ -269,3 +269,123 @@ fn write_file(path: &Path, body: &[u8], secret: bool) -> std::io::Result<()> {
     }
     o.open(path)?.write_all(body)
 }
+
+/// `mailshift serve --clients-batch`: the discovery routes read the batches' current
+/// mailboxes from the fleet store at each request (a mailbox added later is known at
+/// once). Passwords are never read here.
+pub(crate) struct StoreDirectory {
+    pub store: mailshift_store::SeaStore,
+    pub batches: Vec<String>,
+    pub options: KitOptions,
+}
+
+impl StoreDirectory {
+    async fn kits(&self) -> mailshift_clients::Result<Vec<kit::Kit>> {
+        let fail = |e: mailshift_core::Error| mailshift_clients::Error::Directory(e.message);
+        let mut out = Vec::with_capacity(self.batches.len());
+        for name in &self.batches {
+            let mailboxes = self.store.mailboxes(Some(name)).await.map_err(fail)?;
+            let batch = match self.store.batch(name).await.map_err(fail)? {
+                Some(b) => b,
+                None if !mailboxes.is_empty() => {
+                    mailshift_core::batch::BatchRecord::new(name, None, 0)
+                }
+                None => continue,
+            };
+            out.push(kit::derive(&batch, &mailboxes, &self.options)?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl mailshift_clients::ClientDirectory for StoreDirectory {
+    async fn domain(
+        &self,
+        domain: &str,
+    ) -> mailshift_clients::Result<Option<mailshift_clients::DomainSettings>> {
+        Ok(self
+            .kits()
+            .await?
+            .into_iter()
+            .map(|k| k.domain)
+            .find(|d| d.domain.eq_ignore_ascii_case(domain)))
+    }
+
+    async fn user(&self, address: &str) -> mailshift_clients::Result<Option<UserSettings>> {
+        Ok(self
+            .kits()
+            .await?
+            .into_iter()
+            .flat_map(|k| k.users)
+            .map(|(_, mut u)| {
+                u.password = None;
+                u
+            })
+            .find(|u| u.address.eq_ignore_ascii_case(address)))
+    }
+}
+
+/// The client settings `serve` answers with (`--clients-batch` and its companions).
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServeClientsArgs {
+    /// Also answer mail clients' discovery (Thunderbird autoconfig, Outlook autodiscover,
+    /// Apple profiles, settings sheets under /clients/) for this batch's domain, without
+    /// a login (repeatable). Point autoconfig.DOMAIN and autodiscover.DOMAIN here.
+    #[arg(long = "clients-batch", value_name = "NAME")]
+    pub batches: Vec<String>,
+    /// The new IMAP server clients are given (default: the batch's destination)
+    #[arg(long = "clients-imap-host", value_name = "HOST", requires = "batches")]
+    pub imap_host: Option<String>,
+    /// The new submission (SMTP) server clients are given (required with --clients-batch)
+    #[arg(long = "clients-smtp-host", value_name = "HOST", requires = "batches")]
+    pub smtp_host: Option<String>,
+    /// Default 587 (STARTTLS)
+    #[arg(long = "clients-smtp-port", value_name = "PORT", requires = "batches")]
+    pub smtp_port: Option<u16>,
+    /// What clients call the account (default: the domain)
+    #[arg(
+        long = "clients-display-name",
+        value_name = "NAME",
+        requires = "batches"
+    )]
+    pub display_name: Option<String>,
+}
+
+impl ServeClientsArgs {
+    /// The directory to serve, or None without `--clients-batch`.
+    pub(crate) fn directory(
+        &self,
+        store: &mailshift_store::SeaStore,
+    ) -> anyhow::Result<Option<StoreDirectory>> {
+        if self.batches.is_empty() {
+            return Ok(None);
+        }
+        if self.smtp_host.is_none() {
+            anyhow::bail!(
+                "--clients-batch needs --clients-smtp-host: the batch knows the new IMAP \
+                 server but not the submission server clients should send through"
+            );
+        }
+        Ok(Some(StoreDirectory {
+            store: store.clone(),
+            batches: self.batches.clone(),
+            options: KitOptions {
+                domain: None,
+                display_name: self.display_name.clone(),
+                organization: None,
+                imap: ServerChoice {
+                    host: self.imap_host.clone(),
+                    port: None,
+                    security: None,
+                },
+                smtp: ServerChoice {
+                    host: self.smtp_host.clone(),
+                    port: self.smtp_port,
+                    security: None,
+                },
+                password: PasswordNote::Unchanged,
+            },
+        }))
+    }
+}

@@ -41,6 +41,8 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (set this when users reach the dashboard over HTTPS)
     #[arg(long)]
     secure_cookie: bool,
+    #[command(flatten)]
+    clients: crate::clients::ServeClientsArgs,
 }
 
 /// What every handler shares.
@@ -124,6 +126,7 @@ async fn observe(
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let store = a.db.open(true).await?;
+    let clients = a.clients.directory(&store)?;
     let metrics = crate::telemetry::metrics_handle();
     let app = App {
         store,
@@ -141,24 +144,38 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "mailshift serve: dashboard and API on http://{addr}/ (tokens: mailshift token create)"
     );
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async {
-            // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
+    let mut routes = router(app);
+    if let Some(dir) = clients {
+        eprintln!(
+            "mailshift serve: mail client discovery for batch(es) {}",
+            dir.batches.join(", ")
+        );
+        routes = routes.merge(mailshift_clients::http::router(
+            Arc::new(dir),
+            mailshift_clients::http::Options::default(),
+        ));
+    }
+    axum::serve(
+        listener,
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
                 }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
+                Err(_) => std::future::pending::<()>().await,
             }
-        })
-        .await
-        .context("the HTTP server stopped")?;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    })
+    .await
+    .context("the HTTP server stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 
