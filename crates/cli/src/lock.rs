@@ -113,12 +113,19 @@ impl RunLock {
             )
         };
         let digest = hex::encode(Sha256::digest(format!("{}\n{}", key(source), key(dest))));
-        let pair_lock = try_lock(
-            &runtime_dir()?.join(format!("pair-{}.lock", &digest[..32])),
-            &format!("the mailboxes {source} -> {dest}"),
-        )?;
-        Ok(RunLock {
-            _files: vec![state_lock, pair_lock],
-        })
+        let mut files = vec![state_lock];
+        match runtime_dir() {
+            Ok(dir) => files.push(try_lock(
+                &dir.join(format!("pair-{}.lock", &digest[..32])),
+                &format!("the mailboxes {source} -> {dest}"),
+            )?),
+            // A read-only container, say: the state file's lock still keeps a second run
+            // on the same state out; runs with other state files are not seen.
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "no lock on the pair of mailboxes: only runs on the same state file are kept apart"
+            ),
+        }
+        Ok(RunLock { _files: files })
     }
 }
