@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The public routes over real HTTP on 127.0.0.1, judged by independent implementations:
-//! Pimalaya's email-lib (a Thunderbird autoconfig client) discovers the settings;
-//! roxmltree reads the autodiscover answers; Python's plistlib reads the profiles and
+//! The public routes over real HTTP on 127.0.0.1, judged by independent implementations
+//! (email-lib's Thunderbird lookup runs against the `mailshift` binary, in
+//! `tests/tests/clients.rs`): roxmltree reads the autodiscover answers; Python's plistlib reads the profiles and
 //! `openssl smime -verify` checks the signed one against a CA made here with openssl;
 //! Debian's headless Chromium renders the settings page (screenshot and PDF kept in
 //! `target/test-artifacts/`).
@@ -63,7 +63,6 @@ fn directory() -> MemoryDirectory {
 
 struct TestServer {
     base: String,
-    port: u16,
 }
 
 async fn start(dir: MemoryDirectory, options: Options) -> TestServer {
@@ -82,7 +81,6 @@ async fn start(dir: MemoryDirectory, options: Options) -> TestServer {
     });
     TestServer {
         base: format!("http://{addr}"),
-        port: addr.port(),
     }
 }
 
@@ -164,168 +162,6 @@ async fn autodiscover(base: &str, path: &str, body: String) -> Reply {
             .body(body),
     )
     .await
-}
-
-// ---------------------------------------------------------------------------------------
-// Thunderbird autoconfig, discovered by email-lib.
-
-/// What email-lib discovered, as the child process prints it.
-#[derive(Debug, PartialEq)]
-struct Found {
-    host: String,
-    port: u16,
-    socket: String,
-    username: Option<String>,
-    auth: String,
-}
-
-/// email-lib's `from_addr` looks the domain up like Thunderbird: `http(s)://autoconfig.
-/// DOMAIN/mail/config-v1.1.xml?emailaddress=...`, then `DOMAIN/.well-known/...`. Its HTTP
-/// client (ureq) honours `ALL_PROXY`, so a CONNECT proxy on 127.0.0.1 (the harness's
-/// `webproxy`) takes those
-/// requests to the test server without any DNS. The environment of this process is not
-/// ours to change (other tests run in parallel), so the lookup runs in a child: this
-/// same test binary, running `email_lib_child`.
-#[tokio::test]
-async fn email_lib_discovers_the_new_servers_through_autoconfig() {
-    let server = start(directory(), generous()).await;
-    let proxy = mailshift_tests::webproxy::WebProxy::start(server.port).await;
-    let exe = std::env::current_exe().unwrap();
-    // tokio's Command: the server runs on this test's runtime and must keep answering.
-    let out = tokio::process::Command::new(exe)
-        .args([
-            "email_lib_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MAILSHIFT_TEST_DISCOVER", "alice@acme.example")
-        .env("ALL_PROXY", proxy.url())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("all_proxy")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "email-lib child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| l.split_once("DISCOVERED ").map(|(_, json)| json))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    // from_addr (autoconfig.DOMAIN form) and the .well-known URL (Host form).
-    assert_eq!(found.len(), 2, "{stdout}");
-    let asked = proxy.asked();
-    assert!(
-        asked
-            .iter()
-            .any(|l| l.starts_with("CONNECT autoconfig.acme.example:80 ")),
-        "{asked:?}"
-    );
-    assert!(
-        asked
-            .iter()
-            .any(|l| l.starts_with("CONNECT acme.example:80 ")),
-        "{asked:?}"
-    );
-    let d = acme();
-    for f in found {
-        let incoming = parse_found(&f["incoming"]);
-        let outgoing = parse_found(&f["outgoing"]);
-        assert_eq!(f["provider"], "acme.example");
-        assert_eq!(
-            incoming,
-            Found {
-                host: d.imap.host.clone(),
-                port: d.imap.port,
-                socket: "Tls".into(),
-                username: Some("%EMAILADDRESS%".into()),
-                auth: "PasswordCleartext".into(),
-            }
-        );
-        assert_eq!(
-            outgoing,
-            Found {
-                host: d.smtp.host.clone(),
-                port: d.smtp.port,
-                socket: "Starttls".into(),
-                username: Some("%EMAILADDRESS%".into()),
-                auth: "PasswordCleartext".into(),
-            }
-        );
-    }
-}
-
-fn parse_found(v: &serde_json::Value) -> Found {
-    Found {
-        host: v["host"].as_str().unwrap().into(),
-        port: v["port"].as_u64().unwrap() as u16,
-        socket: v["socket"].as_str().unwrap().into(),
-        username: v["username"].as_str().map(str::to_string),
-        auth: v["auth"].as_str().unwrap().into(),
-    }
-}
-
-/// The child half of the test above; does nothing when run on its own.
-#[tokio::test]
-async fn email_lib_child() {
-    let Ok(address) = std::env::var("MAILSHIFT_TEST_DISCOVER") else {
-        return;
-    };
-    let domain = address.rsplit_once('@').unwrap().1.to_string();
-    let http = http::Client::new();
-    // The first URL from_addr tries, fetched alone first: were it to fail, from_addr
-    // would go on to ask real DNS servers, which tests must not reach.
-    let first: http::ureq::http::Uri =
-        format!("http://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}")
-            .parse()
-            .unwrap();
-    email::autoconfig::get_config(&http, first)
-        .await
-        .expect("the autoconfig.DOMAIN URL answers through the proxy");
-    let config = tokio::time::timeout(
-        Duration::from_secs(30),
-        email::autoconfig::from_addr(&address),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    print_found(&config);
-    let well_known: http::ureq::http::Uri =
-        format!("http://{domain}/.well-known/autoconfig/mail/config-v1.1.xml")
-            .parse()
-            .unwrap();
-    let config = email::autoconfig::get_config(&http, well_known)
-        .await
-        .unwrap();
-    print_found(&config);
-}
-
-fn print_found(c: &email::autoconfig::config::AutoConfig) {
-    let p = c.email_provider();
-    let server = |s: &email::autoconfig::config::Server| {
-        serde_json::json!({
-            "host": s.hostname(),
-            "port": s.port(),
-            "socket": s.security_type().map(|t| format!("{t:?}")),
-            "username": s.username(),
-            "auth": s.authentication_type().first().map(|a| format!("{a:?}")),
-        })
-    };
-    assert_eq!(p.incoming_servers().len(), 1);
-    assert_eq!(p.outgoing_servers().len(), 1);
-    let v = serde_json::json!({
-        "provider": p.id(),
-        "incoming": server(p.incoming_servers()[0]),
-        "outgoing": server(p.outgoing_servers()[0]),
-    });
-    println!("DISCOVERED {v}");
 }
 
 #[tokio::test]
