@@ -52,7 +52,15 @@ async fn a_killed_broker_and_a_stopped_database_heal_without_a_failed_mailbox() 
     }
     let scheduler = WorkerProc::new(
         fleet
-            .cmd(&["scheduler", "--queue", &fleet.queue, "--tick", "1"])
+            .cmd(&[
+                "scheduler",
+                "--queue",
+                &fleet.queue,
+                "--tick",
+                "1",
+                "--requeue-lost-after",
+                "30",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

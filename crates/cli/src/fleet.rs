@@ -447,6 +447,11 @@ pub struct SchedulerArgs {
     /// Mailboxes planned at once per old server
     #[arg(long, default_value_t = 4, value_name = "N")]
     plan_per_host: usize,
+    /// Publish again a job that no queue holds and no worker runs this many seconds
+    /// after it was published (an outage lost it); looked for only while the queue is
+    /// empty
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub requeue_lost_after: u64,
 }
 
 /// The fleet's connectors: credentials from the store, every session inside a
@@ -567,6 +572,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         parallel: a.plan_parallel.max(1),
         per_host: a.plan_per_host.max(1),
         outage_retry: Duration::from_secs(15),
+        lost_after: Duration::from_secs(a.requeue_lost_after),
     };
     if a.once {
         let r = s.round(true).await?;

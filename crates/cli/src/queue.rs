@@ -50,4 +50,10 @@ impl JobQueue for IdleExit {
     async fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
         self.inner.dead_letter(d, reason).await
     }
+    async fn depth(&self) -> Result<Option<u64>> {
+        self.inner.depth().await
+    }
+    async fn waiting(&self) -> Result<Option<u64>> {
+        self.inner.waiting().await
+    }
 }

@@ -494,6 +494,12 @@ pub trait MailboxStore: Send + Sync {
     ) -> Result<Vec<FolderJob>>;
     /// RabbitMQ confirmed these jobs.
     async fn mark_published(&self, jobs: &[Uuid]) -> Result<()>;
+    /// Jobs lost in an outage: published at or before `published_by`, still unfinished,
+    /// of their mailbox's current pass, and with no live lease on their folder. They are
+    /// made unpublished again (the relay publishes them anew) and returned, at most
+    /// `limit`. Only asked while the queue holds nothing, so none of them can be waiting
+    /// there; a second delivery of one still running elsewhere is harmless (leases).
+    async fn republish_lost(&self, published_by: i64, limit: usize) -> Result<Vec<FolderJob>>;
     /// Takes the right to plan a mailbox's pass (several schedulers may run); false when
     /// another scheduler holds it.
     async fn claim_planning(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool>;
@@ -654,6 +660,12 @@ pub trait JobQueue: Send + Sync {
     }
     /// Jobs waiting in the queue, when the queue can tell.
     async fn depth(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Jobs the queue holds for later: ready ones and delayed retries (not those
+    /// delivered and unacknowledged), when the queue can tell. Zero lets the scheduler
+    /// look for jobs an outage lost.
+    async fn waiting(&self) -> Result<Option<u64>> {
         Ok(None)
     }
     /// No more jobs will be published: receivers get `None` once the queue is drained

@@ -55,6 +55,9 @@ pub struct Scheduler {
     pub per_host: usize,
     /// First wait after an outage stopped a mailbox's planning; doubles up to 10 min.
     pub outage_retry: Duration,
+    /// A job published this long ago, unfinished, in no queue and on no worker counts
+    /// as lost (an outage swallowed it) and is published again.
+    pub lost_after: Duration,
 }
 
 /// What one scheduling round did.
@@ -68,6 +71,8 @@ pub struct Round {
     pub deferred: usize,
     /// Jobs the relay published to the queue.
     pub published: usize,
+    /// Jobs found lost and published again.
+    pub requeued: usize,
 }
 
 /// The old server of a mailbox, `host:port` (the key of per-server limits).
@@ -112,6 +117,7 @@ impl Scheduler {
         let phases = self.advance_domains(&mailboxes, t).await?;
         let batches = self.advance_batches(&mailboxes, t).await?;
         let due = self.select(&mailboxes, &phases, &batches, force, t);
+        round.requeued = self.requeue_lost(t).await;
         let mut lag: i64 = 0;
         for d in &due {
             if let Some(at) = d.m.next_pass_at {
@@ -199,6 +205,38 @@ impl Scheduler {
             }
         }
         Ok(round)
+    }
+
+    /// Jobs no queue holds and no worker runs, yet unfinished: an outage lost them
+    /// (a message gone with a broker's disk, a worker killed between its copy and its
+    /// record...). Looked for only while the queue holds nothing, so a job waiting its
+    /// turn is never taken for lost; they go back to the relay. Returns how many.
+    async fn requeue_lost(&self, t: i64) -> usize {
+        match self.queue.waiting().await {
+            Ok(Some(0)) => {}
+            Ok(_) => return 0,
+            Err(e) => {
+                tracing::debug!(error = %e.message, "cannot read the queue's depth");
+                return 0;
+            }
+        }
+        let by = t - i64::try_from(self.lost_after.as_secs()).unwrap_or(i64::MAX / 2);
+        match self.mailboxes.republish_lost(by, 500).await {
+            Ok(lost) => {
+                for j in &lost {
+                    tracing::warn!(
+                        folder = %j.source_display,
+                        migration = %j.migration_id,
+                        "a job was in no queue and on no worker (lost in an outage); published again"
+                    );
+                }
+                lost.len()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot look for lost jobs");
+                0
+            }
+        }
     }
 
     /// Publishes recorded jobs not yet published (this scheduler's share), oldest first;

@@ -297,9 +297,14 @@ impl Worker {
         }
         match err {
             None => {
+                // Recorded before it is acknowledged: a job acknowledged but not recorded
+                // would leave its mailbox `syncing` for ever (the database away at that
+                // moment). Not recorded, it comes back; its pass then copies nothing.
+                if let Err(e) = self.record(&delivery, &report, None).await {
+                    return self.unrecorded(queue, &delivery, e).await;
+                }
                 queue.ack(&delivery).await?;
                 let report = self.final_report(&delivery, report);
-                self.record(&delivery, &report, None).await;
                 Ok(Handled {
                     outcome: "done",
                     report: Some(report),
@@ -307,6 +312,21 @@ impl Worker {
             }
             Some(e) => self.settle(queue, delivery, Some(report), e).await,
         }
+    }
+
+    /// The job's end could not be recorded (the database is away): hand it back, without
+    /// counting an attempt, so a later delivery records it.
+    async fn unrecorded(&self, queue: &dyn JobQueue, d: &Delivery, e: Error) -> Result<Handled> {
+        tracing::warn!(
+            folder = %d.job.source_display,
+            error = %e.message,
+            "cannot record the finished job; it comes back to be recorded"
+        );
+        queue.retry(&uncounted(d), self.retry.base).await?;
+        Ok(Handled {
+            outcome: "unrecorded",
+            report: None,
+        })
     }
 
     /// A failed (or interrupted, or deferred) pass: retry it, or give it up.
@@ -395,9 +415,12 @@ impl Worker {
                 let reason = format!("folder '{}': {}", job.source_display, e.message);
                 match &self.leases {
                     Some(l) => {
-                        // Fleet: keep the job aside and show the error on the mailbox.
+                        // Fleet: keep the job aside and show the error on the mailbox,
+                        // recorded first for the same reason as a finished job.
+                        if let Err(e) = self.record(&delivery, &report, Some(&reason)).await {
+                            return self.unrecorded(queue, &delivery, e).await;
+                        }
                         queue.dead_letter(&delivery, &reason).await?;
-                        self.record(&delivery, &report, Some(&reason)).await;
                         match l.store.mailbox_credentials(job.migration_id).await {
                             Ok((m, _)) => {
                                 if let Err(e) = l
@@ -429,20 +452,18 @@ impl Worker {
         }
     }
 
-    /// Records the job's end in the fleet's job rows (once per job, whatever happens).
-    async fn record(&self, d: &Delivery, report: &FolderReport, dead: Option<&str>) {
+    /// Records the job's end in the fleet's job rows (once per job, however often it is
+    /// delivered).
+    async fn record(&self, d: &Delivery, report: &FolderReport, dead: Option<&str>) -> Result<()> {
         let Some(l) = &self.leases else {
-            return;
+            return Ok(());
         };
         let outcome = match (dead, report.status) {
             (Some(_), _) => JobOutcome::Dead,
             (None, FolderStatus::Complete) => JobOutcome::Done,
             (None, _) => JobOutcome::Failed,
         };
-        if let Err(e) = l.store.job_finished(&d.job, outcome, dead).await {
-            // The job's row stays unfinished; a redelivery records it.
-            tracing::warn!(folder = %d.job.source_display, error = %e.message, "cannot record the finished job");
-        }
+        l.store.job_finished(&d.job, outcome, dead).await
     }
 
     fn carry(&self, d: &Delivery, r: &FolderReport) {

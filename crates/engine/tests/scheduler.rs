@@ -1,16 +1,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The fleet scheduler on the test kit's fakes: a pass is planned into the job outbox and
 //! published by the relay; an outage defers a mailbox instead of failing it, and the next
-//! round plans it.
+//! round plans it; a job lost in an outage is published again; a job whose end cannot
+//! be recorded comes back until it is.
 
 use mailshift_core::ErrorKind;
 use mailshift_core::endpoint::Endpoint;
-use mailshift_core::mailbox::MailboxStatus;
+use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
+use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
-    Connector, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, OneConnector,
-    ServerIdentity, StateStore,
+    Connector, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress,
+    OneConnector, ServerIdentity, StateStore,
 };
 use mailshift_engine::fleet::Scheduler;
+use mailshift_engine::retry::RetryPolicy;
+use mailshift_engine::worker::{Leases, Worker};
 use mailshift_queue::MemoryQueue;
 use mailshift_testkit::{Fault, MemConnector, MemServer, MemStore, Op, message};
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use std::time::Duration;
 
 struct Fixture {
     src: MemServer,
+    dst: MemServer,
+    connector: Arc<dyn Connector>,
     store: Arc<MemStore>,
     queue: Arc<MemoryQueue>,
     scheduler: Scheduler,
@@ -58,7 +64,7 @@ async fn fixture() -> Fixture {
     let scheduler = Scheduler {
         state: store.clone() as Arc<dyn StateStore>,
         mailboxes: store.clone() as Arc<dyn MailboxStore>,
-        connectors: Arc::new(OneConnector(connector)),
+        connectors: Arc::new(OneConnector(connector.clone())),
         queue: queue.clone() as Arc<dyn JobQueue>,
         interval: Duration::from_secs(3600),
         split_above: None,
@@ -68,9 +74,12 @@ async fn fixture() -> Fixture {
         parallel: 4,
         per_host: 2,
         outage_retry: Duration::from_secs(15),
+        lost_after: Duration::from_secs(600),
     };
     Fixture {
         src,
+        dst,
+        connector,
         store,
         queue,
         scheduler,
@@ -136,4 +145,86 @@ async fn a_store_outage_leaves_nothing_half_planned() {
     f.store.set_down(false);
     let round = f.scheduler.round(true).await.unwrap();
     assert_eq!((round.jobs, round.published), (3, 3), "{round:?}");
+}
+
+/// A fleet worker (folder leases in the store) with back-offs of milliseconds.
+fn fleet_worker(f: &Fixture) -> Worker {
+    let mut w = Worker::new(
+        Arc::new(OneConnector(f.connector.clone())),
+        f.store.clone() as Arc<dyn StateStore>,
+        Arc::new(NoProgress),
+        BatchLimits::default(),
+    );
+    w.leases = Some(Leases {
+        store: f.store.clone() as Arc<dyn MailboxStore>,
+        owner: "worker/1".into(),
+        ttl: Duration::from_secs(30),
+    });
+    w.retry = RetryPolicy {
+        base: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    w
+}
+
+#[tokio::test]
+async fn a_job_whose_end_cannot_be_recorded_comes_back_until_it_is() {
+    let f = fixture().await;
+    f.scheduler.round(true).await.unwrap();
+    // The database is away each time one of the first two jobs ends.
+    f.store.fail_job_finished(2);
+    f.queue.close();
+    let w = fleet_worker(&f);
+    tokio::time::timeout(Duration::from_secs(10), w.run(&*f.queue, None))
+        .await
+        .expect("the worker did not drain the queue")
+        .unwrap();
+    assert_eq!(status(&f.store).await, MailboxStatus::Synced);
+    assert_eq!(f.dst.contents(), f.src.contents());
+    assert_eq!(f.src.writes(), 0);
+}
+
+#[tokio::test]
+async fn a_job_lost_in_an_outage_is_published_again_once_the_queue_is_empty() {
+    let mut f = fixture().await;
+    f.scheduler.lost_after = Duration::ZERO;
+    f.scheduler.round(true).await.unwrap();
+    let take = || async { f.queue.receive().await.unwrap().unwrap() };
+    // Swallowed: delivered and acknowledged, never run nor recorded.
+    let lost = take().await;
+    f.queue.ack(&lost).await.unwrap();
+    // While jobs wait in the queue, none is taken for lost.
+    let r = f.scheduler.round(false).await.unwrap();
+    assert_eq!(r.requeued, 0, "{r:?}");
+    // One runs on a worker (its folder leased), one is over.
+    let running = take().await;
+    let done = take().await;
+    assert!(
+        f.store
+            .claim_folder(
+                running.job.migration_id,
+                &running.job.state_key(),
+                &running.job.dest_folder,
+                "worker/1",
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+    );
+    f.store
+        .job_finished(&done.job, JobOutcome::Done, None)
+        .await
+        .unwrap();
+    let r = f.scheduler.round(false).await.unwrap();
+    assert_eq!((r.requeued, r.published), (1, 1), "{r:?}");
+    let again = take().await;
+    assert_eq!(again.job.id, lost.job.id);
+    // Published again, it is not lost again while it waits.
+    f.queue
+        .retry(&again, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = f.scheduler.round(false).await.unwrap();
+    assert_eq!(r.requeued, 0, "{r:?}");
 }

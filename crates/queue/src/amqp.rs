@@ -526,6 +526,12 @@ impl JobQueue for AmqpQueue {
         Ok(Some(self.count(&self.queue).await?))
     }
 
+    async fn waiting(&self) -> Result<Option<u64>> {
+        let ready = self.count(&self.queue).await?;
+        let delayed = self.count(&self.delay_queue()).await?;
+        Ok(Some(ready + delayed))
+    }
+
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let mut headers = FieldTable::default();
         headers.insert(

@@ -108,6 +108,15 @@ impl JobQueue for MemoryQueue {
         self.changed.notify_waiters();
     }
 
+    async fn depth(&self) -> mailshift_core::Result<Option<u64>> {
+        Ok(Some(self.lock().ready.len() as u64))
+    }
+
+    async fn waiting(&self) -> mailshift_core::Result<Option<u64>> {
+        let st = self.lock();
+        Ok(Some((st.ready.len() + st.delayed.len()) as u64))
+    }
+
     async fn ack(&self, delivery: &Delivery) -> mailshift_core::Result<()> {
         self.lock().in_flight.remove(&delivery.tag);
         self.changed.notify_waiters();

@@ -476,6 +476,14 @@ impl MailboxStore for SeaStore {
         Ok(self.mark_published_impl(jobs).await?)
     }
 
+    async fn republish_lost(
+        &self,
+        published_by: i64,
+        limit: usize,
+    ) -> mailshift_core::Result<Vec<FolderJob>> {
+        Ok(self.republish_lost_impl(published_by, limit).await?)
+    }
+
     async fn claim_planning(
         &self,
         id: Uuid,

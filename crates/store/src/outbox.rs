@@ -3,7 +3,7 @@
 //! (so redeliveries and lost acks cannot miscount a pass), dead letters brought back,
 //! and planning leases that let several schedulers run side by side.
 
-use crate::entity::{job, mailbox, migration};
+use crate::entity::{folder, job, mailbox, migration};
 use crate::error::StoreError;
 use crate::store::SeaStore;
 use chrono::Utc;
@@ -12,8 +12,8 @@ use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::ports::MailboxRecord;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -304,6 +304,54 @@ impl SeaStore {
                 .map_err(self.query_err("setting aside undecodable jobs"))?;
         }
         Ok(out)
+    }
+
+    pub(crate) async fn republish_lost_impl(
+        &self,
+        published_by: i64,
+        limit: usize,
+    ) -> Result<Vec<FolderJob>, StoreError> {
+        let rows = job::Entity::find()
+            .filter(job::Column::FinishedAt.is_null())
+            .filter(job::Column::PublishedAt.lte(published_by))
+            .filter(Expr::cust(
+                "job.pass_id IN (SELECT mailbox.pass_id FROM mailbox \
+                 WHERE mailbox.migration_id = job.migration_id)",
+            ))
+            .order_by_asc(job::Column::CreatedAt)
+            .limit(limit as u64)
+            .all(&self.db)
+            .await
+            .map_err(self.query_err("looking for lost jobs"))?;
+        let now = Utc::now();
+        let mut lost = Vec::new();
+        for r in rows {
+            // An undecodable payload is never published again (the relay sets it aside).
+            let Ok(j) = serde_json::from_str::<FolderJob>(&r.payload) else {
+                continue;
+            };
+            let held = folder::Entity::find()
+                .filter(folder::Column::MigrationId.eq(j.migration_id))
+                .filter(folder::Column::SourceFolder.eq(j.state_key()))
+                .filter(folder::Column::LeaseUntil.gt(now))
+                .count(&self.db)
+                .await
+                .map_err(self.query_err("reading a folder's lease"))?;
+            if held == 0 {
+                lost.push(j);
+            }
+        }
+        for chunk in lost.chunks(500) {
+            job::Entity::update_many()
+                .col_expr(job::Column::PublishedAt, Expr::value(Option::<i64>::None))
+                .filter(job::Column::Id.is_in(chunk.iter().map(|j| j.id)))
+                .filter(job::Column::FinishedAt.is_null())
+                .filter(job::Column::PublishedAt.lte(published_by))
+                .exec(&self.db)
+                .await
+                .map_err(self.query_err("publishing lost jobs again"))?;
+        }
+        Ok(lost)
     }
 
     pub(crate) async fn mark_published_impl(&self, ids: &[Uuid]) -> Result<(), StoreError> {

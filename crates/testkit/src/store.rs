@@ -34,7 +34,8 @@ struct Lease {
 struct JobRow {
     job: FolderJob,
     pass: Uuid,
-    published: bool,
+    /// When the relay published it.
+    published: Option<i64>,
     relay: Option<Lease>,
     finished: Option<JobOutcome>,
 }
@@ -51,6 +52,8 @@ struct State {
     jobs: Vec<JobRow>,
     /// The store is unreachable (every call fails with `Store`) while this is set.
     down: bool,
+    /// This many coming `job_finished` calls fail as if the database went away then.
+    fail_job_finished: u32,
 }
 
 /// The state and mailbox stores in memory; clones share it.
@@ -69,6 +72,11 @@ impl MemStore {
     pub fn with_clock(mut self, clock: Arc<dyn mailshift_core::ports::Clock>) -> MemStore {
         self.clock = Some(clock);
         self
+    }
+
+    /// The next `n` records of a finished job fail (the database away at that moment).
+    pub fn fail_job_finished(&self, n: u32) {
+        self.lock().fail_job_finished = n;
     }
 
     /// Makes every call fail as a database outage would, until `up`.
@@ -97,7 +105,11 @@ impl MemStore {
 
     /// Jobs recorded and not yet published, for assertions.
     pub fn unpublished(&self) -> usize {
-        self.lock().jobs.iter().filter(|j| !j.published).count()
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|j| j.published.is_none())
+            .count()
     }
 
     /// The recorded outcome of each job, for assertions.
@@ -461,7 +473,7 @@ impl MailboxStore for MemStore {
             st.jobs.push(JobRow {
                 job: j.clone(),
                 pass,
-                published: false,
+                published: None,
                 relay: None,
                 finished: None,
             });
@@ -494,6 +506,10 @@ impl MailboxStore for MemStore {
     ) -> Result<()> {
         let now = self.now();
         let mut st = self.open()?;
+        if st.fail_job_finished > 0 {
+            st.fail_job_finished -= 1;
+            return Err(Error::new(ErrorKind::Store, "the state database is away"));
+        }
         let Some(row) = st
             .jobs
             .iter_mut()
@@ -545,7 +561,7 @@ impl MailboxStore for MemStore {
                 break;
             }
             let free = j.relay.as_ref().is_none_or(|l| l.until < now);
-            if !j.published && j.finished.is_none() && free {
+            if j.published.is_none() && j.finished.is_none() && free {
                 j.relay = Some(Lease {
                     owner: owner.to_string(),
                     until: now + lease.as_secs() as i64,
@@ -557,12 +573,49 @@ impl MailboxStore for MemStore {
     }
 
     async fn mark_published(&self, jobs: &[Uuid]) -> Result<()> {
+        let now = self.now();
         let mut st = self.open()?;
         for j in st.jobs.iter_mut().filter(|j| jobs.contains(&j.job.id)) {
-            j.published = true;
+            j.published = Some(now);
             j.relay = None;
         }
         Ok(())
+    }
+
+    async fn republish_lost(&self, published_by: i64, limit: usize) -> Result<Vec<FolderJob>> {
+        let now = self.now();
+        let mut st = self.open()?;
+        let State {
+            jobs,
+            mailboxes,
+            folders,
+            leases,
+            ..
+        } = &mut *st;
+        let mut out = Vec::new();
+        for j in jobs.iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            let current = mailboxes
+                .iter()
+                .any(|(m, _)| m.migration_id == j.job.migration_id && m.pass_id == Some(j.pass));
+            let key = j.job.state_key();
+            let held = folders.values().any(|f| {
+                f.migration_id == j.job.migration_id
+                    && f.source_folder == key
+                    && leases.get(&f.id).is_some_and(|l| l.until >= now)
+            });
+            if current
+                && !held
+                && j.finished.is_none()
+                && j.published.is_some_and(|at| at <= published_by)
+            {
+                j.published = None;
+                out.push(j.job.clone());
+            }
+        }
+        Ok(out)
     }
 
     async fn claim_planning(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool> {
