@@ -1,25 +1,157 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The fleet heals itself (issue 16): a private RabbitMQ killed with SIGKILL and a
-//! private PostgreSQL stopped with `-m immediate` in the middle of a migration, each
-//! started again after a while, with the scheduler and the workers left running. Every
-//! mailbox must converge byte-exact and none may end `failed`. Judged on the servers
-//! themselves; the shared PostgreSQL and RabbitMQ are never touched.
+//! The fleet heals itself (issue 16), with the scheduler and the workers left running:
+//! a private RabbitMQ killed with SIGKILL and a private PostgreSQL stopped with
+//! `-m immediate` in the middle of a migration, each started again 30 s later; and an
+//! old server refusing connections for 60 s. Every mailbox must converge byte-exact,
+//! none may end `failed` and no job may be dead-lettered. Judged on the servers
+//! themselves; the shared PostgreSQL and RabbitMQ are never crashed.
 
-use mailshift_tests::fleet::{WorkerProc, dst_pw, new_fleet_on, servers, skip, src_pw};
+use mailshift_tests::dovecot::Dovecot;
+use mailshift_tests::fleet::{
+    Fleet, WorkerProc, dst_pw, new_fleet, new_fleet_on, servers, skip, src_pw,
+};
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use mailshift_tests::services::{PrivatePostgres, PrivateRabbit};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long each outage lasts: long enough for every process to notice and to retry
-/// several times, short enough for CI.
-const OUTAGE: Duration = Duration::from_secs(12);
+/// How long the broker and the database are away: long enough for every process to
+/// notice and to retry several times.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// How long the old server refuses connections (a restart, a failover): longer than a
+/// retry budget counted in attempts would last.
+const SOURCE_OUTAGE: Duration = Duration::from_secs(60);
 
 fn sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// A scheduler (rounds every second, lost jobs looked for after 30 s) and a worker of
+/// two tasks copying in small batches, so a copy is still running when an outage starts.
+fn start(fleet: &Fleet) -> (WorkerProc, WorkerProc) {
+    let scheduler = WorkerProc::new(
+        fleet
+            .cmd(&[
+                "scheduler",
+                "--queue",
+                &fleet.queue,
+                "--tick",
+                "1",
+                "--requeue-lost-after",
+                "30",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let worker = WorkerProc::new(
+        fleet
+            .cmd(&[
+                "worker",
+                "--queue",
+                &fleet.queue,
+                "--concurrency",
+                "2",
+                "--batch-messages",
+                "20",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    (scheduler, worker)
+}
+
+/// Both stop cleanly on SIGTERM, and no secret is in what they printed.
+fn stop(scheduler: WorkerProc, worker: WorkerProc) {
+    sigterm(scheduler.id());
+    sigterm(worker.id());
+    let (s, w) = (
+        scheduler.wait_with_output().unwrap(),
+        worker.wait_with_output().unwrap(),
+    );
+    for (name, out) in [("scheduler", &s), ("worker", &w)] {
+        assert!(out.status.success(), "{name} after SIGTERM: {}", text(out));
+        let all = text(out);
+        assert!(!all.contains("-Pw1"), "a password in the {name}'s output");
+        assert!(
+            !all.contains("guest:guest"),
+            "the broker URL's password in the {name}'s output"
+        );
+    }
+}
+
+/// Every mailbox `synced` within 300 s, none `failed` on the way, no dead job, and the
+/// destination holding exactly what the source held. On a failure the scheduler's and
+/// the worker's logs are shown (their last lines), so a CI run tells what happened.
+async fn converge(
+    fleet: &Fleet,
+    dst: &Dovecot,
+    users: &[&str],
+    before: &[imap::Snapshot],
+    procs: (WorkerProc, WorkerProc),
+) -> (WorkerProc, WorkerProc) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let problem = loop {
+        let out = fleet.run(&["status", "--json"], &[]);
+        if out.status.success() {
+            let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rows = rows.as_array().unwrap();
+            let bad = rows
+                .iter()
+                .find(|r| r["status"] == "failed" || r["dead_jobs"] != 0);
+            if let Some(r) = bad {
+                break Some(format!(
+                    "a mailbox failed or a job was dead-lettered: {r:#}"
+                ));
+            }
+            if rows.iter().all(|r| r["status"] == "synced") {
+                break None;
+            }
+        }
+        if Instant::now() >= deadline {
+            break Some(format!(
+                "not every mailbox synced within 300 s after the outage:\n{}",
+                text(&out)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if let Some(problem) = problem {
+        let (mut s, mut w) = procs;
+        let _ = s.kill();
+        let _ = w.kill();
+        let tail = |p: WorkerProc| {
+            let all = p.wait_with_output().map(|o| text(&o)).unwrap_or_default();
+            let lines: Vec<&str> = all.lines().collect();
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        };
+        panic!(
+            "{problem}\n--- scheduler (last lines) ---\n{}\n--- worker (last lines) ---\n{}",
+            tail(s),
+            tail(w)
+        );
+    }
+    for (i, u) in users.iter().enumerate() {
+        let got = imap::snapshot(dst.port(), u, &dst_pw(u)).await.unwrap();
+        assert_same(&before[i], &got, &format!("mailbox {u} after the outage"));
+    }
+    procs
+}
+
+/// Waits until the destination holds at least one copied message.
+async fn first_copies(dst: &Dovecot, users: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while copied(dst.port(), users).await == 0 {
+        assert!(Instant::now() < deadline, "nothing copied within 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn copied(dst_port: u16, users: &[&str]) -> usize {
@@ -50,46 +182,10 @@ async fn a_killed_broker_and_a_stopped_database_heal_without_a_failed_mailbox() 
     for u in users {
         fleet.add(&src, &dst, u, &src_pw(u), &dst_pw(u));
     }
-    let scheduler = WorkerProc::new(
-        fleet
-            .cmd(&[
-                "scheduler",
-                "--queue",
-                &fleet.queue,
-                "--tick",
-                "1",
-                "--requeue-lost-after",
-                "30",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Small batches: the copy is still running when the outages start.
-    let worker = WorkerProc::new(
-        fleet
-            .cmd(&[
-                "worker",
-                "--queue",
-                &fleet.queue,
-                "--concurrency",
-                "2",
-                "--batch-messages",
-                "20",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let (scheduler, worker) = start(&fleet);
 
     // The broker dies while mail is being copied.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while copied(dst.port(), &users).await == 0 {
-        assert!(Instant::now() < deadline, "nothing copied within 120 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    first_copies(&dst, &users).await;
     rabbit.kill9();
     let during = copied(dst.port(), &users).await;
     tokio::time::sleep(OUTAGE).await;
@@ -112,44 +208,27 @@ async fn a_killed_broker_and_a_stopped_database_heal_without_a_failed_mailbox() 
     tokio::time::sleep(OUTAGE).await;
     pg.start_again();
 
-    // Convergence: every mailbox synced, none failed, the servers identical.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let out = fleet.run(&["status", "--json"], &[]);
-        if out.status.success() {
-            let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let rows = rows.as_array().unwrap();
-            for r in rows {
-                assert_ne!(r["status"], "failed", "a mailbox failed: {r:#}");
-            }
-            if rows.iter().all(|r| r["status"] == "synced") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every mailbox synced within 300 s after the outages:\n{}",
-            text(&out)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let (scheduler, worker) = converge(&fleet, &dst, &users, &before, (scheduler, worker)).await;
+    stop(scheduler, worker);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_server_refusing_connections_for_a_minute_is_waited_for() {
+    if skip() {
+        return;
     }
-    for (i, u) in users.iter().enumerate() {
-        let got = imap::snapshot(dst.port(), u, &dst_pw(u)).await.unwrap();
-        assert_same(&before[i], &got, &format!("mailbox {u} after the outages"));
+    let users = ["rosa", "sven"];
+    let (mut src, dst, before) = servers(&users, 300, 170).await;
+    let fleet = new_fleet();
+    for u in users {
+        fleet.add(&src, &dst, u, &src_pw(u), &dst_pw(u));
     }
-    sigterm(scheduler.id());
-    sigterm(worker.id());
-    let (s, w) = (
-        scheduler.wait_with_output().unwrap(),
-        worker.wait_with_output().unwrap(),
-    );
-    for (name, out) in [("scheduler", &s), ("worker", &w)] {
-        assert!(out.status.success(), "{name} after SIGTERM: {}", text(out));
-        let all = text(out);
-        assert!(!all.contains("-Pw1"), "a password in the {name}'s output");
-        assert!(
-            !all.contains("guest:guest"),
-            "the broker URL's password in the {name}'s output"
-        );
-    }
+    let (scheduler, worker) = start(&fleet);
+    first_copies(&dst, &users).await;
+    // Every connection closed, new ones refused; the mail stays.
+    src.stop();
+    tokio::time::sleep(SOURCE_OUTAGE).await;
+    src.start_again().unwrap();
+    let (scheduler, worker) = converge(&fleet, &dst, &users, &before, (scheduler, worker)).await;
+    stop(scheduler, worker);
 }
