@@ -162,6 +162,30 @@ impl SeaStore {
         Ok(())
     }
 
+    /// Takes the row lock of a migration's mailbox for the rest of the transaction (a
+    /// write that changes nothing, so it works on both backends).
+    ///
+    /// Completions of one pass are serialised by it: without it, two jobs finishing at
+    /// once in READ COMMITTED each count the other as unfinished (its update not yet
+    /// committed when their count's snapshot is taken), and the pass stays `syncing`
+    /// with one job left for ever.
+    async fn lock_mailbox<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        migration: Uuid,
+    ) -> Result<(), StoreError> {
+        mailbox::Entity::update_many()
+            .col_expr(
+                mailbox::Column::JobsLeft,
+                Expr::col(mailbox::Column::JobsLeft).into(),
+            )
+            .filter(mailbox::Column::MigrationId.eq(migration))
+            .exec(conn)
+            .await
+            .map_err(self.query_err("locking a mailbox's pass"))?;
+        Ok(())
+    }
+
     pub(crate) async fn job_finished_impl(
         &self,
         j: &FolderJob,
@@ -169,6 +193,7 @@ impl SeaStore {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let txn = self.begin().await?;
+        self.lock_mailbox(&txn, j.migration_id).await?;
         let res = job::Entity::update_many()
             .col_expr(job::Column::FinishedAt, Expr::value(Some(unix_now())))
             .col_expr(job::Column::Outcome, Expr::value(Some(outcome.as_str())))
@@ -194,6 +219,14 @@ impl SeaStore {
 
     pub(crate) async fn reopen_job_impl(&self, id: Uuid) -> Result<bool, StoreError> {
         let txn = self.begin().await?;
+        let Some(found) = job::Entity::find_by_id(id)
+            .one(&txn)
+            .await
+            .map_err(self.query_err("reading a job"))?
+        else {
+            return Ok(false);
+        };
+        self.lock_mailbox(&txn, found.migration_id).await?;
         let res = job::Entity::update_many()
             .col_expr(job::Column::FinishedAt, Expr::value(Option::<i64>::None))
             .col_expr(job::Column::Outcome, Expr::value(Option::<String>::None))

@@ -1168,6 +1168,88 @@ mod outbox_suite {
         assert_eq!((row.status, row.jobs_left), (MailboxStatus::Syncing, 1));
     }
 
+    pub async fn jobs_finishing_at_once_all_count(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "c").await;
+        // Rounds of jobs finished all at once (the workers of a fleet): each completion
+        // must see the others', or the pass stays `syncing` with a job "left".
+        for round in 0..5 {
+            let jobs: Vec<FolderJob> = (0..8)
+                .map(|i| job(m.migration_id, &format!("R{round}F{i}")))
+                .collect();
+            store.begin_pass(m.id, &jobs, None, None).await.unwrap();
+            let all: Vec<_> = jobs
+                .iter()
+                .map(|j| {
+                    let store = store.clone();
+                    let j = j.clone();
+                    tokio::spawn(
+                        async move { store.job_finished(&j, JobOutcome::Done, None).await },
+                    )
+                })
+                .collect();
+            for r in all {
+                r.await.unwrap().unwrap();
+            }
+            let row = &store.mailboxes(None).await.unwrap()[0];
+            assert_eq!(
+                (row.status, row.jobs_left),
+                (MailboxStatus::Synced, 0),
+                "round {round}"
+            );
+        }
+    }
+
+    pub async fn lost_jobs_are_published_again(store: SeaStore) {
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "l").await;
+        let jobs = vec![
+            job(m.migration_id, "INBOX"),
+            job(m.migration_id, "Sent"),
+            job(m.migration_id, "Trash"),
+        ];
+        store.begin_pass(m.id, &jobs, None, None).await.unwrap();
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        store.mark_published(&ids).await.unwrap();
+        let t = chrono::Utc::now().timestamp();
+        // Published just now: not lost yet.
+        assert!(store.republish_lost(t - 60, 10).await.unwrap().is_empty());
+        // Sent is done, Trash runs on a worker (its folder leased): only INBOX is lost.
+        store
+            .job_finished(&jobs[1], JobOutcome::Done, None)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_folder(
+                    m.migration_id,
+                    &jobs[2].state_key(),
+                    &jobs[2].dest_folder,
+                    "w",
+                    Duration::from_secs(60)
+                )
+                .await
+                .unwrap()
+        );
+        let lost = store.republish_lost(t + 1, 10).await.unwrap();
+        assert_eq!(
+            lost.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![jobs[0].id]
+        );
+        // Unpublished again: the relay takes it, and it is not found lost twice.
+        let relayed = store
+            .claim_unpublished("relay", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(relayed.len(), 1);
+        assert!(store.republish_lost(t + 1, 10).await.unwrap().is_empty());
+        // Jobs of a pass that is no longer the mailbox's current one are left alone.
+        store.mark_published(&[jobs[0].id]).await.unwrap();
+        store.begin_pass(m.id, &[], None, None).await.unwrap();
+        let t = chrono::Utc::now().timestamp();
+        assert!(store.republish_lost(t + 1, 10).await.unwrap().is_empty());
+    }
+
     pub async fn planning_leases_and_deferrals(store: SeaStore) {
         let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
         let m = mailbox(&store, "p").await;
@@ -1268,6 +1350,8 @@ outbox_contract!(
     [
         outbox_relays_each_job_once,
         dead_jobs_come_back,
+        jobs_finishing_at_once_all_count,
+        lost_jobs_are_published_again,
         planning_leases_and_deferrals,
         accounts_are_recognised_under_other_spellings,
     ]
@@ -1278,6 +1362,8 @@ outbox_contract!(
     [
         outbox_relays_each_job_once,
         dead_jobs_come_back,
+        jobs_finishing_at_once_all_count,
+        lost_jobs_are_published_again,
         planning_leases_and_deferrals,
         accounts_are_recognised_under_other_spellings,
     ]
