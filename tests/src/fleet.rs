@@ -48,6 +48,13 @@ impl Drop for Db {
         if self.external.is_some() {
             return;
         }
+        if std::env::var_os("MAILSHIFT_TEST_KEEP_DB").is_some() {
+            eprintln!(
+                "kept the test database {} (MAILSHIFT_TEST_KEEP_DB)",
+                self.name
+            );
+            return;
+        }
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
             .arg(format!(

@@ -232,3 +232,99 @@ async fn an_old_server_refusing_connections_for_a_minute_is_waited_for() {
     let (scheduler, worker) = converge(&fleet, &dst, &users, &before, (scheduler, worker)).await;
     stop(scheduler, worker);
 }
+
+/// The mailboxes' statuses, by `status --json` (empty while the database cannot answer).
+fn statuses(fleet: &Fleet) -> Vec<String> {
+    let out = fleet.run(&["status", "--json"], &[]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    rows.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["status"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_stopped_or_killed_while_it_publishes_leaves_no_pass_half_done() {
+    if skip() {
+        return;
+    }
+    let users: Vec<String> = (0..12).map(|i| format!("tom{i}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let (src, dst, before) = servers(&users, 40, 180).await;
+    let fleet = new_fleet();
+    for u in &users {
+        fleet.add(&src, &dst, u, &src_pw(u), &dst_pw(u));
+    }
+    // Planning two mailboxes at a time, so it is still going when the first pass is
+    // recorded: SIGTERM then (a clean stop), and after a restart SIGKILL at the same
+    // point; neither may leave a pass announced but not published, nor counted wrong.
+    let scheduler = || {
+        WorkerProc::new(
+            fleet
+                .cmd(&[
+                    "scheduler",
+                    "--queue",
+                    &fleet.queue,
+                    "--tick",
+                    "1",
+                    "--plan-parallel",
+                    "2",
+                    "--plan-per-host",
+                    "2",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let planned = || statuses(&fleet).iter().filter(|s| *s != "pending").count();
+    // Returns once one more mailbox has its pass recorded.
+    let first_pass = |what: &str| {
+        let before = planned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if planned() > before {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no pass planned in 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let s = scheduler();
+    first_pass("first scheduler");
+    sigterm(s.id());
+    let out = s.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "scheduler after SIGTERM: {}",
+        text(&out)
+    );
+    let mut s = scheduler();
+    first_pass("second scheduler");
+    s.kill().unwrap(); // SIGKILL
+    let _ = s.wait();
+    // A third scheduler and a worker finish the job.
+    let (scheduler, worker) = start(&fleet);
+    let (scheduler, worker) = converge(&fleet, &dst, &users, &before, (scheduler, worker)).await;
+    stop(scheduler, worker);
+    // Each mailbox counts exactly its source's messages, however often a job ran.
+    let out = fleet.run(&["status", "--json"], &[]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        let user = r["source"].as_str().unwrap().split('@').next().unwrap();
+        let user = user.trim_start_matches("imap://");
+        let i = users.iter().position(|u| *u == user).unwrap();
+        let n: usize = before[i].values().map(Vec::len).sum();
+        assert_eq!(r["messages_copied"], n as u64, "{r:#}");
+    }
+}

@@ -20,6 +20,7 @@ use mailshift_store::{SeaStore, SecretKey};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Where the fleet keeps its state and its key.
@@ -573,6 +574,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         per_host: a.plan_per_host.max(1),
         outage_retry: Duration::from_secs(15),
         lost_after: Duration::from_secs(a.requeue_lost_after),
+        stopping: Arc::new(AtomicBool::new(false)),
     };
     if a.once {
         let r = s.round(true).await?;
@@ -586,19 +588,30 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    // Stopping in the middle of a round is safe: a pass's jobs are written with it in one
-    // transaction and published by the relay of whichever scheduler runs next, and a
-    // planning lease left behind expires.
+    // Even a scheduler killed in the middle of a round leaves nothing half done: a pass's
+    // jobs are written with it in one transaction and published by the relay of whichever
+    // scheduler runs next, and a planning lease left behind expires within a minute. Asked
+    // to stop, it finishes the mailboxes it is planning and publishes their jobs first.
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
+        let round = s.round(false);
+        tokio::pin!(round);
         tokio::select! {
-            r = s.round(false) => {
+            r = &mut round => {
                 if let Err(e) = r {
                     tracing::warn!(error = %e.message, "scheduling round failed");
                 }
             }
-            _ = &mut stop => break,
+            _ = &mut stop => {
+                s.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("stopping: finishing the mailboxes being planned");
+                let grace = Duration::from_secs(60);
+                if tokio::time::timeout(grace, round).await.is_err() {
+                    tracing::warn!("planning did not end within {}s; stopped anyway (its leases expire)", grace.as_secs());
+                }
+                break;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(a.tick.max(1))) => {}

@@ -58,7 +58,14 @@ pub struct Scheduler {
     /// A job published this long ago, unfinished, in no queue and on no worker counts
     /// as lost (an outage swallowed it) and is published again.
     pub lost_after: Duration,
+    /// Set to stop: a running round plans no further mailbox, finishes those it is
+    /// planning (their planning leases released) and publishes what they recorded.
+    pub stopping: Arc<AtomicBool>,
 }
+
+/// How long a planning lease lasts without renewal: after a scheduler is killed, how
+/// long until another may plan its mailboxes. Renewed every third of it while planning.
+const PLANNING_LEASE: Duration = Duration::from_secs(60);
 
 /// What one scheduling round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -145,6 +152,9 @@ impl Scheduler {
                         Some(h) => h.clone().acquire_owned().await.ok(),
                         None => None,
                     };
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return (d, Planned::Skipped);
+                    }
                     (d, self.plan_one(d, t).await)
                 }
             })
@@ -354,10 +364,9 @@ impl Scheduler {
     /// Plans one mailbox under its planning lease and records the outcome on it.
     async fn plan_one(&self, d: &Due<'_>, t: i64) -> Planned {
         let m = d.m;
-        let lease = Duration::from_secs(600);
         match self
             .mailboxes
-            .claim_planning(m.id, &self.owner, lease)
+            .claim_planning(m.id, &self.owner, PLANNING_LEASE)
             .await
         {
             Ok(true) => {}
@@ -379,9 +388,27 @@ impl Scheduler {
         if let Some(id) = crate::trace::trace_id(&span) {
             span.record("trace_id", id.as_str());
         }
+        // The lease is renewed while the planning lasts (a mailbox of thousands of
+        // folders takes a while), so it can be short enough for a killed scheduler's
+        // mailboxes to be planned by another soon.
+        let renew = async {
+            loop {
+                tokio::time::sleep(PLANNING_LEASE / 3).await;
+                if let Err(e) = self
+                    .mailboxes
+                    .claim_planning(m.id, &self.owner, PLANNING_LEASE)
+                    .await
+                {
+                    tracing::warn!(mailbox = %m.source, error = %e.message, "cannot renew a planning lease");
+                }
+            }
+        };
         let planned = {
             use tracing::Instrument;
-            self.plan(m, d.dual, d.next).instrument(span.clone()).await
+            tokio::select! {
+                r = self.plan(m, d.dual, d.next).instrument(span.clone()) => r,
+                never = renew => never,
+            }
         };
         let outcome = match planned {
             Ok((n, source_messages)) => {

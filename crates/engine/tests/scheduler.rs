@@ -75,6 +75,7 @@ async fn fixture() -> Fixture {
         per_host: 2,
         outage_retry: Duration::from_secs(15),
         lost_after: Duration::from_secs(600),
+        stopping: Default::default(),
     };
     Fixture {
         src,
