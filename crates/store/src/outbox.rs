@@ -177,7 +177,7 @@ impl SeaStore {
         mailbox::Entity::update_many()
             .col_expr(
                 mailbox::Column::JobsLeft,
-                Expr::col(mailbox::Column::JobsLeft).into(),
+                Expr::col(mailbox::Column::JobsLeft),
             )
             .filter(mailbox::Column::MigrationId.eq(migration))
             .exec(conn)
