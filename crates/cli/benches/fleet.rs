@@ -1,10 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The fleet's control plane alone: 10,000 folder jobs (`MAILSHIFT_BENCH_JOBS`) published
-//! to RabbitMQ with confirms and run by workers against PostgreSQL (lease, checkpoint,
-//! release, ack) with a no-op mail copier. Run with
-//! `cargo bench -p mailshift --bench fleet` (needs 127.0.0.1:5432 and :5672).
+//! The fleet's control plane alone, with no-op mail servers, against PostgreSQL and
+//! RabbitMQ on 127.0.0.1 (`cargo bench -p mailshift --bench fleet`, or `just bench-fleet`):
+//! - workers: 10,000 folder jobs (`MAILSHIFT_BENCH_JOBS`) published with confirms and run
+//!   (lease, checkpoint, release, ack);
+//! - planning: scheduler rounds over 300 and 10,000 registered mailboxes
+//!   (`MAILSHIFT_BENCH_MAILBOXES=300,10000`) of 8 folders each on 4 old servers: a first
+//!   pass (every folder a job, recorded and published) and a no-op round (nothing
+//!   changed), each with its time per mailbox, and the status reads (aggregates) after.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use mailshift_core::Result;
 use mailshift_core::endpoint::Endpoint;
 use mailshift_core::flags::{FlagSet, PermanentFlags};
@@ -21,8 +26,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// An empty mailbox on both sides.
+/// An empty mailbox on both sides; the source lists `FOLDERS` empty folders.
 struct Noop(Capabilities);
+
+const FOLDERS: [&str; 8] = [
+    "INBOX", "Archive", "Drafts", "Sent", "Trash", "Junk", "Lists", "Projects",
+];
 
 #[async_trait]
 impl MailSource for Noop {
@@ -30,7 +39,16 @@ impl MailSource for Noop {
         &self.0
     }
     async fn list_folders(&mut self) -> Result<(Vec<ListedFolder>, Option<char>)> {
-        Ok((Vec::new(), Some('/')))
+        let listed = FOLDERS
+            .iter()
+            .map(|f| ListedFolder {
+                raw: f.to_string(),
+                delimiter: Some('/'),
+                special_use: None,
+                selectable: true,
+            })
+            .collect();
+        Ok((listed, Some('/')))
     }
     async fn examine(&mut self, _: &str) -> Result<FolderStatus> {
         Ok(status())
@@ -115,7 +133,8 @@ fn status() -> FolderStatus {
         uidvalidity: 1,
         uidnext: Some(1),
         exists: 0,
-        highest_modseq: None,
+        // CONDSTORE, as on Dovecot: a quiet folder is recognised by its HIGHESTMODSEQ.
+        highest_modseq: Some(1),
         permanent_flags: PermanentFlags::unrestricted(),
     }
 }
@@ -125,7 +144,10 @@ struct NoopConnector;
 #[async_trait]
 impl Connector for NoopConnector {
     async fn source(&self) -> Result<Box<dyn MailSource>> {
-        Ok(Box::new(Noop(Capabilities::default())))
+        Ok(Box::new(Noop(Capabilities {
+            condstore: true,
+            ..Capabilities::default()
+        })))
     }
     async fn target(&self) -> Result<Box<dyn MailTarget>> {
         Ok(Box::new(Noop(Capabilities::default())))
@@ -172,6 +194,162 @@ fn psql(sql: &str) {
 
 #[tokio::main]
 async fn main() {
+    let sizes: Vec<usize> = std::env::var("MAILSHIFT_BENCH_MAILBOXES")
+        .unwrap_or_else(|_| "300,10000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    let mut planning = Vec::new();
+    for n in sizes {
+        planning.push(plan_bench(n).await);
+    }
+    workers_bench(planning).await;
+}
+
+/// What planning over `mailboxes` cost.
+struct PlanFigures {
+    mailboxes: usize,
+    register: f64,
+    first: f64,
+    first_jobs: usize,
+    noop: f64,
+    noop_jobs: usize,
+    status: f64,
+}
+
+async fn plan_bench(n: usize) -> PlanFigures {
+    use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore};
+    use mailshift_engine::fleet::Scheduler;
+    use mailshift_store::SecretKey;
+    let tag = Uuid::new_v4().simple().to_string();
+    let db = format!("mailshift_bench_{}", &tag[..12]);
+    psql(&format!("CREATE DATABASE {db}"));
+    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
+        .await
+        .unwrap()
+        .with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+    let queue_name = format!("mailshift.bench.{}", &tag[..12]);
+    let queue = Arc::new(
+        AmqpQueue::publisher("amqp://guest:guest@127.0.0.1:5672/%2f", &queue_name)
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let adds = futures::stream::iter(0..n).map(|i| {
+        let store = store.clone();
+        async move {
+            let from: Endpoint = format!("imap://user{i}@old{}.example", i % 4)
+                .parse()
+                .unwrap();
+            let to: Endpoint = format!("imaps://user{i}@new.example").parse().unwrap();
+            store
+                .add_mailbox(
+                    &from,
+                    &to,
+                    Some("bench"),
+                    &MailboxOptions::default(),
+                    &MailboxCredentials {
+                        source_password: "s".to_string().into(),
+                        dest_password: "d".to_string().into(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    });
+    adds.buffer_unordered(16).collect::<Vec<()>>().await;
+    let register = started.elapsed().as_secs_f64();
+    let scheduler = Scheduler {
+        state: Arc::new(store.clone()),
+        mailboxes: Arc::new(store.clone()),
+        connectors: Arc::new(OneConnector(Arc::new(NoopConnector))),
+        queue: queue.clone(),
+        interval: Duration::from_secs(3600),
+        split_above: None,
+        cutovers: None,
+        batches: None,
+        owner: "bench".into(),
+        // The `mailshift scheduler` defaults.
+        parallel: 16,
+        per_host: 4,
+        outage_retry: Duration::from_secs(15),
+        lost_after: Duration::from_secs(600),
+        stopping: Default::default(),
+    };
+    let t = Instant::now();
+    let first = scheduler.round(true).await.unwrap();
+    let first_secs = t.elapsed().as_secs_f64();
+    assert_eq!(first.mailboxes, n, "{first:?}");
+    // Workers run the first pass (no-op copies, checkpoints recorded) before the next
+    // round, as in a fleet.
+    run_jobs(&store, &queue_name, first.published).await;
+    let t = Instant::now();
+    let noop = scheduler.round(true).await.unwrap();
+    let noop_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let rows = store.mailboxes(None).await.unwrap();
+    let _ = store.copied_totals(None).await.unwrap();
+    let _ = store.dead_jobs(None).await.unwrap();
+    let status = t.elapsed().as_secs_f64();
+    assert_eq!(rows.len(), n);
+    drop(queue);
+    for s in ["", ".delay", ".dead"] {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_queue", &format!("{queue_name}{s}")])
+            .output();
+    }
+    drop(store);
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    PlanFigures {
+        mailboxes: n,
+        register,
+        first: first_secs,
+        first_jobs: first.published,
+        noop: noop_secs,
+        noop_jobs: noop.published,
+        status,
+    }
+}
+
+/// 16 worker tasks on queue `name` until `jobs` folder passes have finished.
+async fn run_jobs(store: &SeaStore, name: &str, jobs: usize) {
+    let queue = Arc::new(
+        AmqpQueue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", name, 64)
+            .await
+            .unwrap(),
+    );
+    let stop = Arc::new(mailshift_engine::worker::Shutdown::default());
+    let counter = Arc::new(Counter {
+        done: AtomicUsize::new(0),
+        target: jobs,
+        stop: stop.clone(),
+    });
+    let mut worker = Worker::new(
+        Arc::new(OneConnector(Arc::new(NoopConnector))),
+        Arc::new(store.clone()),
+        counter.clone(),
+        BatchLimits::default(),
+    );
+    worker.stop = stop;
+    worker.leases = Some(Leases {
+        store: Arc::new(store.clone()),
+        owner: "bench".into(),
+        ttl: Duration::from_secs(60),
+    });
+    let worker = Arc::new(worker);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (w, q) = (worker.clone(), queue.clone());
+            tokio::spawn(async move { w.run(&*q, None).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+async fn workers_bench(planning: Vec<PlanFigures>) {
     let jobs: usize = std::env::var("MAILSHIFT_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -273,9 +451,52 @@ async fn main() {
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out).unwrap();
+    // Planning: each size's time per mailbox, and as a ratio to the smallest size's (a
+    // baseline of the same run: 1.0 means planning scales linearly).
+    println!("\nplanning (scheduler defaults: 16 at once, 4 per old server; 8 folders each)");
+    let base = planning
+        .first()
+        .map(|p| p.first / p.mailboxes as f64)
+        .unwrap_or(1.0);
+    let mut rows = Vec::new();
+    for p in &planning {
+        let per = p.first / p.mailboxes as f64;
+        let noop_per = p.noop / p.mailboxes as f64;
+        println!(
+            "{:>6} mailboxes  registered {:>6.2}s  first pass {:>7.2}s ({} jobs, {:.1} ms/mailbox, x{:.2} of the smallest)  no-op round {:>7.2}s ({} jobs, {:.2}x of a first pass)  status reads {:.3}s",
+            p.mailboxes,
+            p.register,
+            p.first,
+            p.first_jobs,
+            per * 1000.0,
+            per / base,
+            p.noop,
+            p.noop_jobs,
+            noop_per / per,
+            p.status,
+        );
+        if p.mailboxes == 300 {
+            println!(
+                "       target: 300 first-pass mailboxes planned in <= 20 s: {}",
+                if p.first <= 20.0 { "PASS" } else { "MISS" }
+            );
+        }
+        if p.mailboxes == 10_000 {
+            println!(
+                "       target: a no-op round over 10,000 mailboxes in <= 300 s: {}",
+                if p.noop <= 300.0 { "PASS" } else { "MISS" }
+            );
+        }
+        rows.push(serde_json::json!({
+            "mailboxes": p.mailboxes, "register_secs": p.register,
+            "first_pass_secs": p.first, "first_pass_jobs": p.first_jobs,
+            "noop_round_secs": p.noop, "noop_round_jobs": p.noop_jobs,
+            "status_reads_secs": p.status,
+        }));
+    }
     std::fs::write(
         out.join("fleet.json"),
-        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total}).to_string(),
+        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total, "planning": rows}).to_string(),
     )
     .unwrap();
 }
