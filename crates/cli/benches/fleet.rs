@@ -6,7 +6,9 @@
 //! - planning: scheduler rounds over 300 and 10,000 registered mailboxes
 //!   (`MAILSHIFT_BENCH_MAILBOXES=300,10000`) of 8 folders each on 4 old servers: a first
 //!   pass (every folder a job, recorded and published) and a no-op round (nothing
-//!   changed), each with its time per mailbox, and the status reads (aggregates) after.
+//!   changed), each with its time per mailbox, and the status reads (aggregates) after;
+//! - big batches: `mailshift batch import` of a 100,000-row CSV
+//!   (`MAILSHIFT_BENCH_IMPORT_ROWS`), then `batch status` of that batch.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -204,7 +206,65 @@ async fn main() {
     for n in sizes {
         planning.push(plan_bench(n).await);
     }
-    workers_bench(planning).await;
+    let rows: usize = std::env::var("MAILSHIFT_BENCH_IMPORT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let import = (rows > 0).then(|| import_bench(rows));
+    workers_bench(planning, import).await;
+}
+
+/// `batch import` of `rows` rows and `batch status` after: (import s, status s).
+fn import_bench(rows: usize) -> (usize, f64, f64) {
+    let tag = Uuid::new_v4().simple().to_string();
+    let db = format!("mailshift_bench_{}", &tag[..12]);
+    psql(&format!("CREATE DATABASE {db}"));
+    let dir = std::env::temp_dir().join(format!("mailshift-bench-{}", &tag[..12]));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("batch.csv");
+    let mut body =
+        String::from("source_host,source_user,source_password,dest_host,dest_user,dest_password\n");
+    for i in 0..rows {
+        body.push_str(&format!(
+            "old{}.example,user{i},pw-{i}-a,new.example,user{i}@acme.example,pw-{i}-b\n",
+            i % 8
+        ));
+    }
+    std::fs::write(&csv, body).unwrap();
+    let run = |args: &[&str]| {
+        let t = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailshift"))
+            .args(args)
+            .env(
+                "MAILSHIFT_DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            )
+            .env("MAILSHIFT_SECRET_KEY", SecretKeyText::get())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mailshift {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_secs_f64()
+    };
+    let import = run(&["batch", "import", csv.to_str().unwrap(), "--name", "big"]);
+    let status = run(&["batch", "status", "big", "--json"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    (rows, import, status)
+}
+
+/// One secret key for the processes of the import bench.
+struct SecretKeyText;
+
+impl SecretKeyText {
+    fn get() -> String {
+        static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        KEY.get_or_init(mailshift_store::SecretKey::generate)
+            .clone()
+    }
 }
 
 /// What planning over `mailboxes` cost.
@@ -349,7 +409,7 @@ async fn run_jobs(store: &SeaStore, name: &str, jobs: usize) {
     }
 }
 
-async fn workers_bench(planning: Vec<PlanFigures>) {
+async fn workers_bench(planning: Vec<PlanFigures>, import: Option<(usize, f64, f64)>) {
     let jobs: usize = std::env::var("MAILSHIFT_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -494,9 +554,28 @@ async fn workers_bench(planning: Vec<PlanFigures>) {
             "status_reads_secs": p.status,
         }));
     }
+    let mut import_json = serde_json::Value::Null;
+    if let Some((n, secs, status)) = import {
+        // Against the same rows registered in-process above (the planning bench's
+        // registration rate): what the CSV path (parse, checks, process) adds.
+        let inproc = planning
+            .last()
+            .map(|p| p.register / p.mailboxes as f64)
+            .unwrap_or(0.0);
+        println!(
+            "\nbatch import of {n} rows {secs:>7.2}s ({:.0} rows/s, x{:.2} of in-process registration per row); batch status after {status:.2}s",
+            n as f64 / secs,
+            if inproc > 0.0 {
+                secs / n as f64 / inproc
+            } else {
+                0.0
+            },
+        );
+        import_json = serde_json::json!({"rows": n, "import_secs": secs, "status_secs": status});
+    }
     std::fs::write(
         out.join("fleet.json"),
-        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total, "planning": rows}).to_string(),
+        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total, "planning": rows, "import": import_json}).to_string(),
     )
     .unwrap();
 }

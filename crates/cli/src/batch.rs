@@ -408,7 +408,22 @@ async fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
         starttls: a.starttls,
         allow_plaintext: a.allow_plaintext,
     };
-    let out = ops::import_csv(&store, &a.name, &bytes, &o).await?;
+    // A bar on a terminal (nothing in logs and pipes): 100,000 rows take a while.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("importing {pos}/{len} rows {wide_bar} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let out = ops::import_csv(&store, &a.name, &bytes, &o, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await;
+    bar.finish_and_clear();
+    let out = out?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

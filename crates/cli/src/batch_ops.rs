@@ -4,6 +4,7 @@
 //! its own way; nothing here prints.
 
 use anyhow::Context;
+use futures::StreamExt;
 use mailshift_core::batch::{BatchRecord, BatchState, Counts, progress};
 use mailshift_core::endpoint::Security;
 use mailshift_core::folder::FolderRules;
@@ -16,6 +17,7 @@ use mailshift_core::ports::{
 use mailshift_core::provision::ProvisionStore;
 use mailshift_store::SeaStore;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) fn now() -> i64 {
@@ -61,12 +63,14 @@ pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// Registers the good rows of a CSV file as mailboxes of batch `name` (created as a
-/// draft if new); bad rows are returned with their line and reason.
+/// draft if new); bad rows are returned with their line and reason. `on_progress` hears
+/// (rows done, rows) as they are stored.
 pub(crate) async fn import_csv(
     store: &SeaStore,
     name: &str,
     bytes: &[u8],
     o: &ImportOptions,
+    on_progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<ImportOutcome> {
     check_name(name)?;
     let defaults = Defaults {
@@ -86,65 +90,95 @@ pub(crate) async fn import_csv(
             .put_batch(&BatchRecord::new(name, domain.as_deref(), now()))
             .await?;
     }
-    let existing = store.mailboxes(None).await?;
-    let mut imported = Vec::new();
+    // Registered mailboxes by endpoints: a lookup per row, not a scan (100,000 rows).
+    let existing: HashMap<(String, String), Option<String>> = store
+        .mailboxes(None)
+        .await?
+        .into_iter()
+        .map(|m| ((m.source, m.dest), m.batch))
+        .collect();
+    let total = rows.len();
+    let mut fresh = Vec::with_capacity(total);
+    // (`parse` has refused a mailbox appearing twice in the file: no two rows below
+    // write the same mailbox at once.)
     for r in rows {
+        let key = (r.source.to_string(), r.dest.to_string());
         // Registered in another batch: moving it silently would surprise its owner.
-        if let Some(other) = existing.iter().find(|m| {
-            m.source == r.source.to_string()
-                && m.dest == r.dest.to_string()
-                && m.batch.as_deref() != Some(name)
-        }) {
-            rejected.push(RowError {
+        match existing.get(&key) {
+            Some(other) if other.as_deref() != Some(name) => rejected.push(RowError {
                 line: r.line,
                 reason: format!(
                     "mailbox {} is already registered in batch '{}'",
                     r.source,
-                    other.batch.as_deref().unwrap_or("(none)")
+                    other.as_deref().unwrap_or("(none)")
                 ),
-            });
-            continue;
-        }
-        let options = MailboxOptions {
-            maps: r.maps.clone(),
-            excludes: r.excludes.clone(),
-            allow_plaintext: o.allow_plaintext,
-            delete: true,
-            adopt_existing: false,
-            domain: domain.clone().or_else(|| {
-                r.dest
-                    .user
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
             }),
-        };
-        let creds = MailboxCredentials {
-            source_password: r.source_password.clone(),
-            dest_password: r.dest_password.clone(),
-        };
-        let added = match store
-            .add_mailbox(&r.source, &r.dest, Some(name), &options, &creds)
-            .await
-        {
-            // The hash `mailshift provision` carries to the new server (sealed).
-            Ok(m) => store
-                .set_imported_hash(m.id, r.source_password_hash.as_ref())
-                .await
-                .map(|()| m),
-            Err(e) => Err(e),
-        };
-        match added {
-            Ok(m) => imported.push(Imported {
-                line: r.line,
-                source: m.source,
-                dest: m.dest,
-            }),
-            Err(e) => rejected.push(RowError {
-                line: r.line,
-                reason: format!("cannot store it: {}", e.message),
-            }),
+            _ => fresh.push(r),
         }
     }
+    // Rows are stored a few at a time (each seals its passwords and is one upsert), in
+    // bounded memory; a row the database refuses is reported with its line, the others
+    // go in.
+    let done = std::sync::atomic::AtomicUsize::new(total - fresh.len());
+    let stored = futures::stream::iter(fresh)
+        .map(|r| {
+            let domain = domain.clone();
+            let done = &done;
+            async move {
+                let options = MailboxOptions {
+                    maps: r.maps.clone(),
+                    excludes: r.excludes.clone(),
+                    allow_plaintext: o.allow_plaintext,
+                    delete: true,
+                    adopt_existing: false,
+                    domain: domain.or_else(|| {
+                        r.dest
+                            .user
+                            .rsplit_once('@')
+                            .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+                    }),
+                };
+                let creds = MailboxCredentials {
+                    source_password: r.source_password.clone(),
+                    dest_password: r.dest_password.clone(),
+                };
+                let added = match store
+                    .add_mailbox(&r.source, &r.dest, Some(name), &options, &creds)
+                    .await
+                {
+                    // The hash `mailshift provision` carries to the new server (sealed).
+                    Ok(m) => store
+                        .set_imported_hash(m.id, r.source_password_hash.as_ref())
+                        .await
+                        .map(|()| m),
+                    Err(e) => Err(e),
+                };
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                on_progress(n, total);
+                match added {
+                    Ok(m) => Ok(Imported {
+                        line: r.line,
+                        source: m.source,
+                        dest: m.dest,
+                    }),
+                    Err(e) => Err(RowError {
+                        line: r.line,
+                        reason: format!("cannot store it: {}", e.message),
+                    }),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut imported = Vec::with_capacity(stored.len());
+    for s in stored {
+        match s {
+            Ok(i) => imported.push(i),
+            Err(e) => rejected.push(e),
+        }
+    }
+    imported.sort_by_key(|i| i.line);
     rejected.sort_by_key(|e| e.line);
     Ok(ImportOutcome {
         batch: name.to_string(),

@@ -119,7 +119,7 @@ pub(crate) async fn import(
         starttls: q.starttls,
         allow_plaintext: q.allow_plaintext,
     };
-    let out = ops::import_csv(&app.store, &q.name, &body, &o).await?;
+    let out = ops::import_csv(&app.store, &q.name, &body, &o, &|_, _| {}).await?;
     let status = if out.imported.is_empty() && !out.rejected.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {

@@ -365,7 +365,7 @@ pub(crate) async fn import(
         starttls: fields.contains_key("starttls"),
         allow_plaintext: fields.contains_key("allow_plaintext"),
     };
-    match ops::import_csv(&app.store, &name, &bytes, &o).await {
+    match ops::import_csv(&app.store, &name, &bytes, &o, &|_, _| {}).await {
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             message_page("Import failed", &format!("{e:#}")),
