@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy in front of a test server: it can cut every connection
-//! after about N bytes, delay traffic, or answer chosen IMAP commands with a throttling
-//! `NO` (as Exchange does) instead of passing them on. Plain-text IMAP only.
+//! after about N bytes, delay traffic, answer chosen IMAP commands with a throttling
+//! `NO` (as Exchange does) instead of passing them on, or play a hostile server that
+//! announces a huge literal for a message and then dribbles. Plain-text IMAP only.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -29,6 +30,10 @@ struct Control {
     /// Bytes carried, both directions, all connections.
     bytes: AtomicU64,
     connections: AtomicUsize,
+    /// `(n, huge)`: a literal of exactly `n` bytes coming from the server is announced
+    /// as `huge` instead, and the connection then sends nothing more.
+    inflate: Mutex<Option<(u64, u64)>>,
+    inflated: AtomicUsize,
 }
 
 /// A running proxy; stops accepting when dropped (open connections end with the test).
@@ -85,6 +90,18 @@ impl Proxy {
         *self.ctl.throttle.lock().expect("throttle lock") = Some(t);
     }
 
+    /// Plays a hostile server: the literal of a message of exactly `size` bytes is
+    /// announced as `huge` bytes, after which that connection stalls (sends nothing
+    /// more) until the client gives up.
+    pub fn inflate_literal(&self, size: u64, huge: u64) {
+        *self.ctl.inflate.lock().expect("inflate lock") = Some((size, huge));
+    }
+
+    /// Literals inflated so far.
+    pub fn inflated(&self) -> usize {
+        self.ctl.inflated.load(Ordering::SeqCst)
+    }
+
     /// Connections cut so far.
     pub fn cuts(&self) -> usize {
         self.ctl.cuts.load(Ordering::SeqCst)
@@ -121,9 +138,29 @@ async fn relay(client: TcpStream, server: TcpStream, ctl: Arc<Control>, n: u64) 
         let (cw, carried, ctl) = (cw.clone(), carried.clone(), ctl.clone());
         async move {
             let mut buf = vec![0u8; 16 * 1024];
+            let mut held: Vec<u8> = Vec::new();
             while let Ok(k) = sr.read(&mut buf).await {
                 if k == 0 {
                     break;
+                }
+                let inflate = *ctl.inflate.lock().expect("inflate lock");
+                if let Some((size, huge)) = inflate {
+                    held.extend_from_slice(&buf[..k]);
+                    match inflated(&mut held, size, huge) {
+                        Some(head) => {
+                            ctl.inflated.fetch_add(1, Ordering::SeqCst);
+                            let _ = cw.lock().await.write_all(&head).await;
+                            // Dribble nothing more: the client must give up by itself.
+                            std::future::pending::<()>().await;
+                        }
+                        None => {
+                            let out = take_safe(&mut held);
+                            if cw.lock().await.write_all(&out).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
                 }
                 let d = ctl.delay_ms.load(Ordering::SeqCst);
                 if d > 0 {
@@ -260,4 +297,28 @@ fn throttled(ctl: &Control, line: &[u8]) -> Option<String> {
     t.times -= 1;
     ctl.throttled.fetch_add(1, Ordering::SeqCst);
     Some(format!("{tag} {}\r\n", t.reply))
+}
+
+/// With `data` from the server so far: when it holds the announcement of a literal of
+/// `size` bytes, everything up to that announcement with `huge` announced instead.
+fn inflated(data: &mut Vec<u8>, size: u64, huge: u64) -> Option<Vec<u8>> {
+    let needle = format!("{{{size}}}\r\n");
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?;
+    let mut head = data[..at].to_vec();
+    head.extend_from_slice(format!("{{{huge}}}\r\n").as_bytes());
+    data.clear();
+    Some(head)
+}
+
+/// Takes what can be forwarded from `data`, keeping back an unfinished literal
+/// announcement (a `{` with no line end after it yet: the server sends the rest soon).
+fn take_safe(data: &mut Vec<u8>) -> Vec<u8> {
+    let keep = match data.iter().rposition(|b| *b == b'{') {
+        Some(open) if !data[open..].contains(&b'\n') && data.len() - open < 24 => open,
+        _ => data.len(),
+    };
+    let rest = data.split_off(keep);
+    std::mem::replace(data, rest)
 }

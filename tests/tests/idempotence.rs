@@ -400,3 +400,116 @@ async fn a_refused_starttls_is_an_error_even_with_plaintext_allowed() {
         );
     }
 }
+
+/// Peak resident memory (VmHWM, bytes) of a running process; 0 once it is gone.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_announcing_a_500_mb_literal_costs_one_message_not_the_memory() {
+    let pair = Pair::new(DovecotOptions::default());
+    populate(&pair, &SPEC).await;
+    // The message the hostile server lies about: its listed size is true, but its FETCH
+    // announces 500 MiB and then sends nothing.
+    let mut raw = b"From: mallory@example.com\r\nTo: alice@example.com\r\n\
+                    Subject: the message a hostile server inflates\r\n\
+                    Message-ID: <liar@example.com>\r\n\r\n"
+        .to_vec();
+    while raw.len() < 7_777 - 2 {
+        raw.push(b'z');
+    }
+    raw.extend_from_slice(b"\r\n");
+    assert_eq!(raw.len(), 7_777);
+    let liar = corpus::Msg {
+        raw,
+        flags: Vec::new(),
+        internal_date: "17-Jul-2023 02:44:25 -0700".into(),
+    };
+    imap::append(pair.src.port(), "alice", SRC_PW, "INBOX", &liar)
+        .await
+        .unwrap();
+    // And mail after it, which must not be left behind.
+    for i in 0..3 {
+        let m = corpus::Msg {
+            raw: format!(
+                "From: bob@example.com\r\nSubject: after the liar {i}\r\n\
+                 Message-ID: <after{i}@example.com>\r\n\r\nhello {i}\r\n"
+            )
+            .into_bytes(),
+            flags: vec!["\\Seen".into()],
+            internal_date: "18-Jul-2023 02:44:25 -0700".into(),
+        };
+        imap::append(pair.src.port(), "alice", SRC_PW, "INBOX", &m)
+            .await
+            .unwrap();
+    }
+    let liar_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&liar.raw))
+    };
+    let mut before = imap::snapshot(pair.src.port(), "alice", SRC_PW)
+        .await
+        .unwrap();
+    for msgs in before.values_mut() {
+        msgs.retain(|m| m.sha256 != liar_sha);
+    }
+    let proxy = mailshift_tests::proxy::Proxy::start(pair.src.port()).await;
+    proxy.inflate_literal(7_777, 500 << 20);
+    let mut child = pair
+        .command_via(proxy.port(), pair.dst.port(), &["--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_rss(pid));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migrate did not end in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_no_secrets(&out);
+    assert!(
+        proxy.inflated() >= 1,
+        "the proxy never saw the message's literal"
+    );
+    assert!(
+        peak < 200 << 20,
+        "peak RSS {} MiB: the announced literal was allocated",
+        peak >> 20
+    );
+    // One message refused, named, and the run says it is incomplete.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let j = json(&out);
+    let failures: Vec<serde_json::Value> = j["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["failures"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(failures.len(), 1, "{j:#}");
+    assert_eq!(failures[0]["kind"], "oversized-literal", "{j:#}");
+    // Everything else arrived, byte-exact, the rest of INBOX included.
+    let got = imap::snapshot(pair.dst.port(), "alice", DST_PW)
+        .await
+        .unwrap();
+    assert_same(
+        &expected_on_destination(&before),
+        &got,
+        "all but the inflated message",
+    );
+}

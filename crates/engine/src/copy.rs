@@ -226,12 +226,35 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
         state.highest_modseq = sstat.highest_modseq;
     }
     let mut copied: HashSet<u32> = known.keys().copied().collect();
-    let failed: HashSet<u32> = store
-        .failed(state.id)
-        .await?
+    let failures = store.failed(state.id).await?;
+    // Failed messages are tried again, except those the source lied about (see
+    // `oversized_literal`): left alone, like copied ones.
+    copied.extend(
+        failures
+            .iter()
+            .filter(|f| f.kind == OVERSIZED_LITERAL)
+            .map(|f| f.source_uid),
+    );
+    let failed: HashSet<u32> = failures
         .iter()
+        .filter(|f| f.kind != OVERSIZED_LITERAL)
         .map(|f| f.source_uid)
         .collect();
+    // Still not on the destination: said in every pass's report, not only the first.
+    report.failures.extend(
+        failures
+            .iter()
+            .filter(|f| f.kind == OVERSIZED_LITERAL)
+            .map(|f| MessageFailure {
+                uid: f.source_uid,
+                size: f.size,
+                kind: f.kind.clone(),
+                reason: f.reason.clone(),
+                date: None,
+                from: None,
+                subject: None,
+            }),
+    );
 
     // All Mail re-examines every message it has not copied: one whose labels were all
     // removed since (archived) must now be copied.
@@ -569,7 +592,14 @@ async fn copy_window(
     let mut next = Some(fetch(source, &batches[0]).await);
     for i in 0..batches.len() {
         let fetched = match next.take() {
-            Some(r) => r.map_err(|e| e.context(format!("source folder '{src_name}'")))?,
+            Some(Ok(f)) => f,
+            Some(Err(e)) if e.kind == ErrorKind::TooLarge => {
+                let batch = &batches[i];
+                return Err(
+                    oversized_literal(e, batch, store, state, report, progress, src_name).await,
+                );
+            }
+            Some(Err(e)) => return Err(e.context(format!("source folder '{src_name}'"))),
             None => Vec::new(),
         };
         let batch_max_uid = batches[i].last().map(|m| m.uid).unwrap_or(0);
@@ -774,6 +804,70 @@ async fn sync_existing(
         store.apply_changes(state, &updates, &forget).await?;
     }
     Ok(full)
+}
+
+/// The failure kind of a message whose source announced far more bytes than it listed
+/// for it. Such a message is not fetched again by later passes (a server that lied
+/// about it once, or a hostile one); it stays reported.
+pub const OVERSIZED_LITERAL: &str = "oversized-literal";
+
+/// The source announced a literal far beyond the listed size of the messages of `batch`:
+/// the IMAP layer refused it before allocating it, and the connection is unusable. Alone
+/// in its batch, the message is recorded as failed, and the returned error (a dropped
+/// connection, with progress made) makes the worker go on at once over a new connection,
+/// without it. In a bigger batch, the error makes the retry use smaller batches (see
+/// `BatchLimits::for_attempt`) until it is alone.
+async fn oversized_literal(
+    e: Error,
+    batch: &[&MessageMeta],
+    store: &dyn StateStore,
+    state: &FolderState,
+    report: &mut FolderReport,
+    progress: &dyn Progress,
+    src_name: &str,
+) -> Error {
+    let [m] = batch else {
+        let (lo, hi) = (
+            batch.first().map(|m| m.uid).unwrap_or(0),
+            batch.last().map(|m| m.uid).unwrap_or(0),
+        );
+        return Error::new(
+            ErrorKind::Network,
+            format!(
+                "source folder '{src_name}': {} (in a batch of {} messages, UIDs {lo}-{hi}); \
+                 the connection is dropped and the batch retried in smaller ones to find \
+                 the message",
+                e.message,
+                batch.len()
+            ),
+        );
+    };
+    let failure = MessageFailure {
+        uid: m.uid,
+        size: m.size,
+        kind: OVERSIZED_LITERAL.to_string(),
+        reason: format!(
+            "the source listed this message as {} bytes but announced more when sending it \
+             ({}); refused without reading it, and not fetched again",
+            m.size, e.message
+        ),
+        date: Some(m.internal_date.clone()),
+        from: None,
+        subject: None,
+    };
+    if let Err(err) = store.commit_batch(state, &[], &[to_failed(&failure)]).await {
+        return err;
+    }
+    progress.copied(src_name, 1, 0);
+    report.failures.push(failure);
+    Error::new(
+        ErrorKind::Network,
+        format!(
+            "source folder '{src_name}': message UID {} refused (an oversized literal); \
+             the connection is dropped and the folder goes on over a new one",
+            m.uid
+        ),
+    )
 }
 
 async fn fetch(src: &mut dyn MailSource, batch: &[&MessageMeta]) -> Result<Vec<FetchedMessage>> {

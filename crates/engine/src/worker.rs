@@ -76,9 +76,18 @@ pub struct Worker {
     /// Where final folder reports go (embedded mode's summary). None in the fleet, where
     /// a worker runs for months and keeps no report: each job ends with one log line.
     pub reports: Option<tokio::sync::mpsc::UnboundedSender<FolderReport>>,
-    /// Messages copied by attempts that later failed, so the final report counts them
-    /// (only kept while `reports` is set; entries leave with their job's final report).
-    carried: Mutex<HashMap<Uuid, (u64, u64)>>,
+    /// Messages copied, and messages refused, by attempts that later failed, so the
+    /// final report counts them (only kept while `reports` is set; entries leave with
+    /// their job's final report).
+    carried: Mutex<HashMap<Uuid, Carried>>,
+}
+
+/// What the failed attempts of a job did, for its final report.
+#[derive(Default)]
+struct Carried {
+    copied: u64,
+    bytes: u64,
+    failures: Vec<mailshift_core::report::MessageFailure>,
 }
 
 /// What became of one delivery.
@@ -352,9 +361,9 @@ impl Worker {
                 report: Some(r),
             });
         }
-        let progressed = report
-            .as_ref()
-            .is_some_and(|r| r.copied > 0 || r.flags_updated > 0 || r.deleted > 0);
+        let progressed = report.as_ref().is_some_and(|r| {
+            r.copied > 0 || r.flags_updated > 0 || r.deleted > 0 || !r.failures.is_empty()
+        });
         let decision = self.retry.decide(
             &delivery.job,
             &e.kind,
@@ -472,16 +481,26 @@ impl Worker {
         }
         let mut c = self.carried.lock().unwrap_or_else(|p| p.into_inner());
         let e = c.entry(d.job.id).or_default();
-        e.0 += r.copied;
-        e.1 += r.copied_bytes;
+        e.copied += r.copied;
+        e.bytes += r.copied_bytes;
+        e.failures.extend(r.failures.iter().cloned());
     }
 
     fn final_report(&self, d: &Delivery, mut r: FolderReport) -> FolderReport {
         let mut c = self.carried.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, b)) = c.remove(&d.job.id) {
-            r.copied += n;
-            r.copied_bytes += b;
-            r.already_done = r.already_done.saturating_sub(n);
+        if let Some(earlier) = c.remove(&d.job.id) {
+            r.copied += earlier.copied;
+            r.copied_bytes += earlier.bytes;
+            r.already_done = r.already_done.saturating_sub(earlier.copied);
+            // Refused by an earlier attempt (e.g. an oversized literal), not tried again.
+            for f in earlier.failures {
+                if !r.failures.iter().any(|g| g.uid == f.uid) {
+                    r.failures.push(f);
+                }
+            }
+            if r.status == FolderStatus::Complete && !r.failures.is_empty() {
+                r.status = FolderStatus::Partial;
+            }
         }
         self.progress.folder_finished(&r);
         r

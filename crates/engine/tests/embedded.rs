@@ -141,6 +141,44 @@ async fn a_refused_message_is_reported_and_the_rest_of_the_folder_copied() {
 }
 
 #[tokio::test]
+async fn a_message_the_source_lies_about_is_isolated_and_the_rest_of_the_folder_copied() {
+    let (src, dst) = servers();
+    fill(&src);
+    // Its FETCH announces a literal far beyond its listed size (as a hostile server
+    // would): every fetch of a batch holding it is refused and breaks the session.
+    let mut liar = message("liar", 0);
+    liar.extend_from_slice(&[b'y'; 3333]);
+    liar.extend_from_slice(b"\r\n");
+    src.put("INBOX", &liar, &[]);
+    for i in 30..40 {
+        src.put("INBOX", &message("INBOX", i), &[]);
+    }
+    src.fault(
+        Fault::on(Op::Fetch, ErrorKind::TooLarge)
+            .for_size(liar.len())
+            .times(usize::MAX),
+    );
+    let store = Arc::new(MemStore::new());
+    let summary = run(&src, &dst, &store).await;
+    assert_eq!(summary.failed_messages(), 1, "{summary:#?}");
+    let inbox = summary
+        .folders
+        .iter()
+        .find(|f| f.source == "INBOX")
+        .unwrap();
+    assert_eq!(inbox.failures[0].kind, "oversized-literal", "{inbox:#?}");
+    // Everything else, including what comes after it, arrived.
+    assert_eq!(dst.count("INBOX"), 40);
+    assert_eq!(dst.count("Archive"), 12);
+    // A later run does not fetch it again (it would only break the connection again),
+    // and says again that it is missing.
+    let again = run(&src, &dst, &store).await;
+    assert_eq!(again.failed_messages(), 1, "{again:#?}");
+    assert_eq!(again.copied(), 0);
+    assert_eq!(dst.count("INBOX"), 40);
+}
+
+#[tokio::test]
 async fn a_name_the_destination_refuses_is_created_renamed_and_filled() {
     let (src, dst) = servers();
     let dst = dst.refusing_chars(&['.']);

@@ -51,7 +51,8 @@ pub struct Fault {
     pub skip: usize,
     pub times: usize,
     pub kind: ErrorKind,
-    /// Only APPENDs containing a message of exactly this size (a refused message).
+    /// Only APPENDs (or FETCHes) of a batch holding a message of exactly this size (a
+    /// refused message; a message the source lies about).
     pub size: Option<usize>,
 }
 
@@ -377,7 +378,10 @@ impl MemSession {
         }
         let mut st = self.server.lock();
         if let Err(e) = trip(&mut st, op, sizes) {
-            if matches!(e.kind, ErrorKind::Network | ErrorKind::Unreachable) {
+            // A refused literal leaves the connection mid-response: unusable too.
+            if matches!(e.kind, ErrorKind::Network | ErrorKind::Unreachable)
+                || (op == Op::Fetch && e.kind == ErrorKind::TooLarge)
+            {
                 self.broken = true;
             }
             return Err(e);
@@ -481,7 +485,17 @@ impl MailSource for MemSession {
         })
     }
     async fn fetch_messages(&mut self, uids: &[u32], _largest: u64) -> Result<Vec<FetchedMessage>> {
-        self.run(Op::Fetch, None, |st, sel| {
+        let sizes: Vec<usize> = {
+            let mut st = self.server.lock();
+            match folder(&mut st, self.selected.as_deref()) {
+                Ok(f) => uids
+                    .iter()
+                    .filter_map(|u| f.messages.get(u).map(|m| m.raw.len()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        self.run(Op::Fetch, Some(&sizes), |st, sel| {
             let f = folder(st, sel)?;
             let mut v: Vec<FetchedMessage> = uids
                 .iter()
