@@ -301,6 +301,19 @@ async fn main() {
         }
     }
 
+    // A lost state on a full destination (a run from another directory, a deleted
+    // state file): everything is recognised on the destination, nothing appended again.
+    let mut lost = Vec::new();
+    for i in 0..runs {
+        let fresh = dir.path().join(format!("lost{i}.db"));
+        lost.push(mailshift(&src, &dst, &format!("ms{i}"), &fresh).0);
+        assert_eq!(
+            count(&dst, &format!("ms{i}")).await,
+            total,
+            "a re-run with a lost state duplicated mail"
+        );
+    }
+
     // Incremental passes on the last mailshift copy.
     let last = format!("ms{}", runs - 1);
     let state = dir.path().join(format!("{last}.db"));
@@ -337,6 +350,7 @@ async fn main() {
 
     let (b, m) = (median(&mut base_t), median(&mut ms_t));
     let noop_m = median(&mut noop);
+    let lost_m = median(&mut lost);
     let rss_m = median(&mut rss) / 1024.0;
     let largest = corpus
         .iter()
@@ -369,6 +383,13 @@ async fn main() {
         ok(noop_m <= 0.5)
     );
     println!(
+        "{:<34} {:>9.2}s {:>10.2}  <= 0.3 x mailshift full copy {}",
+        "re-run with a lost state",
+        lost_m,
+        lost_m / m,
+        ok(lost_m / m <= 0.3)
+    );
+    println!(
         "{:<34} {:>9.2}s {:>10}",
         "pass after 1% new, 5% flags", changed, ""
     );
@@ -388,6 +409,8 @@ async fn main() {
         "mailshift_secs": ms_t,
         "ratio": m / b,
         "noop_secs": noop,
+        "lost_state_secs": lost,
+        "lost_state_ratio_to_full_copy": lost_m / m,
         "incremental_after_changes_secs": changed,
         "peak_rss_kib": rss,
         "rss_budget_mib": rss_budget,
