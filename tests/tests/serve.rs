@@ -258,6 +258,21 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     );
     assert_eq!(batch(&api).await["state"], "draft");
     assert_eq!(api.get("/api/v1/batches/nope", Some(&full)).await.0, 404);
+    // A page of the mailboxes; the totals count them all.
+    let (status, body) = api
+        .get("/api/v1/batches/acme?offset=1&limit=1", Some(&viewer))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page = json(&body);
+    assert_eq!(
+        (
+            page["offset"].as_u64(),
+            page["mailboxes"].as_array().map(Vec::len),
+            page["totals"]["mailboxes"].as_u64()
+        ),
+        (Some(1), Some(1), Some(3)),
+        "{page:#}"
+    );
 
     // Verify: ann and bob are ready, cid's destination refuses the login.
     let (status, body) = api.post("/api/v1/batches/acme/verify", &full, None).await;

@@ -291,7 +291,7 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let mut views = Vec::new();
     for n in &names {
-        views.push(ops::batch_view(&store, n).await?);
+        views.push(ops::batch_view(&store, n, ops::Page::ALL).await?);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&views)?);

@@ -428,6 +428,9 @@ pub(crate) struct BatchView {
     /// draft | scheduled | running | paused | completing | completed
     pub state: String,
     pub batch: BatchRecord,
+    /// One page of the batch's mailboxes (all of them unless paged): `offset` is the
+    /// place of the first in the batch; `totals` count them all.
+    pub offset: usize,
     pub mailboxes: Vec<MailboxView>,
     pub totals: Totals,
     pub domain: Option<mailshift_core::cutover::DomainRecord>,
@@ -446,7 +449,34 @@ pub(crate) struct Totals {
     pub percent: Option<f64>,
 }
 
-pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<BatchView> {
+/// Which of a batch's mailboxes a view lists (a batch may hold 100,000).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    pub const ALL: Page = Page {
+        offset: 0,
+        limit: usize::MAX,
+    };
+    /// Totals only.
+    pub const NONE: Page = Page {
+        offset: 0,
+        limit: 0,
+    };
+
+    fn holds(&self, i: usize) -> bool {
+        i >= self.offset && i - self.offset < self.limit
+    }
+}
+
+pub(crate) async fn batch_view(
+    store: &SeaStore,
+    name: &str,
+    page: Page,
+) -> anyhow::Result<BatchView> {
     let b = batch_record(store, name).await?;
     let t = now();
     let copied = store.copied_totals(Some(name)).await?;
@@ -454,7 +484,8 @@ pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<B
     let mut total_known = true;
     let mut total = 0u64;
     let mut views = Vec::new();
-    for m in store.mailboxes(Some(name)).await? {
+    let mut first_domain = None;
+    for (i, m) in store.mailboxes(Some(name)).await?.into_iter().enumerate() {
         let (n, bytes) = copied.get(&m.migration_id).copied().unwrap_or((0, 0));
         let p = progress(
             Counts {
@@ -481,6 +512,12 @@ pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<B
             Some(s) => total += s,
             None => total_known = false,
         }
+        if first_domain.is_none() {
+            first_domain = m.options.domain.clone();
+        }
+        if !page.holds(i) {
+            continue;
+        }
         views.push(MailboxView {
             id: m.id,
             domain: m.options.domain.clone(),
@@ -506,10 +543,7 @@ pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<B
             (totals.messages_copied as f64 * 1000.0 / total as f64).floor() / 10.0
         });
     }
-    let domain_name = b
-        .domain
-        .clone()
-        .or_else(|| views.first().and_then(|v| v.domain.clone()));
+    let domain_name = b.domain.clone().or(first_domain);
     let domain = match domain_name {
         Some(d) => store
             .domains()
@@ -522,6 +556,7 @@ pub(crate) async fn batch_view(store: &SeaStore, name: &str) -> anyhow::Result<B
         name: b.name.clone(),
         state: b.display_state(t).to_string(),
         batch: b,
+        offset: page.offset,
         mailboxes: views,
         totals,
         domain,

@@ -80,7 +80,7 @@ pub(crate) async fn me(Extension(c): Extension<Caller>) -> Response {
 pub(crate) async fn list(State(app): State<App>) -> ApiResult {
     let mut out = Vec::new();
     for n in ops::batch_names(&app.store).await? {
-        let v = ops::batch_view(&app.store, &n).await?;
+        let v = ops::batch_view(&app.store, &n, ops::Page::NONE).await?;
         out.push(serde_json::json!({
             "name": v.name,
             "state": v.state,
@@ -128,9 +128,28 @@ pub(crate) async fn import(
     Ok((status, Json(out)).into_response())
 }
 
-pub(crate) async fn show(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+/// Mailboxes listed per page unless `limit` says otherwise (at most `MAX_PAGE`).
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+
+pub(crate) async fn show(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
     known(&app, &name).await?;
-    Ok(Json(ops::batch_view(&app.store, &name).await?).into_response())
+    let page = ops::Page {
+        offset: q.offset,
+        limit: q.limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE),
+    };
+    Ok(Json(ops::batch_view(&app.store, &name, page).await?).into_response())
 }
 
 pub(crate) async fn verify(State(app): State<App>, Path(name): Path<String>) -> ApiResult {

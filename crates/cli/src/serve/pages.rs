@@ -7,7 +7,7 @@ use super::api::{ApiError, csv_response, known};
 use super::auth::{COOKIE, Caller, check_form};
 use crate::batch_ops::{self as ops, Action, BatchView, ImportOptions};
 use axum::Form;
-use axum::extract::{Extension, Multipart, Path, State};
+use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use mailshift_core::ports::DomainStore;
@@ -216,7 +216,7 @@ pub(crate) async fn home(
 ) -> Result<Html<String>, ApiError> {
     let mut views = Vec::new();
     for n in ops::batch_names(&app.store).await? {
-        views.push(ops::batch_view(&app.store, &n).await?);
+        views.push(ops::batch_view(&app.store, &n, ops::Page::NONE).await?);
     }
     let domains = app.store.domains().await?;
     let body = html! {
@@ -387,13 +387,27 @@ pub(crate) async fn import(
     }
 }
 
+/// Mailboxes per page of the batch page.
+const PAGE: usize = 500;
+
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+}
+
 pub(crate) async fn batch(
     State(app): State<App>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, ApiError> {
     known(&app, &name).await?;
-    let v = ops::batch_view(&app.store, &name).await?;
+    let shown = ops::Page {
+        offset: q.offset,
+        limit: PAGE,
+    };
+    let v = ops::batch_view(&app.store, &name, shown).await?;
     let verifying = app
         .verifying
         .lock()
@@ -401,9 +415,7 @@ pub(crate) async fn batch(
         .unwrap_or(false);
     let busy = verifying
         || (matches!(v.state.as_str(), "running" | "completing" | "scheduled")
-            && v.mailboxes
-                .iter()
-                .any(|m| m.status != "synced" && m.status != "failed"));
+            && v.totals.syncing + v.totals.pending > 0);
     let dns = app.dns.lock().ok().and_then(|m| {
         v.domain
             .as_ref()
@@ -504,6 +516,14 @@ fn batch_body(
             }
         }
         h2 { "Mailboxes" }
+        @if v.totals.mailboxes > v.mailboxes.len() {
+            @let base = format!("/batches/{}", urlencode(&v.name));
+            p #paging {
+                "Mailboxes " (v.offset + 1) "-" (v.offset + v.mailboxes.len()) " of " (v.totals.mailboxes) " "
+                @if v.offset > 0 { a href=(format!("{base}?offset={}", v.offset.saturating_sub(PAGE))) { "previous" } " " }
+                @if v.offset + v.mailboxes.len() < v.totals.mailboxes { a href=(format!("{base}?offset={}", v.offset + PAGE)) { "next" } }
+            }
+        }
         table #mailboxes {
             thead { tr { th { "Mailbox" } th { "Status" } th { "Progress" } th { "Copied" } th { "Rate / ETA" } th { "Last pass" } th { "Check / error" } } }
             tbody {
@@ -577,7 +597,7 @@ pub(crate) async fn action(
             back
         }
         "dns-check" => {
-            let domain = ops::batch_view(&app.store, &name)
+            let domain = ops::batch_view(&app.store, &name, ops::Page::NONE)
                 .await
                 .ok()
                 .and_then(|v| v.domain);
