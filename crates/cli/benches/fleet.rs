@@ -211,7 +211,16 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let import = (rows > 0).then(|| import_bench(rows));
-    workers_bench(planning, import).await;
+    let messages: usize = std::env::var("MAILSHIFT_BENCH_STATUS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let status = if messages > 0 {
+        Some((messages, status_bench(messages).await))
+    } else {
+        None
+    };
+    workers_bench(planning, import, status).await;
 }
 
 /// `batch import` of `rows` rows and `batch status` after: (import s, status s).
@@ -347,12 +356,7 @@ async fn plan_bench(n: usize) -> PlanFigures {
     let t = Instant::now();
     let noop = scheduler.round(true).await.unwrap();
     let noop_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let rows = store.mailboxes(None).await.unwrap();
-    let _ = store.copied_totals(None).await.unwrap();
-    let _ = store.dead_jobs(None).await.unwrap();
-    let status = t.elapsed().as_secs_f64();
-    assert_eq!(rows.len(), n);
+    let status = status_reads(&store, n).await;
     drop(queue);
     for s in ["", ".delay", ".dead"] {
         let _ = std::process::Command::new("rabbitmqctl")
@@ -370,6 +374,88 @@ async fn plan_bench(n: usize) -> PlanFigures {
         noop_jobs: noop.published,
         status,
     }
+}
+
+/// What `mailshift status` reads (mailbox rows and per-mailbox aggregates); seconds.
+async fn status_reads(store: &SeaStore, mailboxes: usize) -> f64 {
+    let t = Instant::now();
+    let rows = store.mailboxes(None).await.unwrap();
+    let _ = store.copied_totals(None).await.unwrap();
+    let _ = store.dead_jobs(None).await.unwrap();
+    assert_eq!(rows.len(), mailboxes);
+    t.elapsed().as_secs_f64()
+}
+
+/// This process's resident memory now (bytes).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// `status` over mailboxes whose state holds `messages` message rows in all, against
+/// the same read with none: (seconds without, seconds with, RSS growth in bytes).
+async fn status_bench(messages: usize) -> (f64, f64, u64) {
+    use mailshift_core::fingerprint::Fingerprint;
+    use mailshift_core::flags::FlagSet;
+    use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore, StateStore};
+    use mailshift_store::SecretKey;
+    let tag = Uuid::new_v4().simple().to_string();
+    let db = format!("mailshift_bench_{}", &tag[..12]);
+    psql(&format!("CREATE DATABASE {db}"));
+    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
+        .await
+        .unwrap()
+        .with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+    let mut migrations = Vec::new();
+    for i in 0..10 {
+        let from: Endpoint = format!("imap://big{i}@old.example").parse().unwrap();
+        let to: Endpoint = format!("imaps://big{i}@new.example").parse().unwrap();
+        let m = store
+            .add_mailbox(
+                &from,
+                &to,
+                Some("big"),
+                &MailboxOptions::default(),
+                &MailboxCredentials {
+                    source_password: "s".to_string().into(),
+                    dest_password: "d".to_string().into(),
+                },
+            )
+            .await
+            .unwrap();
+        migrations.push(m.migration_id);
+    }
+    let empty = status_reads(&store, 10).await;
+    let per = messages / migrations.len();
+    for m in &migrations {
+        let folder = store.folder(*m, "INBOX", "INBOX").await.unwrap();
+        let rows: Vec<CopiedMessage> = (1..=per as u32)
+            .map(|uid| CopiedMessage {
+                source_uid: uid,
+                dest_uid: Some(uid),
+                flags: FlagSet::from_storage("\\Seen"),
+                size: 4000 + uid % 1000,
+                fingerprint: Fingerprint::of(format!("{m} {uid}").as_bytes()),
+                header_fingerprint: Some(Fingerprint::of(format!("h {m} {uid}").as_bytes())),
+            })
+            .collect();
+        for chunk in rows.chunks(1000) {
+            store.commit_batch(&folder, chunk, &[]).await.unwrap();
+        }
+    }
+    let before = rss();
+    let full = status_reads(&store, 10).await;
+    let grown = rss().saturating_sub(before);
+    drop(store);
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    (empty, full, grown)
 }
 
 /// 16 worker tasks on queue `name` until `jobs` folder passes have finished.
@@ -409,7 +495,11 @@ async fn run_jobs(store: &SeaStore, name: &str, jobs: usize) {
     }
 }
 
-async fn workers_bench(planning: Vec<PlanFigures>, import: Option<(usize, f64, f64)>) {
+async fn workers_bench(
+    planning: Vec<PlanFigures>,
+    import: Option<(usize, f64, f64)>,
+    status: Option<(usize, (f64, f64, u64))>,
+) {
     let jobs: usize = std::env::var("MAILSHIFT_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -573,9 +663,18 @@ async fn workers_bench(planning: Vec<PlanFigures>, import: Option<(usize, f64, f
         );
         import_json = serde_json::json!({"rows": n, "import_secs": secs, "status_secs": status});
     }
+    let mut status_json = serde_json::Value::Null;
+    if let Some((n, (empty, full, grown))) = status {
+        println!(
+            "status reads over {n} message rows {full:.3}s (x{:.2} of the same reads with none, {empty:.3}s); memory grew {:.1} MiB",
+            full / empty.max(1e-6),
+            grown as f64 / (1024.0 * 1024.0)
+        );
+        status_json = serde_json::json!({"message_rows": n, "empty_secs": empty, "full_secs": full, "rss_growth_bytes": grown});
+    }
     std::fs::write(
         out.join("fleet.json"),
-        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total, "planning": rows, "import": import_json}).to_string(),
+        serde_json::json!({"jobs": jobs, "publish_secs": published, "total_secs": total, "jobs_per_sec": done as f64 / total, "planning": rows, "import": import_json, "status": status_json}).to_string(),
     )
     .unwrap();
 }
