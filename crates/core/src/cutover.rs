@@ -339,8 +339,9 @@ pub fn plan(domain: &str, o: &PlanOptions) -> CutoverPlan {
             at: office(s, -7),
             until: None,
             what: format!(
-                "Audit: `mailshift dns check {domain}` (MX, TTL, SPF, DKIM, DMARC), create the \
-                 target mailboxes, verify credentials on both sides"
+                "Audit: `mailshift dns check {domain}` (MX, TTL, SPF, DKIM, DMARC); create the \
+                 target mailboxes with the same passwords, aliases and forwards (`mailshift \
+                 provision`); verify credentials on both sides (`mailshift batch verify`)"
             ),
         },
         Step {
@@ -375,7 +376,8 @@ pub fn plan(domain: &str, o: &PlanOptions) -> CutoverPlan {
             until: None,
             what: format!(
                 "Verify every mailbox (`mailshift verify`); re-run `mailshift dns check {domain}`: \
-                 no errors before the switch"
+                 no errors before the switch; send test mail from the new server \
+                 (`mailshift test-send`): signed, aligned, not spam"
             ),
         },
         Step {
@@ -384,7 +386,9 @@ pub fn plan(domain: &str, o: &PlanOptions) -> CutoverPlan {
             until: Some(s + Duration::hours(1)),
             what: format!(
                 "Switch window: point the MX at the new server; watch propagation with \
-                 `mailshift dns watch {domain}`"
+                 `mailshift dns watch {domain}`; reconfigure mail clients to the new server \
+                 (`mailshift clients export`, or `mailshift serve --clients-batch`), never \
+                 relying on DNS for them"
             ),
         },
         Step {
