@@ -277,6 +277,9 @@ async fn a_scheduler_stopped_or_killed_while_it_publishes_leaves_no_pass_half_do
                     "2",
                     "--plan-per-host",
                     "2",
+                    // A killed scheduler's mailboxes wait for its leases to expire.
+                    "--planning-lease",
+                    "10",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

@@ -345,6 +345,7 @@ async fn plan_bench(n: usize) -> PlanFigures {
         outage_retry: Duration::from_secs(15),
         lost_after: Duration::from_secs(600),
         stopping: Default::default(),
+        planning_lease: mailshift_engine::fleet::PLANNING_LEASE,
     };
     let t = Instant::now();
     let first = scheduler.round(true).await.unwrap();

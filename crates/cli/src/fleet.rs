@@ -453,6 +453,10 @@ pub struct SchedulerArgs {
     /// empty
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub requeue_lost_after: u64,
+    /// Seconds a planning lease lasts without renewal (how soon another scheduler plans
+    /// a killed one's mailboxes); for tests
+    #[arg(long, default_value_t = 60, value_name = "SECS", hide = true)]
+    pub planning_lease: u64,
 }
 
 /// The fleet's connectors: credentials from the store, every session inside a
@@ -575,6 +579,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
         outage_retry: Duration::from_secs(15),
         lost_after: Duration::from_secs(a.requeue_lost_after),
         stopping: Arc::new(AtomicBool::new(false)),
+        planning_lease: Duration::from_secs(a.planning_lease.max(3)),
     };
     if a.once {
         let r = s.round(true).await?;

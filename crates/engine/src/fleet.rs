@@ -61,11 +61,14 @@ pub struct Scheduler {
     /// Set to stop: a running round plans no further mailbox, finishes those it is
     /// planning (their planning leases released) and publishes what they recorded.
     pub stopping: Arc<AtomicBool>,
+    /// How long a planning lease lasts without renewal: after a scheduler is killed, how
+    /// long until another may plan its mailboxes. Renewed every third of it while
+    /// planning.
+    pub planning_lease: Duration,
 }
 
-/// How long a planning lease lasts without renewal: after a scheduler is killed, how
-/// long until another may plan its mailboxes. Renewed every third of it while planning.
-const PLANNING_LEASE: Duration = Duration::from_secs(60);
+/// The planning lease of `mailshift scheduler`.
+pub const PLANNING_LEASE: Duration = Duration::from_secs(60);
 
 /// What one scheduling round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -366,7 +369,7 @@ impl Scheduler {
         let m = d.m;
         match self
             .mailboxes
-            .claim_planning(m.id, &self.owner, PLANNING_LEASE)
+            .claim_planning(m.id, &self.owner, self.planning_lease)
             .await
         {
             Ok(true) => {}
@@ -393,10 +396,10 @@ impl Scheduler {
         // mailboxes to be planned by another soon.
         let renew = async {
             loop {
-                tokio::time::sleep(PLANNING_LEASE / 3).await;
+                tokio::time::sleep(self.planning_lease / 3).await;
                 if let Err(e) = self
                     .mailboxes
-                    .claim_planning(m.id, &self.owner, PLANNING_LEASE)
+                    .claim_planning(m.id, &self.owner, self.planning_lease)
                     .await
                 {
                     tracing::warn!(mailbox = %m.source, error = %e.message, "cannot renew a planning lease");

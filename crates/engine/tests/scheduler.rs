@@ -76,6 +76,7 @@ async fn fixture() -> Fixture {
         outage_retry: Duration::from_secs(15),
         lost_after: Duration::from_secs(600),
         stopping: Default::default(),
+        planning_lease: mailshift_engine::fleet::PLANNING_LEASE,
     };
     Fixture {
         src,
