@@ -129,6 +129,15 @@ async fn a_filter_the_new_server_refuses_is_named_and_the_run_is_incomplete() {
     dst.add_user("alice", DST_PW);
     src.put_sieve_script("alice", "vacation", VACATION, true);
     src.put_sieve_script("alice", "spam", SPAM, false);
+    let mail = corpus::Msg {
+        raw: b"From: bob@example.com\r\nSubject: still copied\r\n\r\nhello\r\n".to_vec(),
+        flags: vec!["\\Seen".into()],
+        internal_date: "17-Jul-2023 02:44:25 -0700".into(),
+    };
+    imap::append(src.port(), "alice", SRC_PW, "INBOX", &mail)
+        .await
+        .unwrap();
+    let before = src.sieve_scripts("alice");
     let dir = tempfile::tempdir().unwrap();
     let out = migrate(&src, &dst, dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -137,4 +146,12 @@ async fn a_filter_the_new_server_refuses_is_named_and_the_run_is_incomplete() {
     let got = dst.sieve_scripts("alice");
     assert_eq!(got.scripts.get("spam").map(Vec::as_slice), Some(SPAM));
     assert!(!got.scripts.contains_key("vacation"));
+    // The rest of the mailbox went on, and the old server's scripts are as they were.
+    let copied = imap::snapshot(dst.port(), "alice", DST_PW).await.unwrap();
+    assert_eq!(copied.get("INBOX").map(Vec::len), Some(1), "{copied:#?}");
+    let after = src.sieve_scripts("alice");
+    assert_eq!(
+        (before.scripts, before.active),
+        (after.scripts, after.active)
+    );
 }
