@@ -312,7 +312,7 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             t.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
         );
         for m in &v.mailboxes {
-            println!(
+            let line = format!(
                 "  {:<40} {:<8} {:>9} {:>6}  {}",
                 m.source,
                 m.status,
@@ -323,6 +323,7 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| "-".into()),
                 m.last_error.as_deref().unwrap_or("")
             );
+            println!("{}", crate::output::terminal_safe(&line));
         }
     }
     Ok(ExitCode::SUCCESS)

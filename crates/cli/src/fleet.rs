@@ -275,7 +275,7 @@ fn print_quietly(text: &str) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(text.as_bytes())
+        .write_all(crate::output::terminal_safe(text).as_bytes())
         .and_then(|()| stdout.flush())
     {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -23,6 +23,29 @@ pub fn pass_line(n: u64, s: &MigrationSummary) -> String {
     )
 }
 
+/// `text` as it may reach a terminal: control characters other than line ends and tabs
+/// (an escape sequence in a folder name or a server's error text) written as `\u{..}`,
+/// so what a server or a user named cannot move the cursor, recolour or retitle the
+/// operator's terminal.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn unsafe_char(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
+}
+
 pub fn print_summary(s: &MigrationSummary) {
     let mut out = String::new();
     if !s.folders.is_empty() {
@@ -165,5 +188,20 @@ pub fn print_summary(s: &MigrationSummary) {
         )
     };
     out.push_str(&verdict);
-    eprint!("{out}");
+    eprint!("{}", terminal_safe(&out));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escape_sequences_are_shown_not_run() {
+        assert_eq!(terminal_safe("INBOX\n\tok"), "INBOX\n\tok");
+        assert_eq!(
+            terminal_safe("evil\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "evil\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"
+        );
+        assert_eq!(terminal_safe("a\rb\u{9b}c"), "a\\u{d}b\\u{9b}c");
+    }
 }
