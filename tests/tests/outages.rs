@@ -33,39 +33,29 @@ fn sigterm(pid: u32) {
 /// A scheduler (rounds every second, lost jobs looked for after 30 s) and a worker of
 /// two tasks copying in small batches, so a copy is still running when an outage starts.
 fn start(fleet: &Fleet) -> (WorkerProc, WorkerProc) {
-    let scheduler = WorkerProc::new(
-        fleet
-            .cmd(&[
-                "scheduler",
-                "--queue",
-                &fleet.queue,
-                "--tick",
-                "1",
-                "--requeue-lost-after",
-                "30",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let scheduler = spawn(
+        fleet,
+        &["scheduler", "--tick", "1", "--requeue-lost-after", "30"],
     );
-    let worker = WorkerProc::new(
-        fleet
-            .cmd(&[
-                "worker",
-                "--queue",
-                &fleet.queue,
-                "--concurrency",
-                "2",
-                "--batch-messages",
-                "20",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let worker = spawn(
+        fleet,
+        &["worker", "--concurrency", "2", "--batch-messages", "20"],
     );
     (scheduler, worker)
+}
+
+/// `mailshift COMMAND --queue <the fleet's> ARGS...`, its stderr read as it comes.
+fn spawn(fleet: &Fleet, args: &[&str]) -> WorkerProc {
+    let mut all = vec![args[0], "--queue", fleet.queue.as_str()];
+    all.extend_from_slice(&args[1..]);
+    WorkerProc::new(
+        fleet
+            .cmd(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Both stop cleanly on SIGTERM, and no secret is in what they printed.
@@ -265,26 +255,20 @@ async fn a_scheduler_stopped_or_killed_while_it_publishes_leaves_no_pass_half_do
     // recorded: SIGTERM then (a clean stop), and after a restart SIGKILL at the same
     // point; neither may leave a pass announced but not published, nor counted wrong.
     let scheduler = || {
-        WorkerProc::new(
-            fleet
-                .cmd(&[
-                    "scheduler",
-                    "--queue",
-                    &fleet.queue,
-                    "--tick",
-                    "1",
-                    "--plan-parallel",
-                    "2",
-                    "--plan-per-host",
-                    "2",
-                    // A killed scheduler's mailboxes wait for its leases to expire.
-                    "--planning-lease",
-                    "10",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
+        spawn(
+            &fleet,
+            &[
+                "scheduler",
+                "--tick",
+                "1",
+                "--plan-parallel",
+                "2",
+                "--plan-per-host",
+                "2",
+                // A killed scheduler's mailboxes wait for its leases to expire.
+                "--planning-lease",
+                "10",
+            ],
         )
     };
     let planned = || statuses(&fleet).iter().filter(|s| *s != "pending").count();

@@ -225,10 +225,8 @@ async fn main() {
 
 /// `batch import` of `rows` rows and `batch status` after: (import s, status s).
 fn import_bench(rows: usize) -> (usize, f64, f64) {
-    let tag = Uuid::new_v4().simple().to_string();
-    let db = format!("mailshift_bench_{}", &tag[..12]);
-    psql(&format!("CREATE DATABASE {db}"));
-    let dir = std::env::temp_dir().join(format!("mailshift-bench-{}", &tag[..12]));
+    let (db, tag) = bench_db();
+    let dir = std::env::temp_dir().join(format!("mailshift-bench-{}", &tag));
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("batch.csv");
     let mut body =
@@ -276,6 +274,46 @@ impl SecretKeyText {
     }
 }
 
+/// A throwaway database (dropped by each bench at its end): (name, a short tag).
+fn bench_db() -> (String, String) {
+    let tag = Uuid::new_v4().simple().to_string()[..12].to_string();
+    let db = format!("mailshift_bench_{tag}");
+    psql(&format!("CREATE DATABASE {db}"));
+    (db, tag)
+}
+
+/// A store on a new throwaway database, with a secret key of its own.
+async fn bench_store() -> (String, String, SeaStore) {
+    let (db, tag) = bench_db();
+    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
+        .await
+        .unwrap()
+        .with_key(
+            mailshift_store::SecretKey::from_base64(&mailshift_store::SecretKey::generate())
+                .unwrap(),
+        );
+    (db, tag, store)
+}
+
+/// Registers the mailbox `from` -> `to` in `batch`.
+async fn register(store: &SeaStore, from: &str, to: &str, batch: &str) -> MailboxRecord {
+    let from: Endpoint = from.parse().unwrap();
+    let to: Endpoint = to.parse().unwrap();
+    store
+        .add_mailbox(
+            &from,
+            &to,
+            Some(batch),
+            &MailboxOptions::default(),
+            &MailboxCredentials {
+                source_password: "s".to_string().into(),
+                dest_password: "d".to_string().into(),
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// What planning over `mailboxes` cost.
 struct PlanFigures {
     mailboxes: usize,
@@ -288,17 +326,9 @@ struct PlanFigures {
 }
 
 async fn plan_bench(n: usize) -> PlanFigures {
-    use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore};
     use mailshift_engine::fleet::Scheduler;
-    use mailshift_store::SecretKey;
-    let tag = Uuid::new_v4().simple().to_string();
-    let db = format!("mailshift_bench_{}", &tag[..12]);
-    psql(&format!("CREATE DATABASE {db}"));
-    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
-        .await
-        .unwrap()
-        .with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
-    let queue_name = format!("mailshift.bench.{}", &tag[..12]);
+    let (db, tag, store) = bench_store().await;
+    let queue_name = format!("mailshift.bench.{}", &tag);
     let queue = Arc::new(
         AmqpQueue::publisher("amqp://guest:guest@127.0.0.1:5672/%2f", &queue_name)
             .await
@@ -306,25 +336,15 @@ async fn plan_bench(n: usize) -> PlanFigures {
     );
     let started = Instant::now();
     let adds = futures::stream::iter(0..n).map(|i| {
-        let store = store.clone();
+        let store = &store;
         async move {
-            let from: Endpoint = format!("imap://user{i}@old{}.example", i % 4)
-                .parse()
-                .unwrap();
-            let to: Endpoint = format!("imaps://user{i}@new.example").parse().unwrap();
-            store
-                .add_mailbox(
-                    &from,
-                    &to,
-                    Some("bench"),
-                    &MailboxOptions::default(),
-                    &MailboxCredentials {
-                        source_password: "s".to_string().into(),
-                        dest_password: "d".to_string().into(),
-                    },
-                )
-                .await
-                .unwrap();
+            register(
+                store,
+                &format!("imap://user{i}@old{}.example", i % 4),
+                &format!("imaps://user{i}@new.example"),
+                "bench",
+            )
+            .await;
         }
     });
     adds.buffer_unordered(16).collect::<Vec<()>>().await;
@@ -405,32 +425,16 @@ fn rss() -> u64 {
 async fn status_bench(messages: usize) -> (f64, f64, u64) {
     use mailshift_core::fingerprint::Fingerprint;
     use mailshift_core::flags::FlagSet;
-    use mailshift_core::ports::{MailboxCredentials, MailboxOptions, MailboxStore, StateStore};
-    use mailshift_store::SecretKey;
-    let tag = Uuid::new_v4().simple().to_string();
-    let db = format!("mailshift_bench_{}", &tag[..12]);
-    psql(&format!("CREATE DATABASE {db}"));
-    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
-        .await
-        .unwrap()
-        .with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+    let (db, _, store) = bench_store().await;
     let mut migrations = Vec::new();
     for i in 0..10 {
-        let from: Endpoint = format!("imap://big{i}@old.example").parse().unwrap();
-        let to: Endpoint = format!("imaps://big{i}@new.example").parse().unwrap();
-        let m = store
-            .add_mailbox(
-                &from,
-                &to,
-                Some("big"),
-                &MailboxOptions::default(),
-                &MailboxCredentials {
-                    source_password: "s".to_string().into(),
-                    dest_password: "d".to_string().into(),
-                },
-            )
-            .await
-            .unwrap();
+        let m = register(
+            &store,
+            &format!("imap://big{i}@old.example"),
+            &format!("imaps://big{i}@new.example"),
+            "big",
+        )
+        .await;
         migrations.push(m.migration_id);
     }
     let empty = status_reads(&store, 10).await;
@@ -505,13 +509,8 @@ async fn workers_bench(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let tag = Uuid::new_v4().simple().to_string();
-    let db = format!("mailshift_bench_{}", &tag[..12]);
-    psql(&format!("CREATE DATABASE {db}"));
-    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
-        .await
-        .unwrap();
-    let queue_name = format!("mailshift.bench.{}", &tag[..12]);
+    let (db, tag, store) = bench_store().await;
+    let queue_name = format!("mailshift.bench.{}", &tag);
     let queue = Arc::new(
         AmqpQueue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", &queue_name, 64)
             .await

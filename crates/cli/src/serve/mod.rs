@@ -159,21 +159,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         listener,
         routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
-    })
+    // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
+    .with_graceful_shutdown(crate::fleet::stop_signal())
     .await
     .context("the HTTP server stopped")?;
     Ok(ExitCode::SUCCESS)
