@@ -163,6 +163,53 @@ impl WorkerProc {
     }
 }
 
+/// Sends SIGTERM to process `pid` (what `docker stop` and systemd send).
+pub fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// A long-running process (scheduler, worker, `serve`) killed when the test ends, however
+/// it ends: a failed assertion must not leave it running.
+pub struct Running(Option<WorkerProc>);
+
+impl Running {
+    pub fn new(p: WorkerProc) -> Running {
+        Running(Some(p))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, WorkerProc::id)
+    }
+
+    /// Kills it and returns what it printed.
+    pub fn output(mut self) -> String {
+        let mut p = self.0.take().unwrap();
+        let _ = p.kill();
+        text(&p.wait_with_output().unwrap())
+    }
+
+    /// What it printed and its exit status if it has exited by now (without waiting);
+    /// None while it runs.
+    pub fn try_exit(&mut self) -> Option<Output> {
+        let exited = self.0.as_mut()?.child.try_wait().unwrap().is_some();
+        if !exited {
+            return None;
+        }
+        Some(self.0.take().unwrap().wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.0 {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
 impl Fleet {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mailshift_bin());
@@ -293,6 +340,18 @@ pub async fn servers(
         before.push(imap::snapshot(src.port(), u, &src_pw(u)).await.unwrap());
     }
     (src, dst, before)
+}
+
+/// Messages on `dst_port` over the mailboxes of `users` (a mailbox that cannot be read
+/// counts 0).
+pub async fn copied(dst_port: u16, users: &[&str]) -> usize {
+    let mut n = 0;
+    for u in users {
+        if let Ok(s) = imap::snapshot(dst_port, u, &dst_pw(u)).await {
+            n += s.values().map(Vec::len).sum::<usize>();
+        }
+    }
+    n
 }
 
 /// A loopback TCP port free a moment ago (for a process the test starts).

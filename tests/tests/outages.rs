@@ -8,12 +8,12 @@
 
 use mailshift_tests::dovecot::Dovecot;
 use mailshift_tests::fleet::{
-    Fleet, WorkerProc, dst_pw, new_fleet, new_fleet_on, servers, skip, src_pw,
+    Fleet, WorkerProc, copied, dst_pw, new_fleet, new_fleet_on, servers, sigterm, skip, src_pw,
 };
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use mailshift_tests::services::{PrivatePostgres, PrivateRabbit};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How long the broker and the database are away: long enough for every process to
@@ -23,12 +23,6 @@ const OUTAGE: Duration = Duration::from_secs(30);
 /// How long the old server refuses connections (a restart, a failover): longer than a
 /// retry budget counted in attempts would last.
 const SOURCE_OUTAGE: Duration = Duration::from_secs(60);
-
-fn sigterm(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-}
 
 /// A scheduler (rounds every second, lost jobs looked for after 30 s) and a worker of
 /// two tasks copying in small batches, so a copy is still running when an outage starts.
@@ -142,16 +136,6 @@ async fn first_copies(dst: &Dovecot, users: &[&str]) {
         assert!(Instant::now() < deadline, "nothing copied within 120 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn copied(dst_port: u16, users: &[&str]) -> usize {
-    let mut n = 0;
-    for u in users {
-        if let Ok(s) = imap::snapshot(dst_port, u, &dst_pw(u)).await {
-            n += s.values().map(Vec::len).sum::<usize>();
-        }
-    }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,35 +10,15 @@
 
 use mailshift_tests::dovecot::Dovecot;
 use mailshift_tests::fleet::{
-    Fleet, WorkerProc, dst_pw, free_port, new_fleet, servers, skip, src_pw,
+    Fleet, Running, WorkerProc, dst_pw, free_port, new_fleet, servers, skip, src_pw,
 };
 use mailshift_tests::imap;
 use mailshift_tests::pair::{assert_same, text};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Option<WorkerProc>);
-
-impl Running {
-    fn output(mut self) -> String {
-        let mut p = self.0.take().unwrap();
-        let _ = p.kill();
-        text(&p.wait_with_output().unwrap())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(p) = &mut self.0 {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
 fn spawn(fleet: &Fleet, args: &[&str]) -> Running {
-    Running(Some(WorkerProc::new(
+    Running::new(WorkerProc::new(
         fleet
             .cmd(args)
             .env(
@@ -49,7 +29,7 @@ fn spawn(fleet: &Fleet, args: &[&str]) -> Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    )))
+    ))
 }
 
 /// Servers with `users`, a fleet, and the scheduler, a worker and `serve` running.

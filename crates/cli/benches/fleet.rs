@@ -18,11 +18,11 @@ use mailshift_core::flags::{FlagSet, PermanentFlags};
 use mailshift_core::folder::ListedFolder;
 use mailshift_core::job::FolderJob;
 use mailshift_core::plan::{BatchLimits, MessageMeta};
+use mailshift_core::ports::FleetStore;
 use mailshift_core::ports::*;
 use mailshift_core::report::FolderReport;
 use mailshift_engine::worker::{Leases, Worker};
 use mailshift_queue::AmqpQueue;
-use mailshift_store::SeaStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -283,20 +283,22 @@ fn bench_db() -> (String, String) {
 }
 
 /// A store on a new throwaway database, with a secret key of its own.
-async fn bench_store() -> (String, String, SeaStore) {
+async fn bench_store() -> (String, String, Arc<dyn FleetStore>) {
     let (db, tag) = bench_db();
-    let store = SeaStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), true)
-        .await
-        .unwrap()
-        .with_key(
-            mailshift_store::SecretKey::from_base64(&mailshift_store::SecretKey::generate())
-                .unwrap(),
-        );
+    let key =
+        mailshift_store::SecretKey::from_base64(&mailshift_store::SecretKey::generate()).unwrap();
+    let store = mailshift_store::open_fleet(
+        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        true,
+        Some(key),
+    )
+    .await
+    .unwrap();
     (db, tag, store)
 }
 
 /// Registers the mailbox `from` -> `to` in `batch`.
-async fn register(store: &SeaStore, from: &str, to: &str, batch: &str) -> MailboxRecord {
+async fn register(store: &Arc<dyn FleetStore>, from: &str, to: &str, batch: &str) -> MailboxRecord {
     let from: Endpoint = from.parse().unwrap();
     let to: Endpoint = to.parse().unwrap();
     store
@@ -350,8 +352,8 @@ async fn plan_bench(n: usize) -> PlanFigures {
     adds.buffer_unordered(16).collect::<Vec<()>>().await;
     let register = started.elapsed().as_secs_f64();
     let scheduler = Scheduler {
-        state: Arc::new(store.clone()),
-        mailboxes: Arc::new(store.clone()),
+        state: store.clone(),
+        mailboxes: store.clone(),
         connectors: Arc::new(OneConnector(Arc::new(NoopConnector))),
         queue: queue.clone(),
         interval: Duration::from_secs(3600),
@@ -398,7 +400,7 @@ async fn plan_bench(n: usize) -> PlanFigures {
 }
 
 /// What `mailshift status` reads (mailbox rows and per-mailbox aggregates); seconds.
-async fn status_reads(store: &SeaStore, mailboxes: usize) -> f64 {
+async fn status_reads(store: &Arc<dyn FleetStore>, mailboxes: usize) -> f64 {
     let t = Instant::now();
     let rows = store.mailboxes(None).await.unwrap();
     let _ = store.copied_totals(None).await.unwrap();
@@ -464,7 +466,7 @@ async fn status_bench(messages: usize) -> (f64, f64, u64) {
 }
 
 /// 16 worker tasks on queue `name` until `jobs` folder passes have finished.
-async fn run_jobs(store: &SeaStore, name: &str, jobs: usize) {
+async fn run_jobs(store: &Arc<dyn FleetStore>, name: &str, jobs: usize) {
     let queue = Arc::new(
         AmqpQueue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", name, 64)
             .await
@@ -478,13 +480,13 @@ async fn run_jobs(store: &SeaStore, name: &str, jobs: usize) {
     });
     let mut worker = Worker::new(
         Arc::new(OneConnector(Arc::new(NoopConnector))),
-        Arc::new(store.clone()),
+        store.clone(),
         counter.clone(),
         BatchLimits::default(),
     );
     worker.stop = stop;
     worker.leases = Some(Leases {
-        store: Arc::new(store.clone()),
+        store: store.clone(),
         owner: "bench".into(),
         ttl: Duration::from_secs(60),
     });
@@ -528,13 +530,13 @@ async fn workers_bench(
     });
     let mut worker = Worker::new(
         Arc::new(OneConnector(Arc::new(NoopConnector))),
-        Arc::new(store.clone()),
+        store.clone(),
         counter.clone(),
         BatchLimits::default(),
     );
     worker.stop = stop.clone();
     worker.leases = Some(Leases {
-        store: Arc::new(store.clone()),
+        store: store.clone(),
         owner: "bench".into(),
         ttl: Duration::from_secs(60),
     });

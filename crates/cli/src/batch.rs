@@ -1,10 +1,10 @@
 //! `mailshift batch ...`: what account managers do with a spreadsheet of mailboxes. The
-//! work itself is in [`crate::batch_ops`], shared with `mailshift serve`.
+//! work itself is in `mailshift_engine::batches`, shared with `mailshift serve`.
 
-use crate::batch_ops::{self as ops, Action, ImportOptions, ScheduleChange};
 use crate::fleet::FleetDb;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use mailshift_engine::batches::{self as ops, Action, ImportOptions, ScheduleChange};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -239,7 +239,7 @@ async fn act(
     at: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     let store = db.open(false).await?;
-    let (_, said) = ops::act(&store, name, action, at).await?;
+    let (_, said) = ops::act(&*store, name, action, at).await?;
     eprintln!("{said}");
     Ok(ExitCode::SUCCESS)
 }
@@ -255,7 +255,7 @@ async fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
         host_concurrency: a.per_host,
         domain: a.domain,
     };
-    let b = ops::schedule(&store, &a.name, &change).await?;
+    let b = ops::schedule(&*store, &a.name, &change).await?;
     let opt = |t: Option<i64>| t.map(ops::stamp).unwrap_or_else(|| "-".into());
     eprintln!(
         "batch '{}' ({}): start {}, every {}, switch {}, complete {}, {} at once, {} per old server",
@@ -287,11 +287,11 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(false).await?;
     let names = match a.name {
         Some(n) => vec![n],
-        None => ops::batch_names(&store).await?,
+        None => ops::batch_names(&*store).await?,
     };
     let mut views = Vec::new();
     for n in &names {
-        views.push(ops::batch_view(&store, n, ops::Page::ALL).await?);
+        views.push(ops::batch_view(&*store, n, ops::Page::ALL).await?);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&views)?);
@@ -331,7 +331,13 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
 
 async fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
-    let r = ops::report(&store, &a.name, a.timeout, a.deep).await?;
+    let r = ops::report(
+        &*store,
+        &*crate::fleet::connectors(&store, a.timeout),
+        &a.name,
+        a.deep,
+    )
+    .await?;
     let text = match a.format {
         ReportFormat::Csv => ops::report_csv(&r)?,
         ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
@@ -361,8 +367,13 @@ async fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
-    let rows = ops::verify_batch(&store, &a.name, a.timeout).await?;
-    let ready = rows.iter().filter(|r| r["ready"] == true).count();
+    let rows = ops::verify_batch(
+        &*store,
+        &*crate::fleet::connectors(&store, a.timeout),
+        &a.name,
+    )
+    .await?;
+    let ready = rows.iter().filter(|r| r.ready).count();
     if a.json {
         println!(
             "{}",
@@ -370,21 +381,22 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         for r in &rows {
-            let mark = if r["ready"] == true { "ok  " } else { "FAIL" };
+            let mark = if r.ready { "ok  " } else { "FAIL" };
+            let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             println!(
                 "{mark} {}  login {}/{}  {} folder(s), {} message(s), {} KiB",
-                r["source"].as_str().unwrap_or(""),
-                r["source_login"].as_str().unwrap_or("-"),
-                r["dest_login"].as_str().unwrap_or("-"),
-                r["source_folders"],
-                r["source_messages"],
-                r["source_bytes"].as_u64().unwrap_or(0) / 1024
+                crate::output::terminal_safe(&r.source),
+                ops::Login::text(r.source_login),
+                ops::Login::text(r.dest_login),
+                n(r.source_folders),
+                n(r.source_messages),
+                n(r.source_bytes.map(|b| b / 1024))
             );
-            for p in r["problems"].as_array().into_iter().flatten() {
-                println!("       problem: {}", p.as_str().unwrap_or(""));
+            for p in &r.problems {
+                println!("       problem: {}", crate::output::terminal_safe(p));
             }
-            for w in r["warnings"].as_array().into_iter().flatten() {
-                println!("       warning: {}", w.as_str().unwrap_or(""));
+            for w in &r.warnings {
+                println!("       warning: {}", crate::output::terminal_safe(w));
             }
         }
         println!("\n{ready} of {} mailbox(es) ready", rows.len());
@@ -418,7 +430,7 @@ async fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("importing {pos}/{len} rows {wide_bar} {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let out = ops::import_csv(&store, &a.name, &bytes, &o, &|done, total| {
+    let out = ops::import_csv(&*store, &a.name, &bytes, &o, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })

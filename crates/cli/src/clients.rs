@@ -10,7 +10,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use mailshift_clients::kit::{self, KitOptions, ServerChoice};
 use mailshift_clients::{PasswordNote, ProfileSigner, UserSettings};
 use mailshift_core::endpoint::Security;
-use mailshift_core::ports::{BatchStore, MailboxStore};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -274,7 +273,7 @@ fn write_file(path: &Path, body: &[u8], secret: bool) -> std::io::Result<()> {
 /// mailboxes from the fleet store at each request (a mailbox added later is known at
 /// once). Passwords are never read here.
 pub(crate) struct StoreDirectory {
-    pub store: mailshift_store::SeaStore,
+    pub store: crate::fleet::Store,
     pub batches: Vec<String>,
     pub options: KitOptions,
 }
@@ -356,7 +355,7 @@ impl ServeClientsArgs {
     /// The directory to serve, or None without `--clients-batch`.
     pub(crate) fn directory(
         &self,
-        store: &mailshift_store::SeaStore,
+        store: &crate::fleet::Store,
     ) -> anyhow::Result<Option<StoreDirectory>> {
         if self.batches.is_empty() {
             return Ok(None);

@@ -460,7 +460,6 @@ pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow::Result<()> {
-    use mailshift_core::ports::DomainStore;
     a.servers.parse()?; // validate before storing
     let config = cutover::DomainConfig {
         name: p.domain.clone(),
@@ -471,7 +470,7 @@ async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow
         switch_at: Some(p.switch_at.to_rfc3339()),
         dual_reception_secs: a.dual_reception.as_secs(),
     };
-    let store = mailshift_store::SeaStore::connect(url, true).await?;
+    let store = mailshift_store::open_fleet(url, true, None).await?;
     store
         .put_domain(&config, Some(&serde_json::to_string(p)?))
         .await?;

@@ -9,19 +9,21 @@ use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
     Connectors, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress, StateStore,
 };
-use mailshift_core::ports::{DomainStore, HostSlots};
 use mailshift_dns::observer::DnsObserver;
 use mailshift_engine::fleet::Cutovers;
 use mailshift_engine::fleet::Scheduler;
 use mailshift_engine::limits::{LimitedConnectors, Limits};
 use mailshift_engine::worker::{Leases, Worker};
 use mailshift_imap::FleetConnectors;
-use mailshift_store::{SeaStore, SecretKey};
+use mailshift_store::SecretKey;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+/// The fleet's database, as the ports the engine and the front ends use.
+pub(crate) type Store = Arc<dyn mailshift_core::ports::FleetStore>;
 
 /// Where the fleet keeps its state and its key.
 #[derive(Args, Clone)]
@@ -43,8 +45,7 @@ pub(crate) struct FleetDb {
 }
 
 impl FleetDb {
-    pub(crate) async fn open(&self, need_key: bool) -> anyhow::Result<SeaStore> {
-        let store = SeaStore::connect(&self.database, !self.no_migrate).await?;
+    pub(crate) async fn open(&self, need_key: bool) -> anyhow::Result<Store> {
         let key = match &self.secret_key_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -52,11 +53,12 @@ impl FleetDb {
             ),
             None => std::env::var("MAILSHIFT_SECRET_KEY").ok(),
         };
-        match key {
-            Some(k) => Ok(store.with_key(SecretKey::from_base64(&k)?)),
-            None if need_key => Err(mailshift_store::SecretError::Missing.into()),
-            None => Ok(store),
-        }
+        let key = match key {
+            Some(k) => Some(SecretKey::from_base64(&k)?),
+            None if need_key => return Err(mailshift_store::SecretError::Missing.into()),
+            None => None,
+        };
+        Ok(mailshift_store::open_fleet(&self.database, !self.no_migrate, key).await?)
     }
 }
 
@@ -79,7 +81,7 @@ pub enum DbCommand {
 pub async fn db(cmd: DbCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DbCommand::Migrate { database } => {
-            SeaStore::connect(&database, true).await?;
+            mailshift_store::open_fleet(&database, true, None).await?;
             eprintln!("database schema is up to date");
         }
         DbCommand::NewKey => println!("{}", SecretKey::generate()),
@@ -461,9 +463,9 @@ pub struct SchedulerArgs {
 
 /// The fleet's connectors: credentials from the store, every session inside a
 /// fleet-wide connection slot of its server (`mailshift host limit`).
-pub(crate) fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> {
+pub(crate) fn connectors(store: &Store, timeout: u64) -> Arc<dyn Connectors> {
     let inner = Arc::new(FleetConnectors {
-        store: Arc::new(store.clone()),
+        store: store.clone(),
         timeout: Duration::from_secs(timeout.max(1)),
         ca_file: std::env::var_os("MAILSHIFT_CA_FILE").map(PathBuf::from),
         pauses: Arc::new(mailshift_core::ports::HostPauses::default()),
@@ -472,7 +474,7 @@ pub(crate) fn connectors(store: &SeaStore, timeout: u64) -> Arc<dyn Connectors> 
     Arc::new(LimitedConnectors {
         inner,
         limits: Arc::new(Limits {
-            slots: Arc::new(store.clone()),
+            slots: store.clone(),
             owner: process_name(),
             lease: Duration::from_secs(30),
             wait: Duration::from_secs(600),
@@ -562,17 +564,17 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
     let queue = crate::queue::publisher(&a.queue.amqp, &a.queue.queue).await?;
     let s = Scheduler {
-        state: Arc::new(store.clone()),
-        mailboxes: Arc::new(store.clone()),
+        state: store.clone(),
+        mailboxes: store.clone(),
         connectors: connectors(&store, a.timeout),
         queue,
         interval: Duration::from_secs(a.interval.max(1)),
         split_above: (a.split_above > 0).then_some(a.split_above),
         cutovers: Some(Cutovers {
-            store: Arc::new(store.clone()),
+            store: store.clone(),
             observer: Arc::new(DnsObserver::new(Duration::from_secs(3))),
         }),
-        batches: Some(Arc::new(store.clone())),
+        batches: Some(store.clone()),
         owner: format!("{}/{}", process_name(), uuid::Uuid::new_v4()),
         parallel: a.plan_parallel.max(1),
         per_host: a.plan_per_host.max(1),
@@ -686,7 +688,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let owner = process_name();
     let mut w = Worker::new(
         connectors(&store, a.timeout),
-        Arc::new(store.clone()) as Arc<dyn StateStore>,
+        store.clone() as Arc<dyn StateStore>,
         Arc::new(NoProgress),
         BatchLimits {
             max_messages: a.batch_messages.max(1),
@@ -696,7 +698,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     w.retry.max_attempts = a.max_attempts;
     w.retry.outage_budget = a.retry_for;
     w.leases = Some(Leases {
-        store: Arc::new(store.clone()) as Arc<dyn MailboxStore>,
+        store: store.clone() as Arc<dyn MailboxStore>,
         owner,
         ttl: Duration::from_secs(a.lease_secs.max(3)),
     });

@@ -2,7 +2,6 @@
 //! prints what happened. The only crate that uses anyhow and touches the terminal.
 
 mod batch;
-mod batch_ops;
 mod clients;
 mod dns;
 mod exit;

@@ -11,7 +11,6 @@ use mailshift_core::ports::{Connector, NoProgress, StateStore};
 use mailshift_engine::worker::Shutdown;
 use mailshift_engine::{MigrateOptions, migrate};
 use mailshift_queue::MemoryQueue;
-use mailshift_store::SeaStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,7 +97,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     crate::lock::prepare_state_file(&args.state)?;
     let _lock = crate::lock::RunLock::acquire(&args.state, &source, &dest)?;
-    let store = SeaStore::open_sqlite(&args.state)
+    let store = mailshift_store::open_state_file(&args.state)
         .await
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let progress =
@@ -116,7 +115,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     };
     let sieve_connector = args.sieve.then(|| connector.clone());
     let connector: Arc<dyn Connector> = Arc::new(connector);
-    let store: Arc<dyn StateStore> = Arc::new(store);
+    let store: Arc<dyn StateStore> = store;
     opts.delete = !args.no_delete;
     opts.dual_reception = args.dual_reception;
     // First Ctrl-C: finish the batches in flight, checkpoint, stop. Second: abort.

@@ -10,14 +10,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use mailshift_core::aliases::{self, AliasContext, AliasEntry, AliasKind};
 use mailshift_core::endpoint::Endpoint;
-use mailshift_core::ports::{BatchStore, MailboxCredentials, MailboxRecord, MailboxStore};
+use mailshift_core::ports::{MailboxCredentials, MailboxRecord};
 use mailshift_core::provision::{
     Address, Existing, Lookup, MailboxSpec, NewPassword, PasswordCarry, PasswordHash, Plan,
-    ProvisionRecord, ProvisionStore, Provisioner, QuotaPolicy, Step, decide_password, format_size,
-    parse_size, plan, quota_for,
+    ProvisionRecord, Provisioner, QuotaPolicy, Step, decide_password, format_size, parse_size,
+    plan, quota_for,
 };
 use mailshift_provision::{BackendConfig, hash};
-use mailshift_store::SeaStore;
+
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -443,13 +443,13 @@ pub async fn run(a: ProvisionArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
         }
-        apply(&*backend, &store, &p, &by_id, &mut out).await?;
-        restore_temporaries(&store, &p, &by_id, &records, &mut out).await?;
+        apply(&*backend, &*store, &p, &by_id, &mut out).await?;
+        restore_temporaries(&*store, &p, &by_id, &records, &mut out).await?;
         if a.aliases.is_some() {
-            record_aliases(&store, batch, &entries, &out, &members).await?;
+            record_aliases(&*store, batch, &entries, &out, &members).await?;
         }
         export(
-            &store,
+            &*store,
             batch,
             &members,
             a.export_passwords.as_deref(),
@@ -502,7 +502,7 @@ fn describe_plan(p: &Plan, out: &mut Outcome) {
 
 async fn apply(
     backend: &dyn Provisioner,
-    store: &SeaStore,
+    store: &dyn mailshift_core::ports::FleetStore,
     p: &Plan,
     by_id: &HashMap<Uuid, &Member>,
     out: &mut Outcome,
@@ -598,7 +598,7 @@ async fn apply(
 /// exists with a temporary password sealed but no record of its creation was created by
 /// a run interrupted in between: it is recorded now, so its password gets exported.
 async fn restore_temporaries(
-    store: &SeaStore,
+    store: &dyn mailshift_core::ports::FleetStore,
     p: &Plan,
     by_id: &HashMap<Uuid, &Member>,
     records: &HashMap<Uuid, ProvisionRecord>,
@@ -631,7 +631,7 @@ async fn restore_temporaries(
 }
 
 async fn record_aliases(
-    store: &SeaStore,
+    store: &dyn mailshift_core::ports::FleetStore,
     batch: &str,
     entries: &[AliasEntry],
     out: &Outcome,
@@ -678,7 +678,7 @@ async fn record_aliases(
 /// Writes the batch's temporary passwords that were never exported to a new 0600 file,
 /// then records them as exported: each is exported once.
 async fn export(
-    store: &SeaStore,
+    store: &dyn mailshift_core::ports::FleetStore,
     batch: &str,
     members: &[Member],
     path: Option<&Path>,

@@ -68,9 +68,9 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                         "{:<30} {:<10} created {}  last used {}",
                         t.name,
                         if t.read_only { "read-only" } else { "full" },
-                        crate::batch_ops::stamp(t.created_at),
+                        mailshift_engine::batches::stamp(t.created_at),
                         t.last_used_at
-                            .map(crate::batch_ops::stamp)
+                            .map(mailshift_engine::batches::stamp)
                             .unwrap_or_else(|| "never".into())
                     );
                 }

@@ -575,6 +575,54 @@ pub trait DomainStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// An API token's public facts (the token itself is shown once, at creation, and only
+/// its hash is kept).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub read_only: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// The HTTP API's tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Creates a token named `name`; returns the token, which is not stored anywhere.
+    async fn create_token(&self, name: &str, read_only: bool) -> Result<String>;
+    /// The token's facts if `token` is a valid token (and notes its use).
+    async fn check_token(&self, token: &str) -> Result<Option<TokenInfo>>;
+    async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// Revokes the token named `name`; false if there is none.
+    async fn revoke_token(&self, name: &str) -> Result<bool>;
+}
+
+/// Everything the fleet keeps in its database, as one handle: what the binary opens
+/// (PostgreSQL, or the embedded SQLite file) and hands to the engine and front ends,
+/// each of which sees only the ports it uses.
+pub trait FleetStore:
+    StateStore
+    + MailboxStore
+    + BatchStore
+    + DomainStore
+    + crate::provision::ProvisionStore
+    + HostSlots
+    + TokenStore
+{
+}
+
+impl<T> FleetStore for T where
+    T: StateStore
+        + MailboxStore
+        + BatchStore
+        + DomainStore
+        + crate::provision::ProvisionStore
+        + HostSlots
+        + TokenStore
+        + ?Sized
+{
+}
+
 /// Tells whether a domain's MX switch has happened (every authoritative nameserver
 /// returns only the new MX).
 #[async_trait]

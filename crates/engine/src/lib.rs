@@ -1,5 +1,8 @@
 //! The engine: everything between "copy this folder" and the IMAP/store/queue ports.
 //!
+//! - [`batches`]: the batch service (import, readiness, schedule, actions, views,
+//!   reports) over the fleet's store and connectors, for the CLI, the API and the
+//!   dashboard alike.
 //! - [`adopt`]: recognising mail already on the destination by content, whatever the
 //!   state says (destination-side idempotence).
 //! - [`copy`]: one folder pass (list, plan, fetch and append in pipelined batches,
@@ -26,6 +29,7 @@
 //! it knows no IMAP syntax, SQL or AMQP.
 
 pub mod adopt;
+pub mod batches;
 pub mod copy;
 pub mod embedded;
 pub mod fault;

@@ -140,6 +140,39 @@ async fn a_refused_message_is_reported_and_the_rest_of_the_folder_copied() {
     assert_eq!(dst.count("INBOX"), 30);
 }
 
+/// A refusal that concerns the whole folder (`[TRYCREATE]`, `[CANNOT]`: the imap crate
+/// maps both response codes to `FolderRefused`) is not the refusal of one message:
+/// splitting the batch into single APPENDs cannot help, so none is tried.
+#[tokio::test]
+async fn a_folder_level_refusal_of_an_append_does_not_split_the_batch() {
+    let (src, dst) = servers();
+    for i in 0..40 {
+        src.put("INBOX", &message("INBOX", i), &[]);
+    }
+    // Every APPEND into the folder is refused as the folder's problem, for the whole run.
+    dst.fault(Fault::on(Op::Append, ErrorKind::FolderRefused).times(1_000));
+    let summary = run(&src, &dst, &Arc::new(MemStore::new())).await;
+    assert!(!summary.is_complete(), "{summary:#?}");
+    assert_eq!(dst.count("INBOX"), 0);
+    // One APPEND of the whole batch per attempt of the job (40 messages in one batch):
+    // split down to single messages it would take 79 (40 leaves and 39 halves) per
+    // attempt.
+    let appends = dst.calls(Op::Append);
+    let attempts = RetryPolicy::default().max_attempts as usize;
+    assert!(
+        (1..=attempts).contains(&appends),
+        "{appends} APPENDs for a folder-level refusal over {attempts} attempt(s)"
+    );
+    // Reported as the folder's error, not as 40 refused messages.
+    assert_eq!(summary.failed_messages(), 0, "{summary:#?}");
+    let inbox = summary
+        .folders
+        .iter()
+        .find(|f| f.source == "INBOX")
+        .unwrap();
+    assert!(inbox.error.is_some(), "{inbox:#?}");
+}
+
 #[tokio::test]
 async fn a_message_the_source_lies_about_is_isolated_and_the_rest_of_the_folder_copied() {
     let (src, dst) = servers();

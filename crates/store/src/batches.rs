@@ -9,20 +9,11 @@ use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
 use async_trait::async_trait;
 use mailshift_core::batch::{BatchRecord, BatchState};
-use mailshift_core::ports::BatchStore;
+use mailshift_core::ports::{BatchStore, TokenInfo, TokenStore};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-/// An API token's public facts.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct TokenInfo {
-    pub name: String,
-    pub read_only: bool,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-}
 
 /// Tokens look like `mst_` + 43 characters of base64url (32 random bytes).
 pub const TOKEN_PREFIX: &str = "mst_";
@@ -87,8 +78,7 @@ impl SeaStore {
         Ok(())
     }
 
-    /// Creates a token named `name`; returns the token, which is not stored anywhere.
-    pub async fn create_token(&self, name: &str, read_only: bool) -> Result<String, StoreError> {
+    async fn create_token_impl(&self, name: &str, read_only: bool) -> Result<String, StoreError> {
         use base64::Engine;
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
@@ -121,8 +111,7 @@ impl SeaStore {
         Ok(token)
     }
 
-    /// The token's facts if `token` is a valid token (and notes its use).
-    pub async fn check_token(&self, token: &str) -> Result<Option<TokenInfo>, StoreError> {
+    async fn check_token_impl(&self, token: &str) -> Result<Option<TokenInfo>, StoreError> {
         let Some(m) = api_token::Entity::find()
             .filter(api_token::Column::Hash.eq(token_hash(token)))
             .one(&self.db)
@@ -149,7 +138,7 @@ impl SeaStore {
         }))
     }
 
-    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+    async fn tokens_impl(&self) -> Result<Vec<TokenInfo>, StoreError> {
         Ok(api_token::Entity::find()
             .order_by_asc(api_token::Column::Name)
             .all(&self.db)
@@ -165,8 +154,7 @@ impl SeaStore {
             .collect())
     }
 
-    /// Revokes the token named `name`; false if there is none.
-    pub async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+    async fn revoke_token_impl(&self, name: &str) -> Result<bool, StoreError> {
         let res = api_token::Entity::delete_many()
             .filter(api_token::Column::Name.eq(name))
             .exec(&self.db)
@@ -200,5 +188,24 @@ impl BatchStore for SeaStore {
             .into_iter()
             .map(|m| self.to_batch(m))
             .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SeaStore {
+    async fn create_token(&self, name: &str, read_only: bool) -> mailshift_core::Result<String> {
+        Ok(self.create_token_impl(name, read_only).await?)
+    }
+
+    async fn check_token(&self, token: &str) -> mailshift_core::Result<Option<TokenInfo>> {
+        Ok(self.check_token_impl(token).await?)
+    }
+
+    async fn tokens(&self) -> mailshift_core::Result<Vec<TokenInfo>> {
+        Ok(self.tokens_impl().await?)
+    }
+
+    async fn revoke_token(&self, name: &str) -> mailshift_core::Result<bool> {
+        Ok(self.revoke_token_impl(name).await?)
     }
 }

@@ -34,7 +34,29 @@ mod provision;
 pub mod secrets;
 mod store;
 
-pub use batches::{TOKEN_PREFIX, TokenInfo, token_hash};
+pub use batches::{TOKEN_PREFIX, token_hash};
 pub use error::StoreError;
 pub use secrets::{SecretError, SecretKey};
 pub use store::SeaStore;
+
+/// Opens the fleet's database (`postgres://...`, or `sqlite:` for a single machine),
+/// applying the schema migrations unless `migrate` is false, with the key that seals
+/// mailbox credentials if given: the one handle a front end needs, as ports.
+pub async fn open_fleet(
+    url: &str,
+    migrate: bool,
+    key: Option<SecretKey>,
+) -> Result<std::sync::Arc<dyn mailshift_core::ports::FleetStore>, StoreError> {
+    let store = SeaStore::connect(url, migrate).await?;
+    Ok(std::sync::Arc::new(match key {
+        Some(k) => store.with_key(k),
+        None => store,
+    }))
+}
+
+/// Opens (creating it if missing) the embedded mode's state file.
+pub async fn open_state_file(
+    path: &std::path::Path,
+) -> Result<std::sync::Arc<dyn mailshift_core::ports::FleetStore>, StoreError> {
+    Ok(std::sync::Arc::new(SeaStore::open_sqlite(path).await?))
+}

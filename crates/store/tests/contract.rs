@@ -19,7 +19,7 @@ use mailshift_core::flags::FlagSet;
 use mailshift_core::job::FolderJob;
 use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::ports::{
-    CopiedMessage, FailedMessage, FolderState, PendingBatch, PendingItem, StateStore,
+    CopiedMessage, FailedMessage, FolderState, PendingBatch, PendingItem, StateStore, TokenStore,
 };
 use mailshift_store::SeaStore;
 use sea_orm::ConnectionTrait;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What a session is asked to do, for fault scripts and the change counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
     Connect,
     List,
@@ -109,6 +109,8 @@ struct State {
     /// Commands that change the server (CREATE, APPEND, STORE, ...; SELECT counts: a
     /// source must only ever be EXAMINEd).
     writes: usize,
+    /// Every command asked of the server, refused ones included, by kind.
+    calls: BTreeMap<Op, usize>,
     next_validity: u32,
     /// Names the server refuses to create (e.g. containing '.').
     refused_chars: Vec<char>,
@@ -161,6 +163,7 @@ impl MemServer {
             caps: all_caps(),
             faults: Vec::new(),
             writes: 0,
+            calls: BTreeMap::new(),
             next_validity: 1001,
             refused_chars: Vec::new(),
             identity: ServerIdentity::default(),
@@ -196,6 +199,11 @@ impl MemServer {
     /// Changing commands run so far (a source must stay at 0).
     pub fn writes(&self) -> usize {
         self.lock().writes
+    }
+
+    /// How many `op` commands were asked of the server so far, refused ones included.
+    pub fn calls(&self, op: Op) -> usize {
+        self.lock().calls.get(&op).copied().unwrap_or(0)
     }
 
     pub fn create(&self, name: &str, special: Option<SpecialUse>) {
@@ -330,6 +338,7 @@ impl MemServer {
 
 /// Applies the first matching fault, if any is due.
 fn trip(st: &mut State, op: Op, sizes: Option<&[usize]>) -> Result<()> {
+    *st.calls.entry(op).or_default() += 1;
     if op.writes() {
         st.writes += 1;
     }

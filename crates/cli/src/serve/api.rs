@@ -2,13 +2,12 @@
 
 use super::App;
 use super::auth::Caller;
-use crate::batch_ops::{self as ops, Action, ImportOptions, ScheduleChange};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailshift_core::ports::{BatchStore, DomainStore, MailboxStore};
+use mailshift_engine::batches::{self as ops, Action, ImportOptions, ScheduleChange};
 use serde::Deserialize;
 
 /// An API error: a status and a message a user can act on.
@@ -28,7 +27,23 @@ impl From<anyhow::Error> for ApiError {
 
 impl From<mailshift_core::Error> for ApiError {
     fn from(e: mailshift_core::Error) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.message)
+        // A request the service refuses (a bad schedule, an unknown action for this
+        // state) is the caller's to fix; anything else is ours.
+        let status = if e.kind == mailshift_core::ErrorKind::Usage {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(status, e.message)
+    }
+}
+
+impl From<csv::Error> for ApiError {
+    fn from(e: csv::Error) -> Self {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the report as CSV: {e}"),
+        )
     }
 }
 
@@ -79,8 +94,8 @@ pub(crate) async fn me(Extension(c): Extension<Caller>) -> Response {
 
 pub(crate) async fn list(State(app): State<App>) -> ApiResult {
     let mut out = Vec::new();
-    for n in ops::batch_names(&app.store).await? {
-        let v = ops::batch_view(&app.store, &n, ops::Page::NONE).await?;
+    for n in ops::batch_names(&*app.store).await? {
+        let v = ops::batch_view(&*app.store, &n, ops::Page::NONE).await?;
         out.push(serde_json::json!({
             "name": v.name,
             "state": v.state,
@@ -119,7 +134,7 @@ pub(crate) async fn import(
         starttls: q.starttls,
         allow_plaintext: q.allow_plaintext,
     };
-    let out = ops::import_csv(&app.store, &q.name, &body, &o, &|_, _| {}).await?;
+    let out = ops::import_csv(&*app.store, &q.name, &body, &o, &|_, _| {}).await?;
     let status = if out.imported.is_empty() && !out.rejected.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -149,13 +164,13 @@ pub(crate) async fn show(
         offset: q.offset,
         limit: q.limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE),
     };
-    Ok(Json(ops::batch_view(&app.store, &name, page).await?).into_response())
+    Ok(Json(ops::batch_view(&*app.store, &name, page).await?).into_response())
 }
 
 pub(crate) async fn verify(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
     known(&app, &name).await?;
-    let rows = ops::verify_batch(&app.store, &name, app.timeout).await?;
-    let ready = rows.iter().filter(|r| r["ready"] == true).count();
+    let rows = ops::verify_batch(&*app.store, &*app.connectors(), &name).await?;
+    let ready = rows.iter().filter(|r| r.ready).count();
     Ok(Json(serde_json::json!({
         "batch": name,
         "ready": ready,
@@ -173,7 +188,7 @@ pub(crate) async fn schedule(
     let change: ScheduleChange = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))?;
     known(&app, &name).await?;
-    let b = ops::schedule(&app.store, &name, &change).await?;
+    let b = ops::schedule(&*app.store, &name, &change).await?;
     Ok(Json(b).into_response())
 }
 
@@ -204,7 +219,7 @@ pub(crate) async fn act(
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))?
             .at
     };
-    let (b, said) = ops::act(&app.store, &name, action, at)
+    let (b, said) = ops::act(&*app.store, &name, action, at)
         .await
         .map_err(|e| ApiError(StatusCode::CONFLICT, format!("{e:#}")))?;
     Ok(Json(serde_json::json!({
@@ -228,7 +243,7 @@ pub(crate) async fn report(
     Query(q): Query<ReportQuery>,
 ) -> ApiResult {
     known(&app, &name).await?;
-    let r = ops::report(&app.store, &name, app.timeout, q.deep).await?;
+    let r = ops::report(&*app.store, &*app.connectors(), &name, q.deep).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(r).into_response()),
         "csv" => Ok(csv_response(&name, ops::report_csv(&r)?)),

@@ -16,7 +16,6 @@ use crate::fleet::FleetDb;
 use axum::Router;
 use axum::routing::{get, post};
 use clap::Args;
-use mailshift_store::SeaStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,7 +47,7 @@ pub struct ServeArgs {
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct App {
-    pub store: SeaStore,
+    pub store: crate::fleet::Store,
     pub timeout: u64,
     pub secure_cookie: bool,
     pub metrics: Option<PrometheusHandle>,
@@ -56,6 +55,13 @@ pub(crate) struct App {
     pub dns: Arc<Mutex<HashMap<String, (i64, mailshift_dns::check::Report)>>>,
     /// Batches whose `verify` runs in the background (started from the dashboard).
     pub verifying: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl App {
+    /// Connectors to the mailboxes' servers, for checks and reports.
+    pub fn connectors(&self) -> Arc<dyn mailshift_core::ports::Connectors> {
+        crate::fleet::connectors(&self.store, self.timeout)
+    }
 }
 
 pub fn router(app: App) -> Router {

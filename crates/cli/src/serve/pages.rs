@@ -5,12 +5,11 @@
 use super::App;
 use super::api::{ApiError, csv_response, known};
 use super::auth::{COOKIE, Caller, check_form};
-use crate::batch_ops::{self as ops, Action, BatchView, ImportOptions};
 use axum::Form;
 use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use mailshift_core::ports::DomainStore;
+use mailshift_engine::batches::{self as ops, Action, BatchView, ImportOptions};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -215,8 +214,8 @@ pub(crate) async fn home(
     Extension(c): Extension<Caller>,
 ) -> Result<Html<String>, ApiError> {
     let mut views = Vec::new();
-    for n in ops::batch_names(&app.store).await? {
-        views.push(ops::batch_view(&app.store, &n, ops::Page::NONE).await?);
+    for n in ops::batch_names(&*app.store).await? {
+        views.push(ops::batch_view(&*app.store, &n, ops::Page::NONE).await?);
     }
     let domains = app.store.domains().await?;
     let body = html! {
@@ -365,7 +364,7 @@ pub(crate) async fn import(
         starttls: fields.contains_key("starttls"),
         allow_plaintext: fields.contains_key("allow_plaintext"),
     };
-    match ops::import_csv(&app.store, &name, &bytes, &o, &|_, _| {}).await {
+    match ops::import_csv(&*app.store, &name, &bytes, &o, &|_, _| {}).await {
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             message_page("Import failed", &format!("{e:#}")),
@@ -407,7 +406,7 @@ pub(crate) async fn batch(
         offset: q.offset,
         limit: PAGE,
     };
-    let v = ops::batch_view(&app.store, &name, shown).await?;
+    let v = ops::batch_view(&*app.store, &name, shown).await?;
     let verifying = app
         .verifying
         .lock()
@@ -539,11 +538,10 @@ fn batch_body(
                         td { (when(m.last_pass_at)) }
                         td {
                             @if let Some(ch) = &m.check {
-                                @let ready = ch["ready"] == true;
-                                span class=(if ready { "state ok" } else { "state FAIL" }) { @if ready { "ready" } @else { "not ready" } }
-                                " " span.muted { "login " (ch["source_login"].as_str().unwrap_or("-")) "/" (ch["dest_login"].as_str().unwrap_or("-")) }
-                                @for p in ch["problems"].as_array().into_iter().flatten() { br; span.err { (p.as_str().unwrap_or("")) } }
-                                @for w in ch["warnings"].as_array().into_iter().flatten() { br; span.muted { (w.as_str().unwrap_or("")) } }
+                                span class=(if ch.ready { "state ok" } else { "state FAIL" }) { @if ch.ready { "ready" } @else { "not ready" } }
+                                " " span.muted { "login " (ops::Login::text(ch.source_login)) "/" (ops::Login::text(ch.dest_login)) }
+                                @for p in &ch.problems { br; span.err { (p) } }
+                                @for w in &ch.warnings { br; span.muted { (w) } }
                             }
                             @if let Some(e) = &m.last_error { br; span.err { (e) } }
                         }
@@ -586,7 +584,8 @@ pub(crate) async fn action(
             if fresh {
                 let app = app.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = ops::verify_batch(&app.store, &name, app.timeout).await {
+                    if let Err(e) = ops::verify_batch(&*app.store, &*app.connectors(), &name).await
+                    {
                         tracing::warn!(batch = %name, error = %e, "batch verify failed");
                     }
                     if let Ok(mut s) = app.verifying.lock() {
@@ -597,7 +596,7 @@ pub(crate) async fn action(
             back
         }
         "dns-check" => {
-            let domain = ops::batch_view(&app.store, &name, ops::Page::NONE)
+            let domain = ops::batch_view(&*app.store, &name, ops::Page::NONE)
                 .await
                 .ok()
                 .and_then(|v| v.domain);
@@ -625,7 +624,7 @@ pub(crate) async fn action(
                 message_page("Unknown action", other),
             )
                 .into_response(),
-            Some(a) => match ops::act(&app.store, &name, a, None).await {
+            Some(a) => match ops::act(&*app.store, &name, a, None).await {
                 Ok(_) => back,
                 Err(e) => (
                     StatusCode::CONFLICT,
@@ -642,7 +641,7 @@ pub(crate) async fn report_csv(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     known(&app, &name).await?;
-    let r = ops::report(&app.store, &name, app.timeout, false).await?;
+    let r = ops::report(&*app.store, &*app.connectors(), &name, false).await?;
     Ok(csv_response(&name, ops::report_csv(&r)?))
 }
 
@@ -651,7 +650,7 @@ pub(crate) async fn report_json(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     known(&app, &name).await?;
-    let r = ops::report(&app.store, &name, app.timeout, false).await?;
+    let r = ops::report(&*app.store, &*app.connectors(), &name, false).await?;
     Ok(axum::Json(r).into_response())
 }
 
@@ -730,7 +729,7 @@ pub(crate) async fn schedule(
                 .into_response();
         }
     };
-    match ops::schedule(&app.store, &name, &change).await {
+    match ops::schedule(&*app.store, &name, &change).await {
         Ok(_) => Redirect::to(&format!("/batches/{}", urlencode(&name))).into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,

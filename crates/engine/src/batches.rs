@@ -1,9 +1,9 @@
-//! What can be done to a batch, for both the command line (`mailshift batch ...`) and the
-//! HTTP API (`mailshift serve`): import a spreadsheet, check credentials, schedule, start,
-//! pause, retry, report. Results are plain data (serde) so each front end renders them
-//! its own way; nothing here prints.
+//! The batch service: what can be done to a batch, for the command line (`mailshift
+//! batch ...`), the HTTP API and the dashboard alike: import a spreadsheet, check
+//! credentials and quotas, schedule, start, pause, retry, view, report. It speaks only to
+//! ports (the fleet's store, the connectors), so it is tested on in-memory fakes; results
+//! are plain data (serde) that each front end renders its own way. Nothing here prints.
 
-use anyhow::Context;
 use futures::StreamExt;
 use mailshift_core::batch::{BatchRecord, BatchState, Counts, progress};
 use mailshift_core::endpoint::Security;
@@ -11,22 +11,22 @@ use mailshift_core::folder::FolderRules;
 use mailshift_core::import::{Defaults, RowError, parse};
 use mailshift_core::mailbox::{MailboxEvent, MailboxStatus};
 use mailshift_core::ports::{
-    BatchStore, Connectors, DomainStore, MailboxCredentials, MailboxOptions, MailboxRecord,
-    MailboxStore,
+    Connectors, FleetStore, MailboxCredentials, MailboxOptions, MailboxRecord,
 };
-use mailshift_core::provision::ProvisionStore;
-use mailshift_store::SeaStore;
-use serde::Serialize;
+use mailshift_core::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Arc;
 
-pub(crate) fn now() -> i64 {
+/// The fleet's store as this service uses it.
+type Store = dyn FleetStore;
+
+pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// Where imported rows' servers come from when the file does not say.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ImportOptions {
+pub struct ImportOptions {
     pub domain: Option<String>,
     pub source_host: Option<String>,
     pub dest_host: Option<String>,
@@ -37,41 +37,44 @@ pub(crate) struct ImportOptions {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct Imported {
+pub struct Imported {
     pub line: usize,
     pub source: String,
     pub dest: String,
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct ImportOutcome {
+pub struct ImportOutcome {
     pub batch: String,
     pub imported: Vec<Imported>,
     pub rejected: Vec<RowError>,
 }
 
-pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !name.trim().is_empty()
-            && name.len() <= 100
-            && name
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')),
-        "a batch name is 1-100 letters, digits, spaces, '-', '_' or '.' (got '{name}')"
-    );
-    Ok(())
+pub fn check_name(name: &str) -> Result<()> {
+    let fine = !name.trim().is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '));
+    if fine {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "a batch name is 1-100 letters, digits, spaces, '-', '_' or '.' (got '{name}')"
+        )))
+    }
 }
 
 /// Registers the good rows of a CSV file as mailboxes of batch `name` (created as a
 /// draft if new); bad rows are returned with their line and reason. `on_progress` hears
 /// (rows done, rows) as they are stored.
-pub(crate) async fn import_csv(
-    store: &SeaStore,
+pub async fn import_csv(
+    store: &Store,
     name: &str,
     bytes: &[u8],
     o: &ImportOptions,
     on_progress: &(dyn Fn(usize, usize) + Sync),
-) -> anyhow::Result<ImportOutcome> {
+) -> Result<ImportOutcome> {
     check_name(name)?;
     let defaults = Defaults {
         source_host: o.source_host.clone(),
@@ -187,18 +190,19 @@ pub(crate) async fn import_csv(
     })
 }
 
-async fn members(store: &SeaStore, name: &str) -> anyhow::Result<Vec<MailboxRecord>> {
+async fn members(store: &Store, name: &str) -> Result<Vec<MailboxRecord>> {
     let mailboxes = store.mailboxes(Some(name)).await?;
-    anyhow::ensure!(
-        !mailboxes.is_empty(),
-        "batch '{name}' has no mailbox (see mailshift batch import)"
-    );
+    if mailboxes.is_empty() {
+        return Err(Error::usage(format!(
+            "batch '{name}' has no mailbox (see mailshift batch import)"
+        )));
+    }
     Ok(mailboxes)
 }
 
 /// The batch's row; a batch made of `mailbox add --batch` mailboxes gets one, running
 /// (they were scheduled as soon as added).
-pub(crate) async fn batch_record(store: &SeaStore, name: &str) -> anyhow::Result<BatchRecord> {
+pub async fn batch_record(store: &Store, name: &str) -> Result<BatchRecord> {
     if let Some(b) = store.batch(name).await? {
         return Ok(b);
     }
@@ -210,24 +214,20 @@ pub(crate) async fn batch_record(store: &SeaStore, name: &str) -> anyhow::Result
 
 /// Logs in to both sides of every mailbox of the batch; records and returns each
 /// mailbox's readiness.
-pub(crate) async fn verify_batch(
-    store: &SeaStore,
+pub async fn verify_batch(
+    store: &Store,
+    connectors: &dyn Connectors,
     name: &str,
-    timeout: u64,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+) -> Result<Vec<Readiness>> {
     let mailboxes = members(store, name).await?;
-    let connectors = crate::fleet::connectors(store, timeout);
     let mut rows = Vec::new();
     for m in &mailboxes {
-        let mut row = check_mailbox(&*connectors, m).await;
-        row["checked_at"] = now().into();
+        let mut row = check_mailbox(connectors, m).await;
+        row.checked_at = Some(now());
+        let json = serde_json::to_string(&row)
+            .map_err(|e| Error::new(ErrorKind::Store, format!("cannot record a check: {e}")))?;
         store
-            .record_check(
-                m.id,
-                &row.to_string(),
-                row["source_messages"].as_u64(),
-                row["source_bytes"].as_u64(),
-            )
+            .record_check(m.id, &json, row.source_messages, row.source_bytes)
             .await?;
         rows.push(row);
     }
@@ -236,7 +236,7 @@ pub(crate) async fn verify_batch(
 
 /// Changes to a batch's schedule; None leaves a field as it is.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
-pub(crate) struct ScheduleChange {
+pub struct ScheduleChange {
     pub start_at: Option<i64>,
     pub interval_secs: Option<u64>,
     pub switch_at: Option<i64>,
@@ -246,22 +246,19 @@ pub(crate) struct ScheduleChange {
     pub domain: Option<String>,
 }
 
-pub(crate) async fn schedule(
-    store: &SeaStore,
-    name: &str,
-    c: &ScheduleChange,
-) -> anyhow::Result<BatchRecord> {
+pub async fn schedule(store: &Store, name: &str, c: &ScheduleChange) -> Result<BatchRecord> {
     let mut b = batch_record(store, name).await?;
-    if let (Some(s), Some(e)) = (c.start_at.or(b.start_at), c.complete_at.or(b.complete_at)) {
-        anyhow::ensure!(
-            e > s,
+    if let (Some(s), Some(e)) = (c.start_at.or(b.start_at), c.complete_at.or(b.complete_at))
+        && e <= s
+    {
+        return Err(Error::usage(format!(
             "batch '{name}': complete-at must come after start-at"
-        );
+        )));
     }
     if let Some(0) = c.concurrency {
-        anyhow::bail!(
+        return Err(Error::usage(format!(
             "batch '{name}': a concurrency of 0 would never copy anything; use at least 1"
-        );
+        )));
     }
     b.start_at = c.start_at.or(b.start_at);
     b.interval_secs = c.interval_secs.or(b.interval_secs);
@@ -287,10 +284,12 @@ pub(crate) async fn schedule(
                 ds.dedup();
                 match ds.as_slice() {
                     [one] => one.clone(),
-                    _ => anyhow::bail!(
-                        "batch '{name}' spans {} domains: give --domain to say whose switch this is",
-                        ds.len()
-                    ),
+                    _ => {
+                        return Err(Error::usage(format!(
+                            "batch '{name}' spans {} domains: give --domain to say whose switch this is",
+                            ds.len()
+                        )));
+                    }
                 }
             }
         };
@@ -302,9 +301,9 @@ pub(crate) async fn schedule(
 }
 
 /// Records the switch date on the domain's cutover (registering the domain if new).
-async fn set_switch(store: &SeaStore, domain: &str, at: i64) -> anyhow::Result<()> {
+async fn set_switch(store: &Store, domain: &str, at: i64) -> Result<()> {
     let when = chrono::DateTime::from_timestamp(at, 0)
-        .context("switch time out of range")?
+        .ok_or_else(|| Error::usage(format!("switch time {at} is out of range")))?
         .to_rfc3339();
     let existing = store
         .domains()
@@ -333,7 +332,7 @@ async fn set_switch(store: &SeaStore, domain: &str, at: i64) -> anyhow::Result<(
 
 /// What a user can do to a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Action {
+pub enum Action {
     Start,
     Pause,
     Resume,
@@ -353,16 +352,16 @@ impl Action {
 }
 
 /// Applies `action`; returns the batch and a sentence saying what happened.
-pub(crate) async fn act(
-    store: &SeaStore,
+pub async fn act(
+    store: &Store,
     name: &str,
     action: Action,
     start_at: Option<i64>,
-) -> anyhow::Result<(BatchRecord, String)> {
+) -> Result<(BatchRecord, String)> {
     let mut b = batch_record(store, name).await?;
     let said = match action {
         Action::Start | Action::Resume => {
-            b.start(start_at).map_err(anyhow::Error::msg)?;
+            b.start(start_at).map_err(Error::usage)?;
             match b.start_at.filter(|s| *s > now()) {
                 Some(s) => format!("batch '{name}' starts at {}", stamp(s)),
                 None => format!(
@@ -371,7 +370,7 @@ pub(crate) async fn act(
             }
         }
         Action::Pause => {
-            b.pause().map_err(anyhow::Error::msg)?;
+            b.pause().map_err(Error::usage)?;
             format!("batch '{name}' is paused: no new pass is planned; passes in flight finish")
         }
         Action::RetryFailed => {
@@ -398,7 +397,7 @@ pub(crate) async fn act(
     Ok((b, said))
 }
 
-pub(crate) fn stamp(t: i64) -> String {
+pub fn stamp(t: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()
@@ -406,7 +405,7 @@ pub(crate) fn stamp(t: i64) -> String {
 
 /// One mailbox as the dashboard shows it.
 #[derive(Debug, Serialize)]
-pub(crate) struct MailboxView {
+pub struct MailboxView {
     pub id: uuid::Uuid,
     pub source: String,
     pub dest: String,
@@ -418,12 +417,12 @@ pub(crate) struct MailboxView {
     pub last_pass_at: Option<i64>,
     pub next_pass_at: Option<i64>,
     pub last_error: Option<String>,
-    pub check: Option<serde_json::Value>,
+    pub check: Option<Readiness>,
 }
 
 /// A batch with its mailboxes and totals.
 #[derive(Debug, Serialize)]
-pub(crate) struct BatchView {
+pub struct BatchView {
     pub name: String,
     /// draft | scheduled | running | paused | completing | completed
     pub state: String,
@@ -437,7 +436,7 @@ pub(crate) struct BatchView {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub(crate) struct Totals {
+pub struct Totals {
     pub mailboxes: usize,
     pub synced: usize,
     pub syncing: usize,
@@ -451,7 +450,7 @@ pub(crate) struct Totals {
 
 /// Which of a batch's mailboxes a view lists (a batch may hold 100,000).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Page {
+pub struct Page {
     pub offset: usize,
     pub limit: usize,
 }
@@ -472,11 +471,7 @@ impl Page {
     }
 }
 
-pub(crate) async fn batch_view(
-    store: &SeaStore,
-    name: &str,
-    page: Page,
-) -> anyhow::Result<BatchView> {
+pub async fn batch_view(store: &Store, name: &str, page: Page) -> Result<BatchView> {
     let b = batch_record(store, name).await?;
     let t = now();
     let copied = store.copied_totals(Some(name)).await?;
@@ -527,6 +522,8 @@ pub(crate) async fn batch_view(
             last_pass_at: m.last_pass_at,
             next_pass_at: m.next_pass_at,
             last_error: m.last_error.clone(),
+            // A check recorded by an older version that no longer parses is simply
+            // not shown; `batch verify` records a new one.
             check: m
                 .checked
                 .as_deref()
@@ -564,7 +561,7 @@ pub(crate) async fn batch_view(
 }
 
 /// Every batch: those with a row, and those only named by `mailbox add --batch`.
-pub(crate) async fn batch_names(store: &SeaStore) -> anyhow::Result<Vec<String>> {
+pub async fn batch_names(store: &Store) -> Result<Vec<String>> {
     let mut names: Vec<String> = store.batches().await?.into_iter().map(|b| b.name).collect();
     for m in store.mailboxes(None).await? {
         if let Some(b) = m.batch
@@ -578,7 +575,7 @@ pub(crate) async fn batch_names(store: &SeaStore) -> anyhow::Result<Vec<String>>
 
 /// One folder of the report.
 #[derive(Debug, Serialize)]
-pub(crate) struct FolderRow {
+pub struct FolderRow {
     pub source_folder: String,
     pub dest_folder: String,
     pub source_messages: usize,
@@ -594,7 +591,7 @@ pub(crate) struct FolderRow {
 
 /// One mailbox of the report.
 #[derive(Debug, Serialize)]
-pub(crate) struct MailboxReport {
+pub struct MailboxReport {
     pub source: String,
     pub dest: String,
     pub status: String,
@@ -612,7 +609,7 @@ pub(crate) struct MailboxReport {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct Report {
+pub struct Report {
     pub batch: String,
     pub generated_at: String,
     /// Header-level fingerprints, or full-content hashes (`deep`).
@@ -623,17 +620,16 @@ pub(crate) struct Report {
 
 /// Compares both servers of every mailbox now (read-only on both sides), independently
 /// of what mailshift recorded: the proof to send to a customer.
-pub(crate) async fn report(
-    store: &SeaStore,
+pub async fn report(
+    store: &Store,
+    connectors: &dyn Connectors,
     name: &str,
-    timeout: u64,
     deep: bool,
-) -> anyhow::Result<Report> {
+) -> Result<Report> {
     let mailboxes = members(store, name).await?;
-    let connectors: Arc<dyn Connectors> = crate::fleet::connectors(store, timeout);
     let mut out = Vec::new();
     for m in &mailboxes {
-        out.push(report_mailbox(&*connectors, m, deep).await);
+        out.push(report_mailbox(connectors, m, deep).await);
     }
     Ok(Report {
         batch: name.to_string(),
@@ -669,7 +665,7 @@ async fn report_mailbox(
         let (s, d) = tokio::join!(connector.source(), connector.target_reader());
         let (mut src, mut dst) = (s?, d?);
         let rules = FolderRules::new(&m.options.maps, &m.options.excludes)?;
-        mailshift_engine::verify::verify(&mut *src, &mut *dst, &rules, deep).await
+        crate::verify::verify(&mut *src, &mut *dst, &rules, deep).await
     }
     .await;
     match compared {
@@ -720,7 +716,7 @@ async fn report_mailbox(
 /// A CSV writer whose cells a spreadsheet shows as text, never runs: a cell that starts
 /// like a formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading `'`. Folder and user names
 /// come from the old server, which anyone who can create a folder there controls.
-pub(crate) struct SafeCsv<W: std::io::Write>(pub csv::Writer<W>);
+pub struct SafeCsv<W: std::io::Write>(pub csv::Writer<W>);
 
 impl<W: std::io::Write> SafeCsv<W> {
     pub fn write_record<I, T>(&mut self, record: I) -> csv::Result<()>
@@ -741,7 +737,7 @@ impl<W: std::io::Write> SafeCsv<W> {
 }
 
 /// `cell` as a spreadsheet will show it and never evaluate it.
-pub(crate) fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
     match cell.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => std::borrow::Cow::Owned(format!("'{cell}")),
         _ => std::borrow::Cow::Borrowed(cell),
@@ -750,7 +746,7 @@ pub(crate) fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 
 /// The report as CSV: one row per folder, and one per mailbox whose servers could not
 /// be compared at all.
-pub(crate) fn report_csv(r: &Report) -> anyhow::Result<String> {
+pub fn report_csv(r: &Report) -> std::result::Result<String, csv::Error> {
     let mut w = SafeCsv(csv::Writer::from_writer(Vec::new()));
     w.write_record([
         "batch",
@@ -809,10 +805,12 @@ pub(crate) fn report_csv(r: &Report) -> anyhow::Result<String> {
             ])?;
         }
     }
-    Ok(String::from_utf8(w.into_inner()?)?)
+    let bytes = w.into_inner()?;
+    // Every cell came from a `&str`: the bytes are UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-pub(crate) fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
+pub fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
     let mut v = Vec::new();
     for (on, name) in [
         (c.uidplus, "UIDPLUS"),
@@ -827,72 +825,118 @@ pub(crate) fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static
     v
 }
 
-/// One mailbox's readiness, as JSON.
-pub(crate) async fn check_mailbox(
-    connectors: &dyn mailshift_core::ports::Connectors,
-    m: &mailshift_core::ports::MailboxRecord,
-) -> serde_json::Value {
+/// How a login went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Login {
+    Ok,
+    Refused,
+}
+
+impl Login {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Login::Ok => "ok",
+            Login::Refused => "refused",
+        }
+    }
+
+    /// `ok`, `refused`, or `-` when it was not tried.
+    pub fn text(login: Option<Login>) -> &'static str {
+        login.map_or("-", Login::as_str)
+    }
+}
+
+/// One mailbox's readiness: both logins, the source's size, the destination's room.
+/// Recorded with the mailbox (`batch verify`) and shown on the dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub source: String,
+    pub dest: String,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_login: Option<Login>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_login: Option<Login>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_folders: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_quota_used: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_quota_limit: Option<u64>,
+    /// What stops the migration (a refused login, a quota too small).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// What deserves a look but does not stop it.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// When it was checked (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<i64>,
+}
+
+fn caps(c: &mailshift_core::ports::Capabilities) -> Vec<String> {
+    caps_text(c).into_iter().map(String::from).collect()
+}
+
+/// One mailbox's readiness: logs in to both sides (read-only), sizes the source and
+/// compares it with the destination's quota.
+pub async fn check_mailbox(connectors: &dyn Connectors, m: &MailboxRecord) -> Readiness {
+    let mut out = Readiness {
+        source: m.source.clone(),
+        dest: m.dest.clone(),
+        ..Readiness::default()
+    };
     let connector = match connectors.connector(m.migration_id).await {
         Ok(c) => c,
         Err(e) => {
-            return serde_json::json!({"source": m.source, "dest": m.dest, "ready": false, "problems": [e.message]});
+            out.problems.push(e.message);
+            return out;
         }
     };
-    let mut problems: Vec<String> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
     let (s, t) = tokio::join!(connector.source(), connector.target());
-    let mut out = serde_json::json!({"source": m.source, "dest": m.dest});
-    let mut source_bytes = None;
     match s {
         Err(e) => {
-            out["source_login"] = "refused".into();
-            problems.push(e.message);
+            out.source_login = Some(Login::Refused);
+            out.problems.push(e.message);
         }
         Ok(mut src) => {
-            out["source_login"] = "ok".into();
-            out["source_capabilities"] = caps_text(src.capabilities()).into();
-            let size = async {
-                let (folders, _) = src.list_folders().await?;
-                let (mut n, mut messages, mut bytes) = (0u64, 0u64, 0u64);
-                for f in folders.iter().filter(|f| f.selectable) {
-                    n += 1;
-                    let st = src.examine(&f.raw).await?;
-                    if st.exists > 0 {
-                        let list = src.list_messages(1).await?;
-                        messages += list.len() as u64;
-                        bytes += list.iter().map(|m| u64::from(m.size)).sum::<u64>();
-                    }
-                }
-                Ok::<_, mailshift_core::Error>((n, messages, bytes))
-            }
-            .await;
-            match size {
+            out.source_login = Some(Login::Ok);
+            out.source_capabilities = Some(caps(src.capabilities()));
+            match source_size(&mut *src).await {
                 Ok((n, messages, bytes)) => {
-                    out["source_folders"] = n.into();
-                    out["source_messages"] = messages.into();
-                    out["source_bytes"] = bytes.into();
-                    source_bytes = Some(bytes);
+                    out.source_folders = Some(n);
+                    out.source_messages = Some(messages);
+                    out.source_bytes = Some(bytes);
                 }
-                Err(e) => problems.push(e.message),
+                Err(e) => out.problems.push(e.message),
             }
         }
     }
     match t {
         Err(e) => {
-            out["dest_login"] = "refused".into();
-            problems.push(e.message);
+            out.dest_login = Some(Login::Refused);
+            out.problems.push(e.message);
         }
         Ok(mut dst) => {
-            out["dest_login"] = "ok".into();
-            out["dest_capabilities"] = caps_text(dst.capabilities()).into();
+            out.dest_login = Some(Login::Ok);
+            out.dest_capabilities = Some(caps(dst.capabilities()));
             match dst.storage_quota().await {
                 Ok(Some((used, limit))) => {
-                    out["dest_quota_used"] = used.into();
-                    out["dest_quota_limit"] = limit.into();
-                    if let Some(need) = source_bytes
+                    out.dest_quota_used = Some(used);
+                    out.dest_quota_limit = Some(limit);
+                    if let Some(need) = out.source_bytes
                         && used + need > limit
                     {
-                        problems.push(format!(
+                        out.problems.push(format!(
                             "the destination quota ({} KiB, {} KiB used) cannot hold the source's {} KiB",
                             limit / 1024,
                             used / 1024,
@@ -900,21 +944,35 @@ pub(crate) async fn check_mailbox(
                         ));
                     }
                 }
-                Ok(None) => warnings.push("the destination reports no quota".into()),
-                Err(e) => {
-                    warnings.push(format!("cannot read the destination quota: {}", e.message))
-                }
+                Ok(None) => out.warnings.push("the destination reports no quota".into()),
+                Err(e) => out
+                    .warnings
+                    .push(format!("cannot read the destination quota: {}", e.message)),
             }
         }
     }
-    out["ready"] = problems.is_empty().into();
-    out["problems"] = problems.into();
-    out["warnings"] = warnings.into();
+    out.ready = out.problems.is_empty();
     out
 }
 
+/// (selectable folders, messages, bytes) of the source.
+async fn source_size(src: &mut dyn mailshift_core::ports::MailSource) -> Result<(u64, u64, u64)> {
+    let (folders, _) = src.list_folders().await?;
+    let (mut n, mut messages, mut bytes) = (0u64, 0u64, 0u64);
+    for f in folders.iter().filter(|f| f.selectable) {
+        n += 1;
+        let st = src.examine(&f.raw).await?;
+        if st.exists > 0 {
+            let list = src.list_messages(1).await?;
+            messages += list.len() as u64;
+            bytes += list.iter().map(|m| u64::from(m.size)).sum::<u64>();
+        }
+    }
+    Ok((n, messages, bytes))
+}
+
 #[cfg(test)]
-mod csv_tests {
+mod tests {
     use super::*;
 
     #[test]
