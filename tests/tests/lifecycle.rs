@@ -278,6 +278,7 @@ async fn sigterm_stops_scheduler_worker_and_serve_in_time_with_spans_flushed_and
         if interrupted
             && !spans_of(&spans, "mailshift-scheduler", "scheduler.plan").is_empty()
             && !spans_of(&spans, "mailshift-serve", "imap.command").is_empty()
+            && !spans_of(&spans, "mailshift-serve", "http.request").is_empty()
         {
             break spans;
         }
@@ -301,6 +302,14 @@ async fn sigterm_stops_scheduler_worker_and_serve_in_time_with_spans_flushed_and
             "no {name} span from the worker"
         );
     }
+    // serve's verify request is the parent of the IMAP sessions it opened.
+    let requests = spans_of(&spans, "mailshift-serve", "http.request");
+    assert!(
+        spans_of(&spans, "mailshift-serve", "imap.command")
+            .iter()
+            .any(|c| requests.iter().any(|r| r.trace_id == c.trace_id)),
+        "serve's IMAP commands are not in the trace of an HTTP request"
+    );
     let done = spans_of(&spans, "mailshift-worker", "worker.job")
         .into_iter()
         .filter(|s| s.attributes.contains(&("outcome".into(), "done".into())))

@@ -333,7 +333,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
     let r = ops::report(
         &*store,
-        &*crate::fleet::connectors(&store, a.timeout),
+        &*crate::fleet::connectors(&store, a.timeout, None),
         &a.name,
         a.deep,
     )
@@ -369,7 +369,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = a.db.open(true).await?;
     let rows = ops::verify_batch(
         &*store,
-        &*crate::fleet::connectors(&store, a.timeout),
+        &*crate::fleet::connectors(&store, a.timeout, None),
         &a.name,
     )
     .await?;

@@ -12,6 +12,7 @@ use mailshift_core::ports::{
 use mailshift_dns::observer::DnsObserver;
 use mailshift_engine::fleet::Cutovers;
 use mailshift_engine::fleet::Scheduler;
+use mailshift_engine::lifecycle::Shutdown;
 use mailshift_engine::limits::{LimitedConnectors, Limits};
 use mailshift_engine::worker::{Leases, Worker};
 use mailshift_imap::FleetConnectors;
@@ -463,7 +464,11 @@ pub struct SchedulerArgs {
 
 /// The fleet's connectors: credentials from the store, every session inside a
 /// fleet-wide connection slot of its server (`mailshift host limit`).
-pub(crate) fn connectors(store: &Store, timeout: u64) -> Arc<dyn Connectors> {
+pub(crate) fn connectors(
+    store: &Store,
+    timeout: u64,
+    stop: Option<Arc<Shutdown>>,
+) -> Arc<dyn Connectors> {
     let inner = Arc::new(FleetConnectors {
         store: store.clone(),
         timeout: Duration::from_secs(timeout.max(1)),
@@ -478,6 +483,7 @@ pub(crate) fn connectors(store: &Store, timeout: u64) -> Arc<dyn Connectors> {
             owner: process_name(),
             lease: Duration::from_secs(30),
             wait: Duration::from_secs(600),
+            stop,
         }),
     })
 }
@@ -540,33 +546,51 @@ pub async fn host(cmd: HostCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves at SIGTERM or Ctrl-C (SIGINT): how a service manager or an operator asks a
-/// fleet process to stop.
-pub async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// The stop request of a long-running process (scheduler, worker, serve), set by SIGTERM
+/// (a service manager, `docker stop`) or Ctrl-C alike. The handlers are installed here,
+/// before the process opens anything, so a stop during start-up is a clean stop too.
+pub fn lifecycle() -> Arc<Shutdown> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = Arc::new(Shutdown::default());
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::warn!("cannot watch for SIGTERM/SIGINT: stop this process with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+        tracing::info!("stop requested: finishing the work in flight");
+        s.request();
+    });
+    shutdown
 }
 
-pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
+pub async fn scheduler(a: SchedulerArgs, shutdown: Arc<Shutdown>) -> anyhow::Result<ExitCode> {
     if let Some(addr) = a.metrics_listen {
         crate::telemetry::serve_metrics(addr)?;
     }
-    let store = a.db.open(true).await?;
-    let queue = crate::queue::publisher(&a.queue.amqp, &a.queue.queue).await?;
+    let opened = shutdown
+        .unless_stopped(async {
+            let store = a.db.open(true).await?;
+            let queue = crate::queue::publisher(&a.queue.amqp, &a.queue.queue).await?;
+            anyhow::Ok((store, queue))
+        })
+        .await;
+    let Some(opened) = opened else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (store, queue) = opened?;
     let s = Scheduler {
         state: store.clone(),
         mailboxes: store.clone(),
-        connectors: connectors(&store, a.timeout),
+        connectors: connectors(&store, a.timeout, Some(shutdown.clone())),
         queue,
         interval: Duration::from_secs(a.interval.max(1)),
         split_above: (a.split_above > 0).then_some(a.split_above),
@@ -599,7 +623,7 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<ExitCode> {
     // jobs are written with it in one transaction and published by the relay of whichever
     // scheduler runs next, and a planning lease left behind expires within a minute. Asked
     // to stop, it finishes the mailboxes it is planning and publishes their jobs first.
-    let stop = stop_signal();
+    let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
         let round = s.round(false);
@@ -664,20 +688,29 @@ pub struct WorkerArgs {
     batch_messages: usize,
 }
 
-pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn worker(a: WorkerArgs, shutdown: Arc<Shutdown>) -> anyhow::Result<ExitCode> {
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
     if let Some(addr) = a.metrics_listen {
         crate::telemetry::serve_metrics(addr)?;
     }
-    let store = a.db.open(true).await?;
-    let queue = crate::queue::open(
-        &a.queue.amqp,
-        &a.queue.queue,
-        a.concurrency.clamp(1, u16::MAX as usize) as u16,
-    )
-    .await?;
+    let opened = shutdown
+        .unless_stopped(async {
+            let store = a.db.open(true).await?;
+            let queue = crate::queue::open(
+                &a.queue.amqp,
+                &a.queue.queue,
+                a.concurrency.clamp(1, u16::MAX as usize) as u16,
+            )
+            .await?;
+            anyhow::Ok((store, queue))
+        })
+        .await;
+    let Some(opened) = opened else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (store, queue) = opened?;
     let queue: Arc<dyn JobQueue> = match a.exit_when_idle {
         Some(secs) => Arc::new(crate::queue::IdleExit::new(
             queue,
@@ -687,7 +720,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     };
     let owner = process_name();
     let mut w = Worker::new(
-        connectors(&store, a.timeout),
+        connectors(&store, a.timeout, Some(shutdown.clone())),
         store.clone() as Arc<dyn StateStore>,
         Arc::new(NoProgress),
         BatchLimits {
@@ -702,17 +735,10 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         owner,
         ttl: Duration::from_secs(a.lease_secs.max(3)),
     });
+    // SIGTERM or Ctrl-C: finish the batches in flight, checkpoint, hand the rest back to
+    // the queue, release the leases, exit. A rolling restart loses nothing.
+    w.stop = shutdown;
     let w = Arc::new(w);
-    {
-        // SIGTERM or Ctrl-C: finish the batches in flight, checkpoint, hand the rest
-        // back to the queue, exit. A rolling restart loses nothing.
-        let stop = w.stop.clone();
-        tokio::spawn(async move {
-            stop_signal().await;
-            tracing::info!("shutting down after the current batches");
-            stop.request();
-        });
-    }
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
         let (w, q) = (w.clone(), queue.clone());

@@ -12,6 +12,7 @@
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
+//! - [`lifecycle`]: the shutdown request every long-running loop and wait watches.
 //! - [`lease`]: folder leases per claim, renewed while held, stopped when dropped.
 //! - [`limits`]: fleet-wide per-server connection limits (leased slots).
 //! - [`fault`]: fault points that let crash tests stop a run at an exact place.
@@ -35,6 +36,7 @@ pub mod embedded;
 pub mod fault;
 pub mod fleet;
 pub mod lease;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod pass;

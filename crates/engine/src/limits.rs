@@ -25,6 +25,9 @@ pub struct Limits {
     pub lease: Duration,
     /// How long to wait for a free slot before giving up (the job is retried later).
     pub wait: Duration,
+    /// The process's stop request: waiting for a slot ends there (the job is handed
+    /// back), or a stop could wait for `wait`.
+    pub stop: Option<Arc<crate::lifecycle::Shutdown>>,
 }
 
 /// A held slot; released (asynchronously) when dropped.
@@ -145,7 +148,16 @@ impl Limits {
                     ));
                 }
                 None => {
-                    tokio::time::sleep(pause).await;
+                    let slept = match &self.stop {
+                        Some(stop) => stop.unless_stopped(tokio::time::sleep(pause)).await,
+                        None => Some(tokio::time::sleep(pause).await),
+                    };
+                    if slept.is_none() {
+                        return Err(Error::new(
+                            ErrorKind::Interrupted,
+                            format!("stopping: no connection slot to {host} was free"),
+                        ));
+                    }
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }

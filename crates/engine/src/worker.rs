@@ -19,31 +19,7 @@ use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// A shutdown request shared by a process's workers.
-#[derive(Debug, Default)]
-pub struct Shutdown {
-    flag: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub fn requested(&self) -> bool {
-        self.flag.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub async fn wait(&self) {
-        let notified = self.notify.notified();
-        if self.requested() {
-            return;
-        }
-        notified.await;
-    }
-}
+pub use crate::lifecycle::Shutdown;
 
 /// A logged-in pair of sessions, kept between jobs of the same mailbox.
 pub struct Sessions {

@@ -16,6 +16,7 @@ use crate::fleet::FleetDb;
 use axum::Router;
 use axum::routing::{get, post};
 use clap::Args;
+use mailshift_engine::lifecycle::Shutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct ServeArgs {
 #[derive(Clone)]
 pub(crate) struct App {
     pub store: crate::fleet::Store,
+    /// The process's stop request (long checks end early at a stop).
+    pub stop: Arc<Shutdown>,
     pub timeout: u64,
     pub secure_cookie: bool,
     pub metrics: Option<PrometheusHandle>,
@@ -60,7 +63,7 @@ pub(crate) struct App {
 impl App {
     /// Connectors to the mailboxes' servers, for checks and reports.
     pub fn connectors(&self) -> Arc<dyn mailshift_core::ports::Connectors> {
-        crate::fleet::connectors(&self.store, self.timeout)
+        crate::fleet::connectors(&self.store, self.timeout, Some(self.stop.clone()))
     }
 }
 
@@ -97,9 +100,9 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// One log line and one counted request per HTTP request, by route (the pattern, never
-/// the path with its batch name) and status. Query strings and headers, where tokens
-/// travel, are never logged.
+/// One span, one log line and one counted request per HTTP request, by route (the
+/// pattern, never the path with its batch name) and status. Query strings and headers,
+/// where tokens travel, are never logged.
 async fn observe(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -111,8 +114,16 @@ async fn observe(
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let started = std::time::Instant::now();
-    let res = next.run(req).await;
+    // The span is the parent of what the request does (IMAP sessions of a verify, say).
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = res.status().as_u16();
+    span.record("http.response.status_code", status);
     let ms = started.elapsed().as_millis() as u64;
     metrics::counter!(
         "mailshift_http_requests_total",
@@ -129,13 +140,17 @@ async fn observe(
     res
 }
 
-pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn serve(a: ServeArgs, shutdown: Arc<Shutdown>) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    let store = a.db.open(true).await?;
+    let Some(store) = shutdown.unless_stopped(a.db.open(true)).await else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let store = store?;
     let clients = a.clients.directory(&store)?;
     let metrics = crate::telemetry::metrics_handle();
     let app = App {
         store,
+        stop: shutdown.clone(),
         timeout: a.timeout,
         secure_cookie: a.secure_cookie,
         metrics,
@@ -166,7 +181,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
     // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
-    .with_graceful_shutdown(crate::fleet::stop_signal())
+    .with_graceful_shutdown(async move { shutdown.wait().await })
     .await
     .context("the HTTP server stopped")?;
     Ok(ExitCode::SUCCESS)
