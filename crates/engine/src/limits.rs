@@ -148,11 +148,17 @@ impl Limits {
                     ));
                 }
                 None => {
-                    let slept = match &self.stop {
-                        Some(stop) => stop.unless_stopped(tokio::time::sleep(pause)).await,
-                        None => Some(tokio::time::sleep(pause).await),
+                    let stopped = match &self.stop {
+                        Some(stop) => stop
+                            .unless_stopped(tokio::time::sleep(pause))
+                            .await
+                            .is_none(),
+                        None => {
+                            tokio::time::sleep(pause).await;
+                            false
+                        }
                     };
-                    if slept.is_none() {
+                    if stopped {
                         return Err(Error::new(
                             ErrorKind::Interrupted,
                             format!("stopping: no connection slot to {host} was free"),
