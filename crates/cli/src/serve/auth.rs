@@ -56,7 +56,7 @@ pub(crate) fn unauthorized(path: &str, why: &str) -> Response {
     } else {
         (
             StatusCode::UNAUTHORIZED,
-            super::pages::login_page(Some(why)),
+            super::views::login_page(Some(why)),
         )
             .into_response()
     }
@@ -111,7 +111,7 @@ pub(crate) async fn require(State(app): State<App>, mut req: Request, next: Next
         } else {
             (
                 StatusCode::FORBIDDEN,
-                super::pages::message_page("Not allowed", &msg),
+                super::views::message_page("Not allowed", &msg),
             )
                 .into_response()
         };
@@ -132,7 +132,7 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         (
             StatusCode::FORBIDDEN,
-            super::pages::message_page("Not allowed", self.0),
+            super::views::message_page("Not allowed", self.0),
         )
             .into_response()
     }

@@ -7,10 +7,17 @@
 //! also carry a CSRF token derived from the session's token (which another site cannot
 //! read), and the API refuses cookie-authenticated writes. Read-only tokens may look but
 //! not act. Tokens are stored hashed; nothing here logs one.
+//!
+//! By concern: routes and the request span here; [`api`] (JSON handlers), [`pages`]
+//! (dashboard handlers), [`forms`] (what the dashboard's forms send), [`views`]
+//! (markup), [`assets`] (the stylesheet), [`auth`] (tokens, cookie, CSRF).
 
 mod api;
+mod assets;
 mod auth;
+mod forms;
 mod pages;
+mod views;
 
 use crate::fleet::FleetDb;
 use axum::Router;
@@ -93,7 +100,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(api::health))
         .route("/login", get(pages::login_form).post(pages::login))
-        .route("/static/style.css", get(pages::style))
+        .route("/static/style.css", get(assets::style))
         .merge(protected)
         .layer(axum::middleware::from_fn(observe))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))

@@ -1,0 +1,76 @@
+//! What the dashboard's forms send, and its checks: a form is parsed and validated here
+//! before any handler acts on it.
+
+use mailshift_engine::batches::{self as ops};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    pub(crate) token: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    pub(crate) csrf: String,
+    #[serde(default)]
+    pub(crate) action: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    pub(crate) offset: usize,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ScheduleForm {
+    #[serde(default)]
+    pub(crate) csrf: String,
+    #[serde(default)]
+    pub(crate) start_at: String,
+    #[serde(default)]
+    pub(crate) interval: String,
+    #[serde(default)]
+    pub(crate) switch_at: String,
+    #[serde(default)]
+    pub(crate) complete_at: String,
+    #[serde(default)]
+    pub(crate) concurrency: String,
+    #[serde(default)]
+    pub(crate) per_host: String,
+}
+
+pub(crate) fn schedule_change(f: &ScheduleForm) -> Result<ops::ScheduleChange, String> {
+    let time = |label: &str, v: &str| -> Result<Option<i64>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        crate::dns::parse_time(v)
+            .map(|t| Some(t.timestamp()))
+            .map_err(|e| format!("{label}: {e}"))
+    };
+    let count = |label: &str, v: &str| -> Result<Option<u32>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("{label}: '{v}' is not a whole number"))
+    };
+    let interval = match f.interval.trim() {
+        "" => None,
+        v => Some(mailshift_core::batch::parse_interval(v)?),
+    };
+    Ok(ops::ScheduleChange {
+        start_at: time("start at", &f.start_at)?,
+        interval_secs: interval,
+        switch_at: time("MX switch at", &f.switch_at)?,
+        complete_at: time("complete at", &f.complete_at)?,
+        concurrency: count("mailboxes at once", &f.concurrency)?,
+        host_concurrency: count("per old server", &f.per_host)?,
+        domain: None,
+    })
+}
