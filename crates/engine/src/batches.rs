@@ -495,11 +495,11 @@ pub async fn batch_view(store: &Store, name: &str, page: Page) -> Result<BatchVi
             t,
         );
         totals.mailboxes += 1;
-        match m.status.as_str() {
-            "synced" => totals.synced += 1,
-            "syncing" => totals.syncing += 1,
-            "failed" => totals.failed += 1,
-            _ => totals.pending += 1,
+        match m.status {
+            MailboxStatus::Synced => totals.synced += 1,
+            MailboxStatus::Syncing => totals.syncing += 1,
+            MailboxStatus::Failed => totals.failed += 1,
+            MailboxStatus::Pending => totals.pending += 1,
         }
         totals.messages_copied += n;
         totals.bytes_copied += bytes;
