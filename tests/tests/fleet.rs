@@ -1385,3 +1385,97 @@ async fn a_second_registration_or_a_new_database_duplicates_nothing() {
     let status = fresh.status();
     assert_eq!(status[0]["status"], "synced", "{status:#}");
 }
+
+/// The operator's fixes from the command line: a refused password is replaced and the
+/// failed mailbox then syncs; a mailbox and then its batch leave the fleet, refused
+/// while running, and the servers keep every message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_password_is_replaced_and_mailboxes_and_batches_leave_the_fleet() {
+    if skip() {
+        return;
+    }
+    let setup = Setup::new(&["kim", "lou"], 30).await;
+    let fleet = &setup.fleet;
+    // kim's destination password, as registered, is wrong.
+    fleet.add(
+        &setup.src,
+        &setup.dst,
+        "kim",
+        &src_pw("kim"),
+        "not-kims-Pw1",
+    );
+    let out = setup.schedule();
+    let find = |status: &serde_json::Value, user: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["source"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("//{user}@"))
+            })
+            .cloned()
+    };
+    let kim = find(&fleet.status(), "kim").unwrap();
+    assert_eq!(kim["status"], "failed", "{kim:#}\n{}", text(&out));
+
+    // The right password, from a file (never the command line).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{}\n", dst_pw("kim"))).unwrap();
+    let out = fleet.run(
+        &[
+            "mailbox",
+            "set-password",
+            "kim",
+            "--side",
+            "dest",
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "set-password: {}", text(&out));
+    assert!(text(&out).contains("retried"), "{}", text(&out));
+    assert!(!text(&out).contains("-Pw1"), "a password in the output");
+    assert_eq!(find(&fleet.status(), "kim").unwrap()["status"], "pending");
+    // An ambiguous or unknown mailbox is named, not guessed.
+    let out = fleet.run(
+        &[
+            "mailbox",
+            "set-password",
+            "nobody",
+            "--side",
+            "dest",
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("mailshift status"), "{}", text(&out));
+
+    let out = setup.schedule();
+    assert!(out.status.success(), "scheduler: {}", text(&out));
+    finish(setup.worker(&["--exit-when-idle", "3"]));
+    setup.assert_all_mirrored().await;
+    assert_eq!(find(&fleet.status(), "kim").unwrap()["status"], "synced");
+
+    // lou leaves the fleet; the new server keeps its mail.
+    let out = fleet.run(&["mailbox", "remove", "lou"], &[]);
+    assert!(out.status.success(), "remove: {}", text(&out));
+    assert!(find(&fleet.status(), "lou").is_none());
+    // The batch (made by `mailbox add --batch`, so running) is refused until paused.
+    let out = fleet.run(&["batch", "delete", "test"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("batch pause"), "{}", text(&out));
+    let out = fleet.run(&["batch", "pause", "test"], &[]);
+    assert!(out.status.success(), "pause: {}", text(&out));
+    let out = fleet.run(&["batch", "delete", "test"], &[]);
+    assert!(out.status.success(), "delete: {}", text(&out));
+    assert!(text(&out).contains("1 mailbox"), "{}", text(&out));
+    assert_eq!(fleet.status().as_array().map(Vec::len), Some(0));
+    setup.assert_all_mirrored().await;
+}

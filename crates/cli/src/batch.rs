@@ -75,6 +75,15 @@ pub enum BatchCommand {
         sizes, what is missing, extra or different, the verdict and the errors.\n\n\
         Exit status: 0 when every mailbox is in sync; 1 otherwise; 2 on bad usage.")]
     Report(Box<ReportArgs>),
+    /// Remove a batch and its mailboxes from the fleet (nothing changes on the servers)
+    #[command(long_about = "Remove a batch and its mailboxes from the fleet.\n\n\
+        Nothing changes on either server: what was copied stays on the new one, and \
+        what mailshift recorded of each copy stays in the database, so importing the \
+        mailboxes again copies nothing twice. A running batch is refused (pause it \
+        first), and so is one whose mailboxes are being copied (wait for their passes \
+        to finish: mailshift batch status NAME).\n\n\
+        Exit status: 0 when removed; 2 when refused or on bad usage.")]
+    Delete(Box<NameArgs>),
 }
 
 #[derive(Args)]
@@ -229,7 +238,18 @@ pub async fn batch(cmd: BatchCommand) -> anyhow::Result<ExitCode> {
         BatchCommand::RetryFailed(a) => act(&a.db, &a.name, Action::RetryFailed, None).await,
         BatchCommand::Status(a) => status(*a).await,
         BatchCommand::Report(a) => report(*a).await,
+        BatchCommand::Delete(a) => delete(*a).await,
     }
+}
+
+async fn delete(a: NameArgs) -> anyhow::Result<ExitCode> {
+    let store = a.db.open(false).await?;
+    let n = ops::delete_batch(&*store, &a.name).await?;
+    eprintln!(
+        "batch '{}' removed with its {n} mailbox(es); nothing changed on the servers",
+        crate::output::terminal_safe(&a.name)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn act(

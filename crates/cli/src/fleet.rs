@@ -94,6 +94,58 @@ pub async fn db(cmd: DbCommand) -> anyhow::Result<ExitCode> {
 pub enum MailboxCommand {
     /// Register a mailbox for migration (its first pass runs at the next scheduler round)
     Add(Box<MailboxAdd>),
+    /// Remove a mailbox from the fleet (nothing changes on its servers)
+    #[command(long_about = "Remove a mailbox from the fleet.\n\n\
+        Nothing changes on either server, and what mailshift recorded of the copy stays, \
+        so registering the mailbox again copies nothing twice. A mailbox whose pass is \
+        being copied is refused unless --force.\n\n\
+        MAILBOX is its id, its source or destination URL, or a login of either side \
+        (ann@example.com), as `mailshift status` shows them.")]
+    Remove(Box<MailboxRemove>),
+    /// Replace the password mailshift uses for one server of a mailbox (after a refused
+    /// login); a failed mailbox is retried at the next round
+    #[command(
+        long_about = "Replace the password mailshift uses for one server of a \
+        mailbox, e.g. after `batch verify` or a pass reported a refused login.\n\n\
+        The password is read from --password-file or MAILSHIFT_PASSWORD, never from the \
+        command line, and sealed under MAILSHIFT_SECRET_KEY. A mailbox that failed is \
+        retried at the scheduler's next round.\n\n\
+        MAILBOX is its id, its source or destination URL, or a login of either side."
+    )]
+    SetPassword(Box<MailboxSetPassword>),
+}
+
+#[derive(Args)]
+pub struct MailboxRemove {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The mailbox: id, source or destination URL, or login
+    mailbox: String,
+    /// Remove it even while a pass of it is being copied (the pass is dropped)
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct MailboxSetPassword {
+    #[command(flatten)]
+    db: FleetDb,
+    /// The mailbox: id, source or destination URL, or login
+    mailbox: String,
+    /// Which server's password: source (the old server) or dest (the new one)
+    #[arg(long, value_enum, value_name = "SIDE")]
+    side: CliSide,
+    /// File holding the new password (otherwise MAILSHIFT_PASSWORD)
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliSide {
+    /// The old server
+    Source,
+    /// The new server
+    Dest,
 }
 
 #[derive(Args)]
@@ -131,7 +183,39 @@ pub struct MailboxAdd {
 }
 
 pub async fn mailbox(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
-    let MailboxCommand::Add(a) = cmd;
+    match cmd {
+        MailboxCommand::Add(a) => mailbox_add(*a).await,
+        MailboxCommand::Remove(a) => {
+            let store = a.db.open(false).await?;
+            let m = mailshift_engine::batches::remove_mailbox(&*store, &a.mailbox, a.force).await?;
+            eprintln!(
+                "mailbox {} -> {} removed from the fleet; nothing changed on its servers",
+                crate::output::terminal_safe(&m.source),
+                crate::output::terminal_safe(&m.dest)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        MailboxCommand::SetPassword(a) => {
+            let (side, what) = match a.side {
+                CliSide::Source => (mailshift_core::ports::Side::Source, "source"),
+                CliSide::Dest => (mailshift_core::ports::Side::Dest, "destination"),
+            };
+            let pw = password(
+                &a.password_file,
+                "MAILSHIFT_PASSWORD",
+                what,
+                "--password-file",
+            )?;
+            let store = a.db.open(true).await?;
+            let (_, said) =
+                mailshift_engine::batches::set_password(&*store, &a.mailbox, side, &pw).await?;
+            eprintln!("{}", crate::output::terminal_safe(&said));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn mailbox_add(a: MailboxAdd) -> anyhow::Result<ExitCode> {
     let source: Endpoint = a.from.parse().context("--from")?;
     let dest: Endpoint = a.to.parse().context("--to")?;
     if mailshift_core::account::same_address(&source, &dest) {

@@ -388,6 +388,25 @@ pub struct MailboxOptions {
     pub domain: Option<String>,
 }
 
+/// One of a mailbox's two servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The old server (read only).
+    Source,
+    /// The new server.
+    Dest,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Dest => "dest",
+        }
+    }
+}
+
 /// A mailbox registered with the fleet (no credentials: see [`MailboxCredentials`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailboxRecord {
@@ -445,6 +464,17 @@ pub trait MailboxStore: Send + Sync {
         credentials: &MailboxCredentials,
     ) -> Result<MailboxRecord>;
     async fn mailboxes(&self, batch: Option<&str>) -> Result<Vec<MailboxRecord>>;
+    /// Removes a mailbox from the fleet: its row, its jobs and its provisioning record.
+    /// What its migration copied stays recorded, so registering it again copies nothing
+    /// twice. False when there is no such mailbox.
+    async fn remove_mailbox(&self, id: Uuid) -> Result<bool>;
+    /// Replaces the password of one side of a mailbox (sealed as at registration).
+    async fn set_mailbox_password(
+        &self,
+        id: Uuid,
+        side: Side,
+        password: &secrecy::SecretString,
+    ) -> Result<()>;
     async fn mailbox_credentials(
         &self,
         migration: Uuid,
@@ -549,6 +579,9 @@ pub trait BatchStore: Send + Sync {
     async fn put_batch(&self, batch: &crate::batch::BatchRecord) -> Result<()>;
     async fn batch(&self, name: &str) -> Result<Option<crate::batch::BatchRecord>>;
     async fn batches(&self) -> Result<Vec<crate::batch::BatchRecord>>;
+    /// Removes a batch's row; false when there is none. (Its mailboxes are the
+    /// caller's to remove first.)
+    async fn delete_batch(&self, name: &str) -> Result<bool>;
 }
 
 /// The fleet's record of domain cutovers.

@@ -397,6 +397,133 @@ pub async fn act(
     Ok((b, said))
 }
 
+/// The one registered mailbox `query` names: its id, its source or destination URL as
+/// registered, or the login of either side (`ann@example.com`), case-insensitively.
+pub async fn find_mailbox(store: &Store, query: &str) -> Result<MailboxRecord> {
+    let q = query.trim();
+    let all = store.mailboxes(None).await?;
+    if let Ok(id) = q.parse::<uuid::Uuid>()
+        && let Some(m) = all.iter().find(|m| m.id == id)
+    {
+        return Ok(m.clone());
+    }
+    let login = |url: &str| {
+        url.parse::<mailshift_core::endpoint::Endpoint>()
+            .map(|e| e.user)
+            .unwrap_or_default()
+    };
+    let found: Vec<&MailboxRecord> = all
+        .iter()
+        .filter(|m| {
+            m.source.eq_ignore_ascii_case(q)
+                || m.dest.eq_ignore_ascii_case(q)
+                || login(&m.source).eq_ignore_ascii_case(q)
+                || login(&m.dest).eq_ignore_ascii_case(q)
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::usage(format!(
+            "no registered mailbox is '{q}': give its id, its source or destination URL, or \
+             a login (see mailshift status)"
+        ))),
+        many => Err(Error::usage(format!(
+            "'{q}' names {} mailboxes ({}): give the source URL or the id instead",
+            many.len(),
+            many.iter()
+                .take(5)
+                .map(|m| m.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A pass of the mailbox is being copied right now.
+fn in_flight(m: &MailboxRecord) -> bool {
+    m.status == MailboxStatus::Syncing && m.jobs_left > 0
+}
+
+/// Removes a mailbox from the fleet (never anything on its servers). A mailbox whose pass
+/// is being copied is refused unless `force`: its jobs would be dropped mid-pass.
+pub async fn remove_mailbox(store: &Store, query: &str, force: bool) -> Result<MailboxRecord> {
+    let m = find_mailbox(store, query).await?;
+    if in_flight(&m) && !force {
+        return Err(Error::usage(format!(
+            "mailbox {} is being copied ({} folder job(s) left): pause its batch and remove it \
+             when the pass is done, or give --force to drop the pass",
+            m.source, m.jobs_left
+        )));
+    }
+    store.remove_mailbox(m.id).await?;
+    Ok(m)
+}
+
+/// Removes a batch and its mailboxes from the fleet (never anything on the servers; what
+/// was copied stays copied). A running batch, or one with a pass being copied, is refused:
+/// pause it and let the passes finish first. Returns the mailboxes removed.
+pub async fn delete_batch(store: &Store, name: &str) -> Result<usize> {
+    let b = batch_record(store, name).await?;
+    if matches!(b.state, BatchState::Running | BatchState::Completing) {
+        return Err(Error::usage(format!(
+            "batch '{name}' is {}: pause it first (mailshift batch pause '{name}')",
+            b.state.as_str()
+        )));
+    }
+    let mailboxes = store.mailboxes(Some(name)).await?;
+    let busy = mailboxes.iter().filter(|m| in_flight(m)).count();
+    if busy > 0 {
+        return Err(Error::usage(format!(
+            "batch '{name}' has {busy} mailbox(es) being copied: wait for their passes to \
+             finish (mailshift batch status '{name}'), then delete it"
+        )));
+    }
+    for m in &mailboxes {
+        store.remove_mailbox(m.id).await?;
+    }
+    store.delete_batch(name).await?;
+    Ok(mailboxes.len())
+}
+
+/// Replaces one side's password of a mailbox (after a refused login, say). A mailbox
+/// that failed is retried at the scheduler's next round. Returns the mailbox and a
+/// sentence saying what happened.
+pub async fn set_password(
+    store: &Store,
+    query: &str,
+    side: mailshift_core::ports::Side,
+    password: &secrecy::SecretString,
+) -> Result<(MailboxRecord, String)> {
+    use secrecy::ExposeSecret;
+    if password.expose_secret().is_empty() {
+        return Err(Error::usage("the new password is empty"));
+    }
+    let m = find_mailbox(store, query).await?;
+    store.set_mailbox_password(m.id, side, password).await?;
+    let server = match side {
+        mailshift_core::ports::Side::Source => "old",
+        mailshift_core::ports::Side::Dest => "new",
+    };
+    let said = if m.status == MailboxStatus::Failed {
+        store
+            .set_mailbox_status(
+                m.id,
+                m.status.next(MailboxEvent::Retried),
+                m.last_error.as_deref(),
+                Some(now()),
+            )
+            .await?;
+        format!(
+            "password for the {server} server of {} replaced; the mailbox is retried at the \
+             scheduler's next round",
+            m.source
+        )
+    } else {
+        format!("password for the {server} server of {} replaced", m.source)
+    };
+    Ok((m, said))
+}
+
 pub fn stamp(t: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())

@@ -178,6 +178,14 @@ impl BatchStore for SeaStore {
         Ok(m.map(|m| self.to_batch(m)).transpose()?)
     }
 
+    async fn delete_batch(&self, name: &str) -> mailshift_core::Result<bool> {
+        let res = batch::Entity::delete_by_id(name.to_string())
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("removing a batch"))?;
+        Ok(res.rows_affected > 0)
+    }
+
     async fn batches(&self) -> mailshift_core::Result<Vec<BatchRecord>> {
         let rows = batch::Entity::find()
             .order_by_asc(batch::Column::CreatedAt)

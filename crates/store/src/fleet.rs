@@ -11,7 +11,7 @@ use mailshift_core::endpoint::Endpoint;
 use mailshift_core::job::FolderJob;
 use mailshift_core::mailbox::{JobOutcome, MailboxStatus};
 use mailshift_core::ports::{
-    HostSlots, MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, StateStore,
+    HostSlots, MailboxCredentials, MailboxOptions, MailboxRecord, MailboxStore, Side, StateStore,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
@@ -61,6 +61,72 @@ impl SeaStore {
             pass_started_at: m.pass_started_at,
             copied_at_start: m.copied_at_start.map(to_u64),
         })
+    }
+
+    async fn remove_mailbox_impl(&self, id: Uuid) -> Result<bool, StoreError> {
+        use sea_orm::TransactionTrait;
+        let Some(m) = mailbox::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a mailbox"))?
+        else {
+            return Ok(false);
+        };
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(self.query_err("removing a mailbox"))?;
+        crate::entity::job::Entity::delete_many()
+            .filter(crate::entity::job::Column::MigrationId.eq(m.migration_id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a mailbox's jobs"))?;
+        crate::entity::provision_mailbox::Entity::delete_many()
+            .filter(crate::entity::provision_mailbox::Column::MailboxId.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a mailbox's provisioning record"))?;
+        mailbox::Entity::delete_by_id(id)
+            .exec(&txn)
+            .await
+            .map_err(self.query_err("removing a mailbox"))?;
+        txn.commit()
+            .await
+            .map_err(self.query_err("removing a mailbox"))?;
+        Ok(true)
+    }
+
+    async fn set_mailbox_password_impl(
+        &self,
+        id: Uuid,
+        side: Side,
+        password: &secrecy::SecretString,
+    ) -> Result<(), StoreError> {
+        let key = self.key()?;
+        let m = mailbox::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(self.query_err("reading a mailbox"))?
+            .ok_or_else(|| StoreError::NoMailbox {
+                place: self.place.clone(),
+                id,
+            })?;
+        let sealed = key.seal(
+            password,
+            &crate::secrets::mailbox_binding(m.migration_id, side.as_str()),
+        );
+        let column = match side {
+            Side::Source => mailbox::Column::SourceSecret,
+            Side::Dest => mailbox::Column::DestSecret,
+        };
+        mailbox::Entity::update_many()
+            .col_expr(column, Expr::value(sealed))
+            .filter(mailbox::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(self.query_err("setting a mailbox's password"))?;
+        Ok(())
     }
 
     async fn find_mailbox(&self, migration: Uuid) -> Result<mailbox::Model, StoreError> {
@@ -393,6 +459,19 @@ impl SeaStore {
 
 #[async_trait]
 impl MailboxStore for SeaStore {
+    async fn remove_mailbox(&self, id: Uuid) -> mailshift_core::Result<bool> {
+        Ok(self.remove_mailbox_impl(id).await?)
+    }
+
+    async fn set_mailbox_password(
+        &self,
+        id: Uuid,
+        side: Side,
+        password: &secrecy::SecretString,
+    ) -> mailshift_core::Result<()> {
+        Ok(self.set_mailbox_password_impl(id, side, password).await?)
+    }
+
     async fn add_mailbox(
         &self,
         source: &Endpoint,

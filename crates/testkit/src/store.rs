@@ -401,6 +401,35 @@ impl MailboxStore for MemStore {
             .collect())
     }
 
+    async fn remove_mailbox(&self, id: Uuid) -> Result<bool> {
+        let mut st = self.open()?;
+        let Some(at) = st.mailboxes.iter().position(|(m, _)| m.id == id) else {
+            return Ok(false);
+        };
+        let (m, _) = st.mailboxes.remove(at);
+        st.jobs.retain(|j| j.job.migration_id != m.migration_id);
+        Ok(true)
+    }
+
+    async fn set_mailbox_password(
+        &self,
+        id: Uuid,
+        side: mailshift_core::ports::Side,
+        password: &secrecy::SecretString,
+    ) -> Result<()> {
+        let mut st = self.open()?;
+        let (_, c) = st
+            .mailboxes
+            .iter_mut()
+            .find(|(m, _)| m.id == id)
+            .ok_or_else(|| Error::new(ErrorKind::Usage, format!("no mailbox {id}")))?;
+        match side {
+            mailshift_core::ports::Side::Source => c.source_password = password.clone(),
+            mailshift_core::ports::Side::Dest => c.dest_password = password.clone(),
+        }
+        Ok(())
+    }
+
     async fn mailbox_credentials(
         &self,
         migration: Uuid,

@@ -294,3 +294,64 @@ pub(crate) async fn domains(State(app): State<App>) -> ApiResult {
         .collect();
     Ok(Json(out).into_response())
 }
+
+/// `DELETE /api/v1/batches/{name}`: the batch and its mailboxes leave the fleet.
+pub(crate) async fn delete_batch(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
+    known(&app, &name).await?;
+    let removed = ops::delete_batch(&*app.store, &name)
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.message))?;
+    Ok(Json(serde_json::json!({"batch": name, "mailboxes_removed": removed})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /api/v1/mailboxes/{mailbox}`: the mailbox leaves the fleet.
+pub(crate) async fn remove_mailbox(
+    State(app): State<App>,
+    Path(mailbox): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult {
+    let m = ops::find_mailbox(&*app.store, &mailbox)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.message))?;
+    let m = ops::remove_mailbox(&*app.store, &m.id.to_string(), q.force)
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.message))?;
+    Ok(
+        Json(serde_json::json!({"removed": {"id": m.id, "source": m.source, "dest": m.dest}}))
+            .into_response(),
+    )
+}
+
+/// (No Debug: it holds a password, wrapped as a secret as soon as it is read.)
+#[derive(Deserialize)]
+pub(crate) struct PasswordBody {
+    side: mailshift_core::ports::Side,
+    password: String,
+}
+
+/// `PUT /api/v1/mailboxes/{mailbox}/password`: replaces one side's password.
+pub(crate) async fn set_password(
+    State(app): State<App>,
+    Path(mailbox): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    // Never echo the body back: it holds a password.
+    let b: PasswordBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"side\": \"source\"|\"dest\", \"password\": \"...\"}".into(),
+        )
+    })?;
+    let m = ops::find_mailbox(&*app.store, &mailbox)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.message))?;
+    let password = secrecy::SecretString::from(b.password);
+    let (m, said) = ops::set_password(&*app.store, &m.id.to_string(), b.side, &password).await?;
+    Ok(Json(serde_json::json!({"mailbox": m.id, "side": b.side, "message": said})).into_response())
+}

@@ -21,7 +21,7 @@ mod views;
 
 use crate::fleet::FleetDb;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use clap::Args;
 use mailshift_engine::lifecycle::Shutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -86,7 +86,15 @@ pub fn router(app: App) -> Router {
         .route("/logout", post(pages::logout))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/batches", get(api::list).post(api::import))
-        .route("/api/v1/batches/{name}", get(api::show))
+        .route(
+            "/api/v1/batches/{name}",
+            get(api::show).delete(api::delete_batch),
+        )
+        .route("/api/v1/mailboxes/{mailbox}", delete(api::remove_mailbox))
+        .route(
+            "/api/v1/mailboxes/{mailbox}/password",
+            put(api::set_password),
+        )
         .route("/api/v1/batches/{name}/verify", post(api::verify))
         .route("/api/v1/batches/{name}/schedule", post(api::schedule))
         .route("/api/v1/batches/{name}/report", get(api::report))
