@@ -1065,6 +1065,73 @@ mod outbox_suite {
             .unwrap()
     }
 
+    /// A mailbox leaves the fleet with its jobs and keeps its migration's records; a
+    /// password is replaced sealed; a batch row goes.
+    pub async fn mailboxes_and_batches_leave_the_fleet(store: SeaStore) {
+        use mailshift_core::batch::BatchRecord;
+        use mailshift_core::ports::{BatchStore, Side, StateStore};
+        use secrecy::ExposeSecret;
+        let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
+        let m = mailbox(&store, "r").await;
+        let other = mailbox(&store, "s").await;
+        let folder = store
+            .folder(m.migration_id, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        let jobs = vec![job(m.migration_id, "INBOX"), job(m.migration_id, "Sent")];
+        store.begin_pass(m.id, &jobs, None, None).await.unwrap();
+        store
+            .begin_pass(other.id, &[job(other.migration_id, "INBOX")], None, None)
+            .await
+            .unwrap();
+
+        store
+            .set_mailbox_password(m.id, Side::Dest, &SecretString::from("new-pw"))
+            .await
+            .unwrap();
+        let (_, creds) = store.mailbox_credentials(m.migration_id).await.unwrap();
+        assert_eq!(creds.dest_password.expose_secret(), "new-pw");
+        assert_eq!(creds.source_password.expose_secret(), "pw1");
+
+        assert!(store.remove_mailbox(m.id).await.unwrap());
+        assert!(!store.remove_mailbox(m.id).await.unwrap(), "removed twice");
+        let left = store.mailboxes(None).await.unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![other.id]
+        );
+        // Its jobs are gone, the other mailbox's are not.
+        let claimed = store
+            .claim_unpublished("relay", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.iter().map(|j| j.migration_id).collect::<Vec<_>>(),
+            vec![other.migration_id]
+        );
+        // What its migration copied is still recorded: registering it again finds it.
+        let again = mailbox(&store, "r").await;
+        assert_eq!(again.migration_id, m.migration_id);
+        assert_eq!(
+            store.folders(m.migration_id).await.unwrap()[0].id,
+            folder.id
+        );
+        assert!(
+            store
+                .set_mailbox_password(m.id, Side::Source, &SecretString::from("x"))
+                .await
+                .is_err()
+        );
+
+        store
+            .put_batch(&BatchRecord::new("acme", None, 1))
+            .await
+            .unwrap();
+        assert!(store.delete_batch("acme").await.unwrap());
+        assert!(!store.delete_batch("acme").await.unwrap());
+        assert_eq!(store.batch("acme").await.unwrap(), None);
+    }
+
     pub async fn outbox_relays_each_job_once(store: SeaStore) {
         let store = store.with_key(SecretKey::from_base64(&SecretKey::generate()).unwrap());
         let m = mailbox(&store, "o").await;
@@ -1348,6 +1415,7 @@ outbox_contract!(
     outbox_sqlite,
     async { Some(Fixture::sqlite().await) },
     [
+        mailboxes_and_batches_leave_the_fleet,
         outbox_relays_each_job_once,
         dead_jobs_come_back,
         jobs_finishing_at_once_all_count,
@@ -1360,6 +1428,7 @@ outbox_contract!(
     outbox_postgres,
     Fixture::postgres(),
     [
+        mailboxes_and_batches_leave_the_fleet,
         outbox_relays_each_job_once,
         dead_jobs_come_back,
         jobs_finishing_at_once_all_count,
