@@ -1120,4 +1120,76 @@ mod tests {
             "'=1+2,'@SUM(1+1),'+cmd|'/C calc'!A0,'-2,Inbox,a=b"
         );
     }
+    /// A report whose folder names (chosen by whoever can create folders on the old
+    /// server), users and errors look like formulas: no cell of the CSV starts like one.
+    #[test]
+    fn a_report_with_formula_like_names_has_no_live_cell() {
+        let hostile = [
+            "=1+2",
+            "@SUM(1+1)",
+            "+cmd|'/C calc'!A0",
+            "-1",
+            "\tTAB",
+            "\rCR",
+        ];
+        let folder = |name: &str| FolderRow {
+            source_folder: name.to_string(),
+            dest_folder: name.to_string(),
+            source_messages: 1,
+            dest_messages: 1,
+            source_bytes: 10,
+            dest_bytes: 10,
+            missing: 0,
+            extra: 0,
+            different: 0,
+            verdict: "in-sync",
+            error: Some(name.to_string()),
+        };
+        let mailbox = |user: &str, folders: Vec<FolderRow>| MailboxReport {
+            source: format!("imap://{user}@old.example"),
+            dest: user.to_string(),
+            status: "synced".into(),
+            verdict: "in-sync",
+            source_messages: 0,
+            dest_messages: 0,
+            source_bytes: 0,
+            dest_bytes: 0,
+            missing: 0,
+            extra: 0,
+            different: 0,
+            errors: hostile.iter().map(|h| h.to_string()).collect(),
+            folders,
+        };
+        let r = Report {
+            batch: "=HYPERLINK(\"http://evil\")".into(),
+            generated_at: "2026-12-02T00:00:00Z".into(),
+            deep: false,
+            in_sync: true,
+            mailboxes: vec![
+                mailbox("=cmd", hostile.iter().map(|h| folder(h)).collect()),
+                // No folder: the mailbox's own row carries its errors.
+                mailbox("@user", Vec::new()),
+            ],
+        };
+        let text = report_csv(&r).unwrap();
+        let mut rows = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(text.as_bytes());
+        let mut cells = 0;
+        for row in rows.records() {
+            for cell in row.unwrap().iter() {
+                cells += 1;
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "a live cell {cell:?} in:\n{text}"
+                );
+            }
+        }
+        assert_eq!(cells, 7 * 15, "{text}");
+        // Shown as text, not lost.
+        assert!(
+            text.contains("'=1+2") && text.contains("'@SUM(1+1)"),
+            "{text}"
+        );
+    }
 }
