@@ -549,6 +549,9 @@ pub trait MailboxStore: Send + Sync {
     ) -> Result<()>;
     /// Messages and bytes on the destination per migration (of one batch, or all).
     async fn copied_totals(&self, batch: Option<&str>) -> Result<HashMap<Uuid, (u64, u64)>>;
+    /// Messages and bytes copied per folder (by folder id) of one migration, counted
+    /// in the database (a mailbox's detail page).
+    async fn folder_totals(&self, migration: Uuid) -> Result<HashMap<Uuid, (u64, u64)>>;
     /// Takes (or renews) the lease of one folder for `owner`, creating the folder's
     /// checkpoint row if it has none; false if another worker holds an unexpired lease.
     async fn claim_folder(

@@ -524,6 +524,133 @@ pub async fn set_password(
     Ok((m, said))
 }
 
+/// A mailbox as the dashboard shows it, from its record and what was copied of it.
+fn view_of(m: MailboxRecord, (n, bytes): (u64, u64), t: i64) -> MailboxView {
+    let p = progress(
+        Counts {
+            copied: n,
+            copied_bytes: bytes,
+            total: m.source_messages,
+            total_bytes: m.source_bytes,
+            copied_at_start: m.copied_at_start,
+            pass_started_at: m.pass_started_at,
+            pass_done: m.jobs_left == 0,
+        },
+        t,
+    );
+    MailboxView {
+        id: m.id,
+        domain: m.options.domain.clone(),
+        status: m.status.to_string(),
+        progress: p,
+        jobs_left: m.jobs_left,
+        last_pass_at: m.last_pass_at,
+        next_pass_at: m.next_pass_at,
+        last_error: m.last_error.clone(),
+        // A check recorded by an older version that no longer parses is simply not
+        // shown; `batch verify` records a new one.
+        check: m
+            .checked
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
+        address: address_of(&m),
+        warning: m.warning.clone(),
+        batch: m.batch.clone(),
+        source: m.source,
+        dest: m.dest,
+    }
+}
+
+/// The address a person knows a mailbox by: the new server's login when it is an
+/// address, else the old one's, else the destination URL.
+pub fn address_of(m: &MailboxRecord) -> String {
+    let login = |url: &str| {
+        url.parse::<mailshift_core::endpoint::Endpoint>()
+            .ok()
+            .map(|e| e.user)
+    };
+    [login(&m.dest), login(&m.source)]
+        .into_iter()
+        .flatten()
+        .find(|u| u.contains('@'))
+        .or_else(|| login(&m.dest))
+        .unwrap_or_else(|| m.dest.clone())
+}
+
+/// One folder of a mailbox's detail: what was copied and what the new server refused.
+#[derive(Debug, Serialize)]
+pub struct FolderLine {
+    pub source_folder: String,
+    pub dest_folder: String,
+    pub messages_copied: u64,
+    pub bytes_copied: u64,
+    /// Messages the new server refused (too large, over quota, ...), with why.
+    pub refused: Vec<String>,
+}
+
+/// A mailbox with its folders: the dashboard's mailbox page.
+#[derive(Debug, Serialize)]
+pub struct MailboxDetail {
+    pub mailbox: MailboxView,
+    pub folders: Vec<FolderLine>,
+}
+
+/// A mailbox and its folders, from what mailshift recorded (no server is asked).
+pub async fn mailbox_detail(store: &Store, query: &str) -> Result<MailboxDetail> {
+    let m = find_mailbox(store, query).await?;
+    let migration = m.migration_id;
+    let per_folder = store.folder_totals(migration).await?;
+    let mut folders = Vec::new();
+    let (mut n, mut bytes) = (0, 0);
+    for f in store.folders(migration).await? {
+        let (c, b) = per_folder.get(&f.id).copied().unwrap_or((0, 0));
+        n += c;
+        bytes += b;
+        let refused = store
+            .failed(f.id)
+            .await?
+            .into_iter()
+            .map(|r| format!("UID {}: {}", r.source_uid, r.reason))
+            .collect();
+        folders.push(FolderLine {
+            source_folder: f.source_folder,
+            dest_folder: f.dest_folder,
+            messages_copied: c,
+            bytes_copied: b,
+            refused,
+        });
+    }
+    folders.sort_by(|a, b| a.source_folder.cmp(&b.source_folder));
+    Ok(MailboxDetail {
+        mailbox: view_of(m, (n, bytes), now()),
+        folders,
+    })
+}
+
+/// Retries one failed mailbox at the scheduler's next round.
+pub async fn retry_mailbox(store: &Store, query: &str) -> Result<(MailboxRecord, String)> {
+    let m = find_mailbox(store, query).await?;
+    if m.status != MailboxStatus::Failed {
+        return Err(Error::usage(format!(
+            "mailbox {} is {}, not failed: there is nothing to retry",
+            m.source, m.status
+        )));
+    }
+    store
+        .set_mailbox_status(
+            m.id,
+            m.status.next(MailboxEvent::Retried),
+            m.last_error.as_deref(),
+            Some(now()),
+        )
+        .await?;
+    let said = format!(
+        "mailbox {} is retried at the scheduler's next round",
+        m.source
+    );
+    Ok((m, said))
+}
+
 pub fn stamp(t: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -534,6 +661,9 @@ pub fn stamp(t: i64) -> String {
 #[derive(Debug, Serialize)]
 pub struct MailboxView {
     pub id: uuid::Uuid,
+    /// The address a person knows it by (see [`address_of`]).
+    pub address: String,
+    pub batch: Option<String>,
     pub source: String,
     pub dest: String,
     pub domain: Option<String>,
@@ -544,6 +674,8 @@ pub struct MailboxView {
     pub last_pass_at: Option<i64>,
     pub next_pass_at: Option<i64>,
     pub last_error: Option<String>,
+    /// An outage standing in the way of its pass (not the mailbox's fault).
+    pub warning: Option<String>,
     pub check: Option<Readiness>,
 }
 
@@ -609,18 +741,6 @@ pub async fn batch_view(store: &Store, name: &str, page: Page) -> Result<BatchVi
     let mut first_domain = None;
     for (i, m) in store.mailboxes(Some(name)).await?.into_iter().enumerate() {
         let (n, bytes) = copied.get(&m.migration_id).copied().unwrap_or((0, 0));
-        let p = progress(
-            Counts {
-                copied: n,
-                copied_bytes: bytes,
-                total: m.source_messages,
-                total_bytes: m.source_bytes,
-                copied_at_start: m.copied_at_start,
-                pass_started_at: m.pass_started_at,
-                pass_done: m.jobs_left == 0,
-            },
-            t,
-        );
         totals.mailboxes += 1;
         match m.status {
             MailboxStatus::Synced => totals.synced += 1,
@@ -640,24 +760,7 @@ pub async fn batch_view(store: &Store, name: &str, page: Page) -> Result<BatchVi
         if !page.holds(i) {
             continue;
         }
-        views.push(MailboxView {
-            id: m.id,
-            domain: m.options.domain.clone(),
-            status: m.status.to_string(),
-            progress: p,
-            jobs_left: m.jobs_left,
-            last_pass_at: m.last_pass_at,
-            next_pass_at: m.next_pass_at,
-            last_error: m.last_error.clone(),
-            // A check recorded by an older version that no longer parses is simply
-            // not shown; `batch verify` records a new one.
-            check: m
-                .checked
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
-            source: m.source,
-            dest: m.dest,
-        });
+        views.push(view_of(m, (n, bytes), t));
     }
     if total_known && totals.mailboxes > 0 {
         totals.messages_total = Some(total);

@@ -316,6 +316,41 @@ impl SeaStore {
     }
 
     /// Messages and bytes mapped on the destination, per migration.
+    async fn folder_totals_impl(
+        &self,
+        migration: Uuid,
+    ) -> Result<std::collections::HashMap<Uuid, (u64, u64)>, StoreError> {
+        use sea_orm::{FromQueryResult, JoinType, QuerySelect, RelationTrait};
+        #[derive(FromQueryResult)]
+        struct Row {
+            folder_id: Uuid,
+            n: i64,
+            bytes: Option<i64>,
+        }
+        let rows = crate::entity::message::Entity::find()
+            .select_only()
+            .column_as(crate::entity::message::Column::FolderId, "folder_id")
+            .column_as(
+                Expr::col(crate::entity::message::Column::SourceUid).count(),
+                "n",
+            )
+            .column_as(Expr::cust("CAST(SUM(message.size) AS BIGINT)"), "bytes")
+            .join(
+                JoinType::InnerJoin,
+                crate::entity::message::Relation::Folder.def(),
+            )
+            .filter(folder::Column::MigrationId.eq(migration))
+            .group_by(crate::entity::message::Column::FolderId)
+            .into_model::<Row>()
+            .all(&self.db)
+            .await
+            .map_err(self.query_err("counting copied messages per folder"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.folder_id, (to_u64(r.n), r.bytes.map(to_u64).unwrap_or(0))))
+            .collect())
+    }
+
     pub(crate) async fn copied_totals_impl(
         &self,
         batch: Option<&str>,
@@ -608,6 +643,13 @@ impl MailboxStore for SeaStore {
         batch: Option<&str>,
     ) -> mailshift_core::Result<std::collections::HashMap<Uuid, (u64, u64)>> {
         Ok(self.copied_totals_impl(batch, None).await?)
+    }
+
+    async fn folder_totals(
+        &self,
+        migration: Uuid,
+    ) -> mailshift_core::Result<std::collections::HashMap<Uuid, (u64, u64)>> {
+        Ok(self.folder_totals_impl(migration).await?)
     }
 
     async fn claim_folder(

@@ -722,6 +722,28 @@ impl MailboxStore for MemStore {
         Ok(())
     }
 
+    async fn folder_totals(&self, migration: Uuid) -> Result<HashMap<Uuid, (u64, u64)>> {
+        let st = self.open()?;
+        Ok(st
+            .messages
+            .iter()
+            .filter(|(id, _)| {
+                st.folders
+                    .get(id)
+                    .is_some_and(|f| f.migration_id == migration)
+            })
+            .map(|(id, msgs)| {
+                (
+                    *id,
+                    (
+                        msgs.len() as u64,
+                        msgs.values().map(|m| u64::from(m.size)).sum::<u64>(),
+                    ),
+                )
+            })
+            .collect())
+    }
+
     async fn copied_totals(&self, batch: Option<&str>) -> Result<HashMap<Uuid, (u64, u64)>> {
         let st = self.open()?;
         let mut out: HashMap<Uuid, (u64, u64)> = HashMap::new();

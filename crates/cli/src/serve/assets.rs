@@ -19,7 +19,7 @@ th{background:#eef0f4;font-weight:600;font-size:.85rem;text-transform:uppercase;
 .state.running,.state.synced,.state.ok,.state.done{background:#d5f0df;color:#1c5a35}
 .state.failed,.state.error,.state.FAIL{background:#fbdcdc;color:#8a1f1f}
 .state.paused,.state.warning,.state.scheduled,.state.syncing{background:#fff0c7;color:#6b4e00}
-.err{color:#8a1f1f;font-size:.88rem}.muted{color:#6b7280;font-size:.88rem}
+.err{color:#8a1f1f;font-size:.88rem}.muted{color:#596170;font-size:.88rem}
 form.inline{display:inline}button{font:inherit;padding:.35rem .8rem;border-radius:4px;border:1px solid #1d2330;background:#1d2330;color:#fff;cursor:pointer}
 button.secondary{background:#fff;color:#1d2330}button:disabled{opacity:.4;cursor:not-allowed}
 fieldset{background:#fff;border:1px solid #e4e7ec;padding:1rem;display:grid;grid-template-columns:repeat(auto-fill,minmax(14rem,1fr));gap:.6rem}

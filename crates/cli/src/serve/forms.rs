@@ -74,3 +74,31 @@ pub(crate) fn schedule_change(f: &ScheduleForm) -> Result<ops::ScheduleChange, S
         domain: None,
     })
 }
+
+/// The mailbox page's "fix password" form. (No Debug: it holds a password.)
+#[derive(Deserialize)]
+pub(crate) struct PasswordForm {
+    #[serde(default)]
+    pub(crate) csrf: String,
+    #[serde(default)]
+    pub(crate) side: String,
+    #[serde(default)]
+    pub(crate) password: String,
+}
+
+impl PasswordForm {
+    /// Which server, and the password as a secret; what is wrong otherwise.
+    pub(crate) fn parse(
+        self,
+    ) -> Result<(mailshift_core::ports::Side, secrecy::SecretString), String> {
+        let side = match self.side.as_str() {
+            "source" => mailshift_core::ports::Side::Source,
+            "dest" => mailshift_core::ports::Side::Dest,
+            _ => return Err("choose the old or the new server".into()),
+        };
+        if self.password.is_empty() {
+            return Err("the new password is empty".into());
+        }
+        Ok((side, secrecy::SecretString::from(self.password)))
+    }
+}

@@ -5,8 +5,10 @@
 use super::App;
 use super::api::{ApiError, csv_response, known};
 use super::auth::{COOKIE, Caller, check_form};
-use super::forms::{CsrfForm, LoginForm, PageQuery, ScheduleForm, schedule_change};
-use super::views::{PAGE, bar, batch_body, login_page, message_page, page, urlencode};
+use super::forms::{CsrfForm, LoginForm, PageQuery, PasswordForm, ScheduleForm, schedule_change};
+use super::views::{
+    PAGE, bar, batch_body, login_page, mailbox_body, message_page, page, urlencode,
+};
 use axum::Form;
 use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -332,6 +334,14 @@ pub(crate) async fn action(
             }
             back
         }
+        "delete" => match ops::delete_batch(&*app.store, &name).await {
+            Ok(_) => Redirect::to("/").into_response(),
+            Err(e) => (
+                StatusCode::CONFLICT,
+                message_page("Not possible", &e.message),
+            )
+                .into_response(),
+        },
         other => match Action::parse(other) {
             None => (
                 StatusCode::BAD_REQUEST,
@@ -396,6 +406,97 @@ pub(crate) async fn schedule(
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             message_page("Schedule not saved", &format!("{e:#}")),
+        )
+            .into_response(),
+    }
+}
+
+/// A mailbox's page (by id).
+pub(crate) async fn mailbox(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<Html<String>, ApiError> {
+    let d = ops::mailbox_detail(&*app.store, &id.to_string())
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.message))?;
+    // Refreshes itself while something is due to change: a pass copying or planned.
+    let busy = d.mailbox.jobs_left > 0 || d.mailbox.status == "pending";
+    let title = format!("Mailbox {}", d.mailbox.address);
+    Ok(page(
+        &title,
+        Some(&c),
+        busy.then_some(3),
+        mailbox_body(&d, &c),
+    ))
+}
+
+/// The mailbox page's "fix password" form.
+pub(crate) async fn mailbox_password(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<uuid::Uuid>,
+    headers: HeaderMap,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if let Err(r) = check_form(&c, &headers, &f.csrf) {
+        return r.into_response();
+    }
+    let (side, password) = match f.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                message_page("Password not saved", &e),
+            )
+                .into_response();
+        }
+    };
+    match ops::set_password(&*app.store, &id.to_string(), side, &password).await {
+        Ok(_) => Redirect::to(&format!("/mailboxes/{id}")).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            message_page("Password not saved", &e.message),
+        )
+            .into_response(),
+    }
+}
+
+/// The mailbox page's actions: retry, remove.
+pub(crate) async fn mailbox_action(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<uuid::Uuid>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = check_form(&c, &headers, &f.csrf) {
+        return r.into_response();
+    }
+    let id_text = id.to_string();
+    let done = match f.action.as_str() {
+        "retry" => ops::retry_mailbox(&*app.store, &id_text)
+            .await
+            .map(|_| format!("/mailboxes/{id}")),
+        "remove" => ops::remove_mailbox(&*app.store, &id_text, false)
+            .await
+            .map(|m| match m.batch {
+                Some(b) => format!("/batches/{}", urlencode(&b)),
+                None => "/".to_string(),
+            }),
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                message_page("Unknown action", other),
+            )
+                .into_response();
+        }
+    };
+    match done {
+        Ok(to) => Redirect::to(&to).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            message_page("Not possible", &e.message),
         )
             .into_response(),
     }

@@ -153,6 +153,7 @@ pub(crate) fn batch_body(
             (action("pause", "Pause", matches!(b.state, mailshift_core::batch::BatchState::Running | mailshift_core::batch::BatchState::Completing)))
             (action("resume", "Resume", matches!(b.state, mailshift_core::batch::BatchState::Paused)))
             (action("retry-failed", "Retry failed", v.totals.failed > 0))
+            (action("delete", "Delete batch", !matches!(b.state, mailshift_core::batch::BatchState::Running | mailshift_core::batch::BatchState::Completing) && v.totals.syncing == 0))
             a #report-csv href=(format!("/batches/{}/report.csv", urlencode(&v.name))) { "Report (CSV)" } " · "
             a href=(format!("/batches/{}/report.json", urlencode(&v.name))) { "Report (JSON)" }
         }
@@ -212,7 +213,7 @@ pub(crate) fn batch_body(
             tbody {
                 @for m in &v.mailboxes {
                     tr data-source=(m.source) data-status=(m.status) {
-                        td { (m.source) br; span.muted { "→ " (m.dest) } }
+                        td { a.mailbox href=(format!("/mailboxes/{}", m.id)) { (m.address) } br; span.muted { (m.source) " → " (m.dest) } }
                         td { span class=(format!("state {}", m.status)) { (m.status) } @if m.jobs_left > 0 { br; span.muted { (m.jobs_left) " folder job(s) left" } } }
                         td { (bar(m.progress.percent)) @if let Some(p) = m.progress.percent { span.muted { (p) "%" } } }
                         td { (m.progress.messages_copied) @if let Some(t) = m.progress.messages_total { " / " (t) } br;
@@ -234,6 +235,87 @@ pub(crate) fn batch_body(
             }
         }
         (PreEscaped(""))
+    }
+}
+
+/// A mailbox's page: where it stands, its folders, its credential check, and what an
+/// account manager can do about it (fix a password, retry it, remove it).
+pub(crate) fn mailbox_body(d: &ops::MailboxDetail, c: &Caller) -> Markup {
+    let m = &d.mailbox;
+    let form = |path: &str| format!("/mailboxes/{}/{path}", m.id);
+    html! {
+        p.muted { @if let Some(b) = &m.batch { "Batch " a href=(format!("/batches/{}", urlencode(b))) { (b) } } }
+        h1 { "Mailbox " (m.address) " " span #mailbox-status class=(format!("state {}", m.status)) { (m.status) } }
+        p.muted { "Old server " (m.source) br; "New server " (m.dest) }
+        div.totals {
+            div { "Messages" b #mailbox-copied { (m.progress.messages_copied) @if let Some(t) = m.progress.messages_total { " / " (t) } } }
+            div { "Copied" b { (size(m.progress.bytes_copied)) } }
+            div { "Progress" b { @match m.progress.percent { Some(p) => (format!("{p}%")), None => "-" } } }
+            div { "Folder jobs left" b { (m.jobs_left) } }
+            div { "Last pass" b { (when(m.last_pass_at)) } }
+            div { "Next pass" b { (when(m.next_pass_at)) } }
+        }
+        @if let Some(e) = &m.last_error { p #mailbox-error { span.err { (e) } } }
+        @if let Some(w) = &m.warning { p { span.muted { (w) } } }
+        h2 { "Credential check" }
+        @match &m.check {
+            Some(ch) => {
+                p {
+                    span class=(if ch.ready { "state ok" } else { "state FAIL" }) { @if ch.ready { "ready" } @else { "not ready" } }
+                    " " span.muted { "login old " (ops::Login::text(ch.source_login)) ", new " (ops::Login::text(ch.dest_login))
+                        @if let Some(t) = ch.checked_at { " · checked " (ops::stamp(t)) } }
+                }
+                @for p in &ch.problems { p { span.err { (p) } } }
+                @for w in &ch.warnings { p { span.muted { (w) } } }
+            }
+            None => { p.muted { "Not checked yet: use Verify credentials on the batch page." } }
+        }
+        @if !c.read_only {
+            h2 { "Fix a password" }
+            form #password-form method="post" action=(form("password")) autocomplete="off" {
+                input type="hidden" name="csrf" value=(c.csrf);
+                fieldset {
+                    label for="side" { "Server" }
+                    select #side name="side" {
+                        option value="dest" { "New server (" (m.dest) ")" }
+                        option value="source" { "Old server (" (m.source) ")" }
+                    }
+                    label for="password" { "New password" }
+                    input #password type="password" name="password" autocomplete="new-password" required;
+                }
+                p.muted { "Stored sealed and used from the next pass on; a failed mailbox is retried." }
+                p { button #set-password type="submit" { "Save password" } }
+            }
+            h2 { "Actions" }
+            p {
+                form.inline method="post" action=(form("action")) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    input type="hidden" name="action" value="retry";
+                    button #action-retry type="submit" disabled[m.status != "failed"] { "Retry this mailbox" }
+                }
+                " "
+                form.inline method="post" action=(form("action")) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    input type="hidden" name="action" value="remove";
+                    button #action-remove.secondary type="submit" disabled[m.jobs_left > 0] { "Remove from the fleet" }
+                }
+            }
+            p.muted { "Removing changes nothing on either server." }
+        }
+        h2 { "Folders" }
+        table #folders {
+            thead { tr { th { "Old server" } th { "New server" } th { "Copied" } th { "Refused" } } }
+            tbody {
+                @for f in &d.folders {
+                    tr {
+                        td { (f.source_folder) } td { (f.dest_folder) }
+                        td { (f.messages_copied) br; span.muted { (size(f.bytes_copied)) } }
+                        td { @if f.refused.is_empty() { "-" } @else { (f.refused.len()) @for r in &f.refused { br; span.err { (r) } } } }
+                    }
+                }
+            }
+        }
+        @if d.folders.is_empty() { p.muted { "No folder copied yet." } }
     }
 }
 
