@@ -1,7 +1,9 @@
-//! Progress on the terminal: one bar per running folder plus an overall bar with rate and
-//! ETA; plain log lines when stderr is not a terminal.
+//! Progress on the terminal: an overall bar whose total (the source's messages) is known
+//! from the plan on, counting what is already there as done, and one bar per running
+//! folder, with rates in whole messages per second and ETAs; log lines are printed above
+//! the bars. Plain lines when stderr is not a terminal.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use mailshift_core::ports::Progress;
 use mailshift_core::report::{FolderReport, FolderStatus};
 use std::collections::HashMap;
@@ -14,8 +16,28 @@ pub struct TerminalProgress {
     bars: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     folders: Mutex<HashMap<String, ProgressBar>>,
+    /// Per folder: messages counted as done so far (already there + copied), so that a
+    /// retried folder, which reports what is already there again, is not counted twice.
+    done: Mutex<HashMap<String, u64>>,
     /// Where refused messages are kept as `.eml` files (`--quarantine`).
     quarantine: Option<PathBuf>,
+}
+
+/// `1,234.5 msg/s`-style rates are noise: whole messages per second.
+fn rate_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let r = state.per_sec();
+    let _ = if r >= 10.0 || r == 0.0 {
+        write!(w, "{:.0} msg/s", r)
+    } else {
+        write!(w, "{:.1} msg/s", r)
+    };
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", rate_key)
+        .progress_chars("=> ")
 }
 
 impl TerminalProgress {
@@ -23,15 +45,17 @@ impl TerminalProgress {
         let tty = enabled && std::io::stderr().is_terminal();
         let (bars, overall) = if tty {
             let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-            let overall = mp.add(ProgressBar::new(0));
+            // Until the plan is known, a spinner: a total shown is the real one.
+            let overall = mp.add(ProgressBar::new_spinner());
             overall.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:>8} {spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             overall.set_prefix("total");
+            overall.set_message("listing the folders of both servers…");
+            overall.enable_steady_tick(std::time::Duration::from_millis(250));
+            // Log lines (a warning, say) are printed above the bars, not through them.
+            crate::telemetry::log_above(Some(mp.clone()));
             (Some(mp), Some(overall))
         } else {
             (None, None)
@@ -41,6 +65,7 @@ impl TerminalProgress {
             bars,
             overall,
             folders: Mutex::new(HashMap::new()),
+            done: Mutex::new(HashMap::new()),
             quarantine: None,
         }
     }
@@ -50,18 +75,76 @@ impl TerminalProgress {
         self
     }
 
+    /// Clears the bars before the final table is printed.
     pub fn finish(&self) {
         if let Some(o) = &self.overall {
             o.finish_and_clear();
         }
+        for (_, bar) in self.folders().drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(mp) = &self.bars {
+            let _ = mp.clear();
+        }
+        crate::telemetry::log_above(None);
     }
 
     fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProgressBar>> {
         self.folders.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Counts `n` more messages of `folder` as done on the overall bar.
+    fn count_done(&self, folder: &str, n: u64) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        *done.entry(folder.to_string()).or_default() += n;
+        if let Some(o) = &self.overall {
+            o.inc(n);
+            // Mail that arrived since the plan: the total grows rather than overflows.
+            if o.length().is_some_and(|len| o.position() > len) {
+                o.set_length(o.position());
+            }
+        }
+    }
 }
 
 impl Progress for TerminalProgress {
+    fn planned(&self, messages: u64, folders: u64) {
+        if !self.enabled {
+            return;
+        }
+        match &self.overall {
+            Some(o) => {
+                o.disable_steady_tick();
+                o.set_style(style(
+                    "{prefix:>8} [{bar:30}] {human_pos}/{human_len} msgs  {rate}  ETA {eta}  {msg}",
+                ));
+                o.set_length(messages);
+                o.set_message(format!("{folders} folder(s)"));
+                o.reset_eta();
+            }
+            None => eprintln!("planned: {messages} message(s) in {folders} folder(s)"),
+        }
+    }
+
+    fn preparing(&self, done: u64, total: u64) {
+        if let Some(o) = &self.overall {
+            o.set_message(format!(
+                "creating folders on the new server: {done}/{total}"
+            ));
+        }
+    }
+
+    fn already_there(&self, folder: &str, messages: u64) {
+        let before = self
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(folder)
+            .copied()
+            .unwrap_or(0);
+        self.count_done(folder, messages.saturating_sub(before));
+    }
+
     fn rejected(&self, folder: &str, failure: &mailshift_core::report::MessageFailure, raw: &[u8]) {
         let Some(dir) = &self.quarantine else {
             return;
@@ -86,35 +169,36 @@ impl Progress for TerminalProgress {
         if !self.enabled {
             return;
         }
-        match (&self.bars, &self.overall) {
-            (Some(mp), Some(overall)) => {
-                overall.inc_length(bytes);
+        match &self.bars {
+            Some(mp) => {
+                // A retried folder starts again: its old bar goes.
+                if let Some(old) = self.folders().remove(folder) {
+                    old.finish_and_clear();
+                    mp.remove(&old);
+                }
                 if messages > 0 {
                     let bar = mp.add(ProgressBar::new(messages));
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{prefix:>12} [{bar:30}] {pos}/{len} msgs {per_sec} {wide_msg}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
+                    bar.set_style(style(
+                        "{prefix:>8} [{bar:30}] {human_pos}/{human_len} msgs  {rate}  {wide_msg}",
+                    ));
                     bar.set_prefix("folder");
-                    bar.set_message(folder.to_string());
+                    bar.set_message(crate::output::terminal_safe(folder).into_owned());
                     self.folders().insert(folder.to_string(), bar);
                 }
             }
-            _ => {
+            None => {
                 if messages > 0 {
-                    eprintln!("{folder}: copying {messages} message(s), {bytes} bytes");
+                    eprintln!(
+                        "{}: copying {messages} message(s), {bytes} bytes",
+                        crate::output::terminal_safe(folder)
+                    );
                 }
             }
         }
     }
 
-    fn copied(&self, folder: &str, messages: u64, bytes: u64) {
-        if let Some(o) = &self.overall {
-            o.inc(bytes);
-        }
+    fn copied(&self, folder: &str, messages: u64, _bytes: u64) {
+        self.count_done(folder, messages);
         if let Some(bar) = self.folders().get(folder) {
             bar.inc(messages);
         }
@@ -130,28 +214,25 @@ impl Progress for TerminalProgress {
                 mp.remove(&bar);
             }
         }
+        let name = crate::output::terminal_safe(&r.source);
         let line = match r.status {
             FolderStatus::Complete => format!(
-                "{}: done ({} copied, {} already there)",
-                r.source, r.copied, r.already_done
+                "{name}: done ({} copied, {} already there)",
+                r.copied, r.already_done
             ),
-            FolderStatus::Partial => format!(
-                "{}: {} copied, {} refused",
-                r.source,
-                r.copied,
-                r.failures.len()
-            ),
+            FolderStatus::Partial => {
+                format!("{name}: {} copied, {} refused", r.copied, r.failures.len())
+            }
             FolderStatus::Interrupted => format!(
-                "{}: interrupted after {} copied (checkpointed)",
-                r.source, r.copied
+                "{name}: interrupted after {} copied (checkpointed)",
+                r.copied
             ),
             FolderStatus::Failed => format!(
-                "{}: failed: {}",
-                r.source,
+                "{name}: failed: {}",
                 r.error
                     .as_ref()
-                    .map(|e| e.message.as_str())
-                    .unwrap_or("unknown error")
+                    .map(|e| crate::output::terminal_safe(&e.message).into_owned())
+                    .unwrap_or_else(|| "unknown error".into())
             ),
         };
         match &self.bars {

@@ -124,7 +124,9 @@ pub fn init(service: &str, default: &str, format: LogFormat) -> anyhow::Result<T
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_writer(Redacting)
-                    .with_target(false),
+                    .with_target(false)
+                    // Colours only for a person at a terminal, never into a file.
+                    .with_ansi(std::io::stderr().is_terminal()),
             ),
             None,
         )
@@ -177,7 +179,25 @@ impl std::io::Write for RedactingLine {
 impl Drop for RedactingLine {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.0);
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), redact_urls(&line).as_bytes());
+        let line = redact_urls(&line);
+        let write = || {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        };
+        // Above the progress bars while they are drawn, never inside one.
+        match BARS.read().ok().as_deref().and_then(Option::as_ref) {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+/// The progress bars on the terminal, if any: log lines are printed above them.
+static BARS: std::sync::RwLock<Option<indicatif::MultiProgress>> = std::sync::RwLock::new(None);
+
+/// Log lines go above `bars` from now on (None: straight to stderr again).
+pub fn log_above(bars: Option<indicatif::MultiProgress>) {
+    if let Ok(mut b) = BARS.write() {
+        *b = bars;
     }
 }
 

@@ -765,6 +765,10 @@ pub trait Progress: Send + Sync {
     fn folder_started(&self, folder: &str, messages: u64, bytes: u64);
     fn copied(&self, folder: &str, messages: u64, bytes: u64);
     fn folder_finished(&self, report: &FolderReport);
+    /// This many messages of a folder are on the destination already (copied by an
+    /// earlier run or attempt): counted as done, not copied again. Called when the
+    /// folder's pass starts, after `folder_started`.
+    fn already_there(&self, _folder: &str, _messages: u64) {}
     /// A message the destination refused for good (too large, quota...), with its raw
     /// bytes, so it can be kept somewhere (`--quarantine`) instead of only reported.
     fn rejected(&self, _folder: &str, _failure: &crate::report::MessageFailure, _raw: &[u8]) {}

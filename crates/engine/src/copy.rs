@@ -357,6 +357,7 @@ async fn run(pass: FolderPass<'_>, report: &mut FolderReport) -> Result<()> {
     }
     report.already_done = u64::from(sstat.exists).saturating_sub(pending_total);
     progress.folder_started(src_name, pending_total, 0);
+    progress.already_there(src_name, report.already_done);
     if pending_total == 0 {
         let max = match &full_listing {
             Some(all) => all.last().map(|m| m.uid),
