@@ -18,6 +18,7 @@ mod m0004_domains;
 mod m0005_batches;
 mod m0006_outbox;
 mod m0100_provision;
+mod m0101_token_expiry;
 
 /// All migrations of the state schema, in order.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_batches::Migration),
             Box::new(m0006_outbox::Migration),
             Box::new(m0100_provision::Migration),
+            Box::new(m0101_token_expiry::Migration),
         ]
     }
 }

@@ -1117,6 +1117,26 @@ fn a_csv_batch_is_imported_with_line_numbered_errors() {
         text(&out)
     );
 
+    // An Exchange-layout file without the servers: refused as a whole, saying what to
+    // give, and no batch is made for it.
+    let exchange = write(
+        "bare-exchange.csv",
+        b"zoe@acme.example,ACME\\zoe,Secret-zoe-1\n",
+    );
+    let out = fleet.run(&["batch", "import", &exchange, "--name", "gamma"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--source-host and --dest-host"),
+        "{}",
+        text(&out)
+    );
+    let out = fleet.run(&["batch", "status", "--json"], &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("gamma"),
+        "a batch was made for a refused file: {}",
+        text(&out)
+    );
+
     let mixed = write(
         "mixed.csv",
         b"source_host,source_user,source_password,dest_host,dest_user,dest_password,source_port\n\
@@ -1405,6 +1425,8 @@ async fn a_refused_password_is_replaced_and_mailboxes_and_batches_leave_the_flee
         "not-kims-Pw1",
     );
     let out = setup.schedule();
+    // lou's pass is copied; kim's could not even be planned.
+    finish(setup.worker(&["--exit-when-idle", "3"]));
     let find = |status: &serde_json::Value, user: &str| {
         status
             .as_array()

@@ -483,10 +483,60 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
 
     // Dashboard forms: the session cookie alone is not enough, they need the page's
     // CSRF token, and a form posted from another site is refused.
+    // The session cookie is not the token: sealed, expiring, useless when forged; the
+    // raw token as a cookie is not a session.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirect
+        .post(format!("{}/login", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={full}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let set = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("Max-Age=43200"),
+        "{set}"
+    );
+    let session = set
+        .strip_prefix("mailshift_session=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(!session.contains(&full), "the token is in the cookie");
+    let with_cookie = |value: String| {
+        let http = api.http.clone();
+        let url = format!("{}/batches/acme", api.base);
+        async move {
+            http.get(url)
+                .header("cookie", format!("mailshift_session={value}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        with_cookie(full.clone()).await,
+        401,
+        "the raw token as a session"
+    );
+    let (expiry, sealed) = session.split_once('.').unwrap();
+    let later: i64 = expiry.parse::<i64>().unwrap() + 86_400;
+    assert_eq!(
+        with_cookie(format!("{later}.{sealed}")).await,
+        401,
+        "a session whose expiry was pushed back"
+    );
+    assert_eq!(with_cookie(session.clone()).await, 200);
     let page = api
         .http
         .get(format!("{}/batches/acme", api.base))
-        .header("cookie", format!("mailshift_session={full}"))
+        .header("cookie", format!("mailshift_session={session}"))
         .send()
         .await
         .unwrap()
@@ -499,14 +549,10 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
         .and_then(|r| r.split('"').next())
         .expect("a CSRF field on the batch page")
         .to_string();
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let form = |csrf: &str, origin: Option<&str>| {
         let mut r = no_redirect
             .post(format!("{}/batches/acme/action", api.base))
-            .header("cookie", format!("mailshift_session={full}"))
+            .header("cookie", format!("mailshift_session={session}"))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("action=verify&csrf={csrf}"));
         if let Some(o) = origin {
@@ -533,7 +579,7 @@ async fn the_api_imports_verifies_schedules_starts_and_reports_a_batch() {
     let r = api
         .http
         .post(format!("{}/api/v1/batches/acme/pause", api.base))
-        .header("cookie", format!("mailshift_session={full}"))
+        .header("cookie", format!("mailshift_session={session}"))
         .send()
         .await
         .unwrap();
@@ -859,4 +905,91 @@ async fn drive(
         "the batch is still listed"
     );
     Ok(())
+}
+
+/// A client that sends half a request, or a body slower than allowed, loses its
+/// connection instead of holding it for ever; a whole request on another connection is
+/// answered meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_or_half_sent_requests_are_dropped() {
+    use std::io::{Read, Write};
+    if skip() {
+        return;
+    }
+    let fleet = new_fleet();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = spawn(
+        &fleet,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "2",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = String::from_utf8(
+        fleet
+            .run(&["token", "create", "--name", "slow"], &[])
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    // Reads until the server closes the connection; what it said, and when.
+    let until_closed = |mut s: std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    };
+
+    // Headers that never end.
+    let mut half = std::net::TcpStream::connect(&listen).unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Meanwhile a whole request is answered.
+    let mut whole = std::net::TcpStream::connect(&listen).unwrap();
+    whole
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = until_closed(whole);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (said, took) = until_closed(half);
+    assert!(
+        took < Duration::from_secs(10),
+        "half-sent headers held the connection {took:?}: {said}"
+    );
+
+    // A body announced as 1,000 bytes of which 10 come.
+    let mut slow = std::net::TcpStream::connect(&listen).unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/v1/batches?name=slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 1000\r\n\r\nsource_hos"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (said, took) = until_closed(slow);
+    assert!(
+        took < Duration::from_secs(10),
+        "a stalled body held the connection {took:?}: {said}"
+    );
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408") || said.starts_with("HTTP/1.1 4"),
+        "{said}"
+    );
 }

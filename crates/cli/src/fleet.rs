@@ -47,6 +47,15 @@ pub(crate) struct FleetDb {
 
 impl FleetDb {
     pub(crate) async fn open(&self, need_key: bool) -> anyhow::Result<Store> {
+        let key = self.key()?;
+        if key.is_none() && need_key {
+            return Err(mailshift_store::SecretError::Missing.into());
+        }
+        Ok(mailshift_store::open_fleet(&self.database, !self.no_migrate, key).await?)
+    }
+
+    /// The credentials key, from `--secret-key-file` or MAILSHIFT_SECRET_KEY, if given.
+    pub(crate) fn key(&self) -> anyhow::Result<Option<SecretKey>> {
         let key = match &self.secret_key_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -54,12 +63,10 @@ impl FleetDb {
             ),
             None => std::env::var("MAILSHIFT_SECRET_KEY").ok(),
         };
-        let key = match key {
+        Ok(match key {
             Some(k) => Some(SecretKey::from_base64(&k)?),
-            None if need_key => return Err(mailshift_store::SecretError::Missing.into()),
             None => None,
-        };
-        Ok(mailshift_store::open_fleet(&self.database, !self.no_migrate, key).await?)
+        })
     }
 }
 

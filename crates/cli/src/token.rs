@@ -25,6 +25,9 @@ pub struct CreateArgs {
     /// May look at everything but change nothing (no import, start, pause, retry)
     #[arg(long)]
     read_only: bool,
+    /// Refused after this long, e.g. 30d, 12h (default: until revoked)
+    #[arg(long, value_name = "DURATION", value_parser = crate::migrate::parse_duration)]
+    expires_in: Option<std::time::Duration>,
 }
 
 #[derive(Args)]
@@ -48,11 +51,19 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Create(a) => {
             anyhow::ensure!(!a.name.trim().is_empty(), "--name must not be empty");
             let store = a.db.open(false).await?;
-            let t = store.create_token(a.name.trim(), a.read_only).await?;
+            let expires_at = a
+                .expires_in
+                .map(|d| mailshift_engine::batches::now() + d.as_secs() as i64);
+            let t = store
+                .create_token(a.name.trim(), a.read_only, expires_at)
+                .await?;
             eprintln!(
-                "token '{}'{} created; it is shown only now, keep it somewhere safe:",
+                "token '{}'{}{} created; it is shown only now, keep it somewhere safe:",
                 a.name.trim(),
-                if a.read_only { " (read-only)" } else { "" }
+                if a.read_only { " (read-only)" } else { "" },
+                expires_at
+                    .map(|e| format!(", valid until {}", mailshift_engine::batches::stamp(e)))
+                    .unwrap_or_default()
             );
             println!("{t}");
             Ok(ExitCode::SUCCESS)
@@ -65,11 +76,14 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for t in &tokens {
                     println!(
-                        "{:<30} {:<10} created {}  last used {}",
-                        t.name,
+                        "{:<30} {:<10} created {}  last used {}  expires {}",
+                        crate::output::terminal_safe(&t.name),
                         if t.read_only { "read-only" } else { "full" },
                         mailshift_engine::batches::stamp(t.created_at),
                         t.last_used_at
+                            .map(mailshift_engine::batches::stamp)
+                            .unwrap_or_else(|| "never".into()),
+                        t.expires_at
                             .map(mailshift_engine::batches::stamp)
                             .unwrap_or_else(|| "never".into())
                     );

@@ -107,6 +107,26 @@ pub fn parse(bytes: &[u8], defaults: &Defaults) -> (Vec<ImportRow>, Vec<RowError
     } else {
         Layout::Exchange
     };
+    if layout == Layout::Exchange
+        && (defaults.source_host.is_none() || defaults.dest_host.is_none())
+    {
+        // Every row would fail for the same reason: say it once, before anything is made.
+        let line = text
+            .lines()
+            .position(|l| !l.trim().is_empty())
+            .map_or(1, |i| i + 1);
+        return (
+            Vec::new(),
+            vec![RowError {
+                line,
+                reason: "this file has no header naming source_host, source_user, ... and no \
+                         ';' (imapsync), so it is read as Exchange's EmailAddress,UserName,\
+                         Password, which needs --source-host and --dest-host: give both, or \
+                         add a header row (see mailshift batch import --help)"
+                    .into(),
+            }],
+        );
+    }
     let delimiter =
         if layout == Layout::Imapsync || (layout == Layout::Header && !first.contains(',')) {
             b';'
@@ -346,6 +366,18 @@ fn row(
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn an_exchange_file_without_servers_is_refused_as_a_whole() {
+        let (rows, errors) = parse(
+            b"\nann@acme.example,ACME\\ann,Secret-1\nbob@acme.example,ACME\\bob,Secret-2\n",
+            &Defaults::default(),
+        );
+        assert!(rows.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].reason.contains("--source-host and --dest-host"));
+    }
 
     #[test]
     fn a_row_whose_two_sides_are_one_account_is_refused() {

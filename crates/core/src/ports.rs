@@ -619,14 +619,22 @@ pub struct TokenInfo {
     pub read_only: bool,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// Unix seconds after which it is refused; None: never.
+    pub expires_at: Option<i64>,
 }
 
 /// The HTTP API's tokens.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Creates a token named `name`; returns the token, which is not stored anywhere.
-    async fn create_token(&self, name: &str, read_only: bool) -> Result<String>;
-    /// The token's facts if `token` is a valid token (and notes its use).
+    /// Creates a token named `name`, valid until `expires_at` (unix seconds) if given;
+    /// returns the token, which is not stored anywhere.
+    async fn create_token(
+        &self,
+        name: &str,
+        read_only: bool,
+        expires_at: Option<i64>,
+    ) -> Result<String>;
+    /// The token's facts if `token` is a valid token, not expired (and notes its use).
     async fn check_token(&self, token: &str) -> Result<Option<TokenInfo>>;
     async fn tokens(&self) -> Result<Vec<TokenInfo>>;
     /// Revokes the token named `name`; false if there is none.

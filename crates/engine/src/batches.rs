@@ -84,6 +84,14 @@ pub async fn import_csv(
         security: o.starttls.then_some(Security::StartTls),
     };
     let (rows, mut rejected) = parse(bytes, &defaults);
+    if rows.is_empty() {
+        // Nothing to import: no batch is made for it.
+        return Ok(ImportOutcome {
+            batch: name.to_string(),
+            imported: Vec::new(),
+            rejected,
+        });
+    }
     let domain = o
         .domain
         .as_deref()

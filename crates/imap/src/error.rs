@@ -98,8 +98,9 @@ pub enum ImapError {
     },
     #[error(
         "{server} does not offer STARTTLS, so the password would travel in plain text; \
-         use imaps:// if the server has implicit TLS, or allow plain text for this side \
-         (--from-allow-plaintext / --to-allow-plaintext) on a trusted network"
+         use imaps:// if the server has implicit TLS, or allow plain text on a trusted \
+         network: `migrate --from-allow-plaintext` / `--to-allow-plaintext`, or for a fleet \
+         mailbox `batch import --allow-plaintext` / `mailbox add --allow-plaintext`"
     )]
     PlaintextRefused { server: String },
     #[error(

@@ -78,7 +78,12 @@ impl SeaStore {
         Ok(())
     }
 
-    async fn create_token_impl(&self, name: &str, read_only: bool) -> Result<String, StoreError> {
+    async fn create_token_impl(
+        &self,
+        name: &str,
+        read_only: bool,
+        expires_at: Option<i64>,
+    ) -> Result<String, StoreError> {
         use base64::Engine;
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
@@ -93,6 +98,7 @@ impl SeaStore {
             read_only: Set(read_only),
             created_at: Set(now()),
             last_used_at: Set(None),
+            expires_at: Set(expires_at),
         })
         .exec_without_returning(&self.db)
         .await
@@ -121,6 +127,9 @@ impl SeaStore {
             return Ok(None);
         };
         let t = now();
+        if m.expires_at.is_some_and(|e| e <= t) {
+            return Ok(None);
+        }
         // Once a minute is enough to tell which tokens are in use.
         if m.last_used_at.is_none_or(|u| t - u >= 60) {
             api_token::Entity::update_many()
@@ -135,6 +144,7 @@ impl SeaStore {
             read_only: m.read_only,
             created_at: m.created_at,
             last_used_at: Some(t),
+            expires_at: m.expires_at,
         }))
     }
 
@@ -150,6 +160,7 @@ impl SeaStore {
                 read_only: m.read_only,
                 created_at: m.created_at,
                 last_used_at: m.last_used_at,
+                expires_at: m.expires_at,
             })
             .collect())
     }
@@ -201,8 +212,13 @@ impl BatchStore for SeaStore {
 
 #[async_trait]
 impl TokenStore for SeaStore {
-    async fn create_token(&self, name: &str, read_only: bool) -> mailshift_core::Result<String> {
-        Ok(self.create_token_impl(name, read_only).await?)
+    async fn create_token(
+        &self,
+        name: &str,
+        read_only: bool,
+        expires_at: Option<i64>,
+    ) -> mailshift_core::Result<String> {
+        Ok(self.create_token_impl(name, read_only, expires_at).await?)
     }
 
     async fn check_token(&self, token: &str) -> mailshift_core::Result<Option<TokenInfo>> {

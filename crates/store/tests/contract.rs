@@ -946,16 +946,28 @@ mod batch_suite {
         assert_eq!(b.state, BatchState::Running);
 
         // Tokens: shown once, stored hashed, names unique, revocable.
-        let t = store.create_token("alice", false).await.unwrap();
+        let t = store.create_token("alice", false, None).await.unwrap();
         assert!(t.starts_with(mailshift_store::TOKEN_PREFIX) && t.len() > 40);
         let info = store.check_token(&t).await.unwrap().unwrap();
         assert_eq!((info.name.as_str(), info.read_only), ("alice", false));
         assert!(store.check_token("mst_forged").await.unwrap().is_none());
-        let dup = store.create_token("alice", true).await.unwrap_err();
+        let dup = store.create_token("alice", true, None).await.unwrap_err();
         assert!(
             dup.to_string().contains("a token named 'alice' exists"),
             "{dup}"
         );
+        // A token past its expiry is refused; one before it is not.
+        let past = store
+            .create_token("gone", false, Some(chrono::Utc::now().timestamp() - 1))
+            .await
+            .unwrap();
+        assert!(store.check_token(&past).await.unwrap().is_none());
+        let future = store
+            .create_token("later", true, Some(chrono::Utc::now().timestamp() + 3600))
+            .await
+            .unwrap();
+        let info = store.check_token(&future).await.unwrap().unwrap();
+        assert!(info.expires_at.is_some() && info.read_only);
         assert!(store.revoke_token("alice").await.unwrap());
         assert!(store.check_token(&t).await.unwrap().is_none());
         assert!(!store.revoke_token("alice").await.unwrap());

@@ -1,5 +1,10 @@
 //! Who is calling: the API token from `Authorization: Bearer` or the dashboard's session
 //! cookie, checked against the stored hashes; and the CSRF token of dashboard forms.
+//!
+//! The session cookie is not the token: it is the token sealed (AES-256-GCM, the fleet's
+//! credentials key) together with its expiry, so a stolen cookie expires, reveals
+//! nothing, and works on every `serve` of the fleet; each request still checks the token
+//! itself, so revoking it ends its sessions.
 
 use super::App;
 use axum::extract::{Request, State};
@@ -9,6 +14,34 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 pub(crate) const COOKIE: &str = "mailshift_session";
+
+/// Issues and opens dashboard sessions.
+pub(crate) struct Sessions {
+    pub key: mailshift_store::SecretKey,
+    pub ttl: std::time::Duration,
+}
+
+impl Sessions {
+    /// A session cookie value for `token`: `EXPIRY.SEALED`, the expiry bound into the seal.
+    pub fn issue(&self, token: &str) -> String {
+        let expires = chrono::Utc::now().timestamp() + self.ttl.as_secs() as i64;
+        let sealed = self.key.seal(
+            &secrecy::SecretString::from(token.to_string()),
+            &format!("session/{expires}"),
+        );
+        format!("{expires}.{sealed}")
+    }
+
+    /// The token of a session cookie that is genuine and not expired.
+    pub fn open(&self, cookie: &str) -> Option<secrecy::SecretString> {
+        let (expires, sealed) = cookie.split_once('.')?;
+        let at: i64 = expires.parse().ok()?;
+        if at <= chrono::Utc::now().timestamp() {
+            return None;
+        }
+        self.key.open(sealed, &format!("session/{at}")).ok()
+    }
+}
 
 /// The authenticated caller, in each protected request's extensions.
 #[derive(Clone, Debug)]
@@ -68,7 +101,15 @@ pub(crate) async fn require(State(app): State<App>, mut req: Request, next: Next
     let (token, by_cookie) = match bearer(req.headers()) {
         Some(t) => (t.to_string(), false),
         None => match cookie(req.headers(), COOKIE) {
-            Some(t) => (t.to_string(), true),
+            Some(c) => match app.sessions.open(c) {
+                Some(t) => {
+                    use secrecy::ExposeSecret;
+                    (t.expose_secret().to_string(), true)
+                }
+                None => {
+                    return unauthorized(&path, "your session has ended: log in again");
+                }
+            },
             None => {
                 return unauthorized(&path, "an API token is required (mailshift token create)");
             }
@@ -76,7 +117,12 @@ pub(crate) async fn require(State(app): State<App>, mut req: Request, next: Next
     };
     let info = match app.store.check_token(&token).await {
         Ok(Some(i)) => i,
-        Ok(None) => return unauthorized(&path, "this token is not valid (revoked, or mistyped)"),
+        Ok(None) => {
+            return unauthorized(
+                &path,
+                "this token is not valid (revoked, expired, or mistyped)",
+            );
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a token");
             return (

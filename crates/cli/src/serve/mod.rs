@@ -50,12 +50,23 @@ pub struct ServeArgs {
     secure_cookie: bool,
     #[command(flatten)]
     clients: crate::clients::ServeClientsArgs,
+    /// How long a dashboard login lasts, e.g. 12h, 30m
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::migrate::parse_duration)]
+    session: std::time::Duration,
+    /// Seconds a client may take to send a request's headers (for tests)
+    #[arg(long, default_value_t = 10, value_name = "SECS", hide = true)]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body (for tests)
+    #[arg(long, default_value_t = 60, value_name = "SECS", hide = true)]
+    body_timeout: u64,
 }
 
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct App {
     pub store: crate::fleet::Store,
+    /// Dashboard sessions (sealed under the fleet's key).
+    pub sessions: Arc<auth::Sessions>,
     /// The process's stop request (long checks end early at a stop).
     pub stop: Arc<Shutdown>,
     pub timeout: u64,
@@ -164,10 +175,15 @@ pub async fn serve(a: ServeArgs, shutdown: Arc<Shutdown>) -> anyhow::Result<Exit
         return Ok(ExitCode::SUCCESS);
     };
     let store = store?;
+    let sessions = Arc::new(auth::Sessions {
+        key: a.db.key()?.ok_or(mailshift_store::SecretError::Missing)?,
+        ttl: a.session.max(std::time::Duration::from_secs(60)),
+    });
     let clients = a.clients.directory(&store)?;
     let metrics = crate::telemetry::metrics_handle();
     let app = App {
         store,
+        sessions,
         stop: shutdown.clone(),
         timeout: a.timeout,
         secure_cookie: a.secure_cookie,
@@ -194,15 +210,81 @@ pub async fn serve(a: ServeArgs, shutdown: Arc<Shutdown>) -> anyhow::Result<Exit
             mailshift_clients::http::Options::default(),
         ));
     }
-    axum::serve(
-        listener,
-        routes.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    // Ctrl-C or SIGTERM (docker stop): requests in flight finish first.
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await
-    .context("the HTTP server stopped")?;
+    let timeouts = Timeouts {
+        header: std::time::Duration::from_secs(a.header_timeout.max(1)),
+        body: std::time::Duration::from_secs(a.body_timeout.max(1)),
+    };
+    serve_http(listener, routes, &timeouts, &shutdown).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a client may take to send a request's headers, and then its body
+/// (`--header-timeout`, `--body-timeout`): a slow or half-sent request is dropped instead
+/// of holding a connection for ever.
+struct Timeouts {
+    header: std::time::Duration,
+    body: std::time::Duration,
+}
+
+/// How long requests in flight may take to finish after a stop is asked for.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `routes` on `listener` until `shutdown`, then lets the requests in flight
+/// finish (up to [`DRAIN`]). hyper's own header timeout needs a timer, which
+/// `axum::serve` does not give it: hence this loop over hyper-util's server.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    routes: Router,
+    timeouts: &Timeouts,
+    shutdown: &Shutdown,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let routes = routes.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        timeouts.body,
+    ));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = routes
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(app);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running {}s after the stop; stopped anyway",
+            DRAIN.as_secs()
+        );
+    }
 }
 
 #[cfg(test)]

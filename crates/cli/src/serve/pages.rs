@@ -25,12 +25,16 @@ pub(crate) async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> R
     match app.store.check_token(token).await {
         Ok(Some(_)) => {
             let secure = if app.secure_cookie { "; Secure" } else { "" };
+            let session = app.sessions.issue(token);
+            let max_age = app.sessions.ttl.as_secs();
             (
                 StatusCode::SEE_OTHER,
                 [
                     (
                         header::SET_COOKIE,
-                        format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"),
+                        format!(
+                            "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+                        ),
                     ),
                     (header::LOCATION, "/".to_string()),
                 ],
@@ -39,7 +43,9 @@ pub(crate) async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> R
         }
         Ok(None) => (
             StatusCode::UNAUTHORIZED,
-            login_page(Some("this token is not valid (revoked, or mistyped)")),
+            login_page(Some(
+                "this token is not valid (revoked, expired, or mistyped)",
+            )),
         )
             .into_response(),
         Err(e) => {

@@ -13,6 +13,8 @@ pub struct Model {
     pub read_only: bool,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// Unix seconds after which the token is refused; None: never.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
