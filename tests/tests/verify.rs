@@ -236,7 +236,7 @@ async fn verify_pairs_merged_folders_like_migrate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn verify_exits_2_when_a_server_refuses_the_login() {
+async fn verify_exits_4_when_a_server_refuses_the_login_and_says_so_in_json() {
     let pair = Pair::new(DovecotOptions::default());
     let out = Command::new(mailshift_bin())
         .arg("verify")
@@ -245,6 +245,7 @@ async fn verify_exits_2_when_a_server_refuses_the_login() {
         .arg("--to")
         .arg(pair.dst.url("alice"))
         .arg("--allow-plaintext")
+        .arg("--json")
         .env("MAILSHIFT_FROM_PASSWORD", SRC_PW)
         .env("MAILSHIFT_TO_PASSWORD", "wrong-Dest!pw")
         .env_remove("RUST_LOG")
@@ -253,7 +254,12 @@ async fn verify_exits_2_when_a_server_refuses_the_login() {
         .unwrap();
     assert_no_secrets(&out);
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    // The same status as migrate's for a refused login, and a JSON document.
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON document on stdout ({e}):\n{all}"));
+    assert_eq!(doc["complete"], false, "{doc:#}");
+    assert_eq!(doc["errors"][0]["kind"], "auth", "{doc:#}");
     assert!(!all.contains("wrong-Dest!pw"), "{all}");
     assert!(all.contains("destination"), "says which server:\n{all}");
 

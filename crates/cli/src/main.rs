@@ -73,8 +73,10 @@ enum Command {
         their full content), then their flags and internal dates are compared. Both servers \
         are only read (EXAMINE, BODY.PEEK). Every message that is missing, extra or \
         different is named by folder, UID, date, sender and subject.\n\n\
-        Exit status: 0 when in sync; 1 when something differs; 2 on bad usage, when a \
-        server cannot be reached or a folder could not be compared."
+        Exit status: 0 when in sync; 1 when something differs; 2 on bad usage or when a \
+        folder could not be compared; 3 when a server cannot be reached; 4 when a login is \
+        refused; 5 when TLS fails (or a login would go out in plain text): the same as \
+        `migrate`. With --json a JSON document is printed in every case, errors included."
     )]
     Verify(Box<verify::VerifyArgs>),
     /// Fleet database: apply schema migrations, create a credentials key

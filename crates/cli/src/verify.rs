@@ -253,16 +253,19 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (Ok(s), Ok(d)) => (s, d),
         (s, d) => {
             // Say everything that is wrong at once: both sides may need fixing.
-            for e in [s.err(), d.err()].into_iter().flatten() {
-                eprintln!("error: {} [{}]", e.message, e.kind.as_str());
-            }
-            return Ok(ExitCode::from(2));
+            let errors: Vec<mailshift_core::Error> =
+                [s.err(), d.err()].into_iter().flatten().collect();
+            not_compared(&args, &source, &dest, &errors);
+            // The same statuses as `migrate`: unreachable 3, login refused 4, TLS 5.
+            return Ok(ExitCode::from(crate::exit::for_start_errors(
+                errors.iter().map(|e| e.kind.as_str()),
+            )));
         }
     };
     let report = match verify(&mut *src, &mut *dst, &rules, args.deep).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {} [{}]", e.message, e.kind.as_str());
+            not_compared(&args, &source, &dest, std::slice::from_ref(&e));
             return Ok(ExitCode::from(2));
         }
     };
@@ -295,6 +298,32 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Says why the servers could not be compared: on stderr, and with `--json` as a JSON
+/// document on stdout too (a script always gets one).
+fn not_compared(
+    args: &VerifyArgs,
+    source: &mailshift_core::endpoint::Endpoint,
+    dest: &mailshift_core::endpoint::Endpoint,
+    errors: &[mailshift_core::Error],
+) {
+    for e in errors {
+        eprintln!("error: {} [{}]", e.message, e.kind.as_str());
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "source": source.to_string(),
+            "dest": dest.to_string(),
+            "in_sync": false,
+            "complete": false,
+            "errors": errors
+                .iter()
+                .map(|e| serde_json::json!({"kind": e.kind.as_str(), "message": e.message}))
+                .collect::<Vec<_>>(),
+        });
+        println!("{doc:#}");
+    }
 }
 
 #[cfg(test)]
