@@ -8,19 +8,20 @@
 use crate::fleet::FleetDb;
 use anyhow::{Context, bail};
 use clap::Args;
-use mailshift_core::aliases::{self, AliasContext, AliasEntry, AliasKind};
+use mailshift_core::aliases::{self, AliasContext, AliasEntry};
 use mailshift_core::endpoint::Endpoint;
-use mailshift_core::ports::{MailboxCredentials, MailboxRecord};
 use mailshift_core::provision::{
-    Address, Existing, Lookup, MailboxSpec, NewPassword, PasswordCarry, PasswordHash, Plan,
-    ProvisionRecord, Provisioner, QuotaPolicy, Step, decide_password, format_size, parse_size,
-    plan, quota_for,
+    Address, Existing, Lookup, MailboxSpec, NewPassword, PasswordCarry, Plan, ProvisionRecord,
+    Provisioner, QuotaPolicy, Step, decide_password, format_size, parse_size, plan, quota_for,
+};
+use mailshift_engine::provision::{
+    AliasOut, DomainOut, Exported, MailboxOut, Member, Outcome, alias_line, describe_plan, now,
+    plural, record_aliases, restore_temporaries, summary,
 };
 use mailshift_provision::{BackendConfig, hash};
 
 use secrecy::ExposeSecret;
-use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -78,90 +79,6 @@ pub struct ProvisionArgs {
     /// Print the result as JSON on standard output
     #[arg(long)]
     json: bool,
-}
-
-/// One mailbox of the batch with what provisioning needs.
-struct Member {
-    record: MailboxRecord,
-    address: Address,
-    creds: MailboxCredentials,
-    hash: Option<PasswordHash>,
-    quota: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct MailboxOut {
-    address: String,
-    /// create | created | exists | failed
-    action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<PasswordCarry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    quota_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct AliasOut {
-    #[serde(flatten)]
-    entry: AliasEntry,
-    goto: BTreeSet<String>,
-    /// set | unchanged | failed (dry run: set means "would be set")
-    action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    previous: Option<BTreeSet<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DomainOut {
-    domain: String,
-    action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Exported {
-    file: String,
-    count: usize,
-}
-
-#[derive(Serialize)]
-struct Outcome {
-    batch: String,
-    backend: String,
-    dry_run: bool,
-    mailboxes: Vec<MailboxOut>,
-    domains: Vec<DomainOut>,
-    aliases: Vec<AliasOut>,
-    summary: String,
-    warnings: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exported: Option<Exported>,
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn alias_line(e: &AliasEntry) -> String {
-    let targets = e.targets.join(", ");
-    match e.kind {
-        AliasKind::Alias => format!("alias {} -> {targets}", e.address),
-        AliasKind::Forward { keep_copy: true } => {
-            format!("forward {} -> {targets} (keeping a copy)", e.address)
-        }
-        AliasKind::Forward { keep_copy: false } => format!("forward {} -> {targets}", e.address),
-    }
 }
 
 /// Prints every bad row and says nothing was applied.
@@ -473,33 +390,6 @@ pub async fn run(a: ProvisionArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn describe_plan(p: &Plan, out: &mut Outcome) {
-    for step in &p.steps {
-        match step {
-            Step::CreateDomain(d) => out.domains.push(DomainOut {
-                domain: d.clone(),
-                action: "create",
-                error: None,
-            }),
-            Step::CreateMailbox(s) => out.mailboxes.push(MailboxOut {
-                address: s.address.to_string(),
-                action: "create",
-                password: Some(s.carry),
-                quota_bytes: Some(s.quota_bytes),
-                note: s.note.clone(),
-                error: None,
-            }),
-            Step::SetAlias { entry, previous } => out.aliases.push(AliasOut {
-                goto: entry.goto(),
-                entry: entry.clone(),
-                action: "set",
-                previous: previous.clone(),
-                error: None,
-            }),
-        }
-    }
-}
-
 async fn apply(
     backend: &dyn Provisioner,
     store: &dyn mailshift_core::ports::FleetStore,
@@ -593,88 +483,6 @@ async fn apply(
     Ok(())
 }
 
-/// A re-import resets the password the copy uses on the new server to the file's; a
-/// mailbox mailshift created with a temporary password keeps that one. A mailbox that
-/// exists with a temporary password sealed but no record of its creation was created by
-/// a run interrupted in between: it is recorded now, so its password gets exported.
-async fn restore_temporaries(
-    store: &dyn mailshift_core::ports::FleetStore,
-    p: &Plan,
-    by_id: &HashMap<Uuid, &Member>,
-    records: &HashMap<Uuid, ProvisionRecord>,
-    out: &mut Outcome,
-) -> anyhow::Result<()> {
-    for s in &p.existing {
-        let Some(r) = records.get(&s.mailbox_id).filter(|r| r.temporary) else {
-            continue;
-        };
-        if r.provisioned_at.is_none() {
-            store
-                .record_provisioned(s.mailbox_id, PasswordCarry::Temporary, s.quota_bytes, now())
-                .await?;
-            out.warnings.push(format!(
-                "{}: exists, with a temporary password sealed by an interrupted run: it is                  recorded as created by mailshift and its password exported",
-                s.address
-            ));
-        } else if r.carry != Some(PasswordCarry::Temporary) {
-            continue;
-        }
-        if let (Some(t), Some(m)) = (
-            store.temporary_password(s.mailbox_id).await?,
-            by_id.get(&s.mailbox_id),
-        ) && t.expose_secret() != m.creds.dest_password.expose_secret()
-        {
-            store.set_temporary_password(s.mailbox_id, &t).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn record_aliases(
-    store: &dyn mailshift_core::ports::FleetStore,
-    batch: &str,
-    entries: &[AliasEntry],
-    out: &Outcome,
-    members: &[Member],
-) -> anyhow::Result<()> {
-    let done: BTreeSet<String> = out
-        .aliases
-        .iter()
-        .filter(|a| a.action != "failed")
-        .map(|a| a.entry.address.to_string())
-        .collect();
-    let applied: Vec<AliasEntry> = entries
-        .iter()
-        .filter(|e| done.contains(&e.address.to_string()))
-        .cloned()
-        .collect();
-    let mut per: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
-    for m in members {
-        let me = m.address.to_string();
-        let mut mine = Vec::new();
-        for e in &applied {
-            match e.kind {
-                AliasKind::Alias if e.targets.contains(&me) => {
-                    mine.push(format!("alias {}", e.address))
-                }
-                AliasKind::Forward { keep_copy } if e.address.to_string() == me => {
-                    for t in &e.targets {
-                        mine.push(if keep_copy {
-                            format!("forward+copy {t}")
-                        } else {
-                            format!("forward {t}")
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        per.insert(m.record.id, mine);
-    }
-    store.record_aliases(batch, &applied, &per, now()).await?;
-    Ok(())
-}
-
 /// Writes the batch's temporary passwords that were never exported to a new 0600 file,
 /// then records them as exported: each is exported once.
 async fn export(
@@ -744,61 +552,6 @@ async fn export(
         count: ids.len(),
     });
     Ok(())
-}
-
-fn summary(out: &Outcome) -> String {
-    let count = |action: &str| out.mailboxes.iter().filter(|m| m.action == action).count();
-    let exists = count("exists");
-    let mut s = format!(
-        "{} already {}, {} {}",
-        plural(exists, "mailbox", "mailboxes"),
-        if exists == 1 { "exists" } else { "exist" },
-        if out.dry_run {
-            count("create")
-        } else {
-            count("created")
-        },
-        if out.dry_run { "to create" } else { "created" }
-    );
-    let failed = count("failed");
-    if failed > 0 {
-        s += &format!(", {failed} failed");
-    }
-    let set = out.aliases.iter().filter(|a| a.action == "set").count();
-    let alias_failed = out.aliases.iter().filter(|a| a.action == "failed").count();
-    if set == 0 && alias_failed == 0 {
-        s += ", aliases unchanged";
-    } else {
-        s += &format!(
-            ", {} {}",
-            plural(set, "alias or forward", "aliases and forwards"),
-            if out.dry_run { "to set" } else { "set" }
-        );
-        let unchanged = out
-            .aliases
-            .iter()
-            .filter(|a| a.action == "unchanged")
-            .count();
-        if unchanged > 0 {
-            s += &format!(" ({unchanged} unchanged)");
-        }
-        if alias_failed > 0 {
-            s += &format!(", {alias_failed} failed");
-        }
-    }
-    let domains = out
-        .domains
-        .iter()
-        .filter(|d| d.action == "created" || d.action == "create")
-        .count();
-    if domains > 0 {
-        s += &format!(
-            ", {} {}",
-            plural(domains, "domain", "domains"),
-            if out.dry_run { "to create" } else { "created" }
-        );
-    }
-    s
 }
 
 fn print_text(out: &Outcome) {

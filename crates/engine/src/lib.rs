@@ -9,6 +9,8 @@
 //!   checkpoint each batch, recover an interrupted batch by fingerprint).
 //! - [`pass`]: preparing a mailbox pass (folder mapping, creation, reconciliation) into
 //!   one job per folder, for the in-process queue or RabbitMQ alike.
+//! - [`provision`]: the outcome of `mailshift provision` (per mailbox, alias, domain), its
+//!   summary, and what is recorded afterwards (aliases applied, interrupted creations).
 //! - [`reconcile`]: recognising messages by content when UIDs no longer suffice (moves
 //!   between folders, recreated folders, folders gone from the source).
 //! - [`fleet`]: the scheduler of fleet mode (plans due mailboxes, publishes jobs).
@@ -40,6 +42,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod pass;
+pub mod provision;
 pub mod reconcile;
 pub mod retry;
 pub mod sieve;
