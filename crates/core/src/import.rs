@@ -77,6 +77,49 @@ const OPTIONAL: [&str; 6] = [
 
 /// Parses a whole file. Good rows come back with the bad ones' errors; a file that is
 /// not text or has no recognisable layout is one error for line 1.
+/// Why no row of this file can be imported, whatever its rows say (the layout itself
+/// lacks what it needs): to refuse the file before anything is made for it.
+pub fn layout_problem(bytes: &[u8], defaults: &Defaults) -> Option<RowError> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first = text.lines().find(|l| !l.trim().is_empty())?;
+    exchange_without_servers(text, layout_of(first), defaults)
+}
+
+fn layout_of(first: &str) -> Layout {
+    let header_cells: Vec<String> = first
+        .split([',', ';'])
+        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    if header_cells.iter().any(|c| c == "source_host") {
+        Layout::Header
+    } else if first.contains(';') {
+        Layout::Imapsync
+    } else {
+        Layout::Exchange
+    }
+}
+
+/// Exchange's layout names no server: without both on the command line every row would
+/// fail for the same reason, said once instead.
+fn exchange_without_servers(text: &str, layout: Layout, d: &Defaults) -> Option<RowError> {
+    if layout != Layout::Exchange || (d.source_host.is_some() && d.dest_host.is_some()) {
+        return None;
+    }
+    let line = text
+        .lines()
+        .position(|l| !l.trim().is_empty())
+        .map_or(1, |i| i + 1);
+    Some(RowError {
+        line,
+        reason: "this file has no header naming source_host, source_user, ... and no ';' \
+                 (imapsync), so it is read as Exchange's EmailAddress,UserName,Password, \
+                 which needs --source-host and --dest-host: give both, or add a header row \
+                 (see mailshift batch import --help)"
+            .into(),
+    })
+}
+
 pub fn parse(bytes: &[u8], defaults: &Defaults) -> (Vec<ImportRow>, Vec<RowError>) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t.strip_prefix('\u{feff}').unwrap_or(t),
@@ -96,36 +139,9 @@ pub fn parse(bytes: &[u8], defaults: &Defaults) -> (Vec<ImportRow>, Vec<RowError
         }
     };
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let header_cells: Vec<String> = first
-        .split([',', ';'])
-        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
-        .collect();
-    let layout = if header_cells.iter().any(|c| c == "source_host") {
-        Layout::Header
-    } else if first.contains(';') {
-        Layout::Imapsync
-    } else {
-        Layout::Exchange
-    };
-    if layout == Layout::Exchange
-        && (defaults.source_host.is_none() || defaults.dest_host.is_none())
-    {
-        // Every row would fail for the same reason: say it once, before anything is made.
-        let line = text
-            .lines()
-            .position(|l| !l.trim().is_empty())
-            .map_or(1, |i| i + 1);
-        return (
-            Vec::new(),
-            vec![RowError {
-                line,
-                reason: "this file has no header naming source_host, source_user, ... and no \
-                         ';' (imapsync), so it is read as Exchange's EmailAddress,UserName,\
-                         Password, which needs --source-host and --dest-host: give both, or \
-                         add a header row (see mailshift batch import --help)"
-                    .into(),
-            }],
-        );
+    let layout = layout_of(first);
+    if let Some(e) = exchange_without_servers(text, layout, defaults) {
+        return (Vec::new(), vec![e]);
     }
     let delimiter =
         if layout == Layout::Imapsync || (layout == Layout::Header && !first.contains(',')) {
@@ -449,7 +465,7 @@ mod tests {
         assert_eq!(rows[0].dest.host, "new.example");
         let (rows, errors) = parse(b"alice@corp.example,alice,pw1\n", &Defaults::default());
         assert!(rows.is_empty());
-        assert_eq!(errors[0].reason, "source_host is empty");
+        assert!(errors[0].reason.contains("--source-host"), "{errors:?}");
     }
 
     #[test]

@@ -83,15 +83,15 @@ pub async fn import_csv(
         dest_port: o.dest_port,
         security: o.starttls.then_some(Security::StartTls),
     };
-    let (rows, mut rejected) = parse(bytes, &defaults);
-    if rows.is_empty() {
-        // Nothing to import: no batch is made for it.
+    if let Some(e) = mailshift_core::import::layout_problem(bytes, &defaults) {
+        // The file as a whole cannot be imported: nothing is made for it.
         return Ok(ImportOutcome {
             batch: name.to_string(),
             imported: Vec::new(),
-            rejected,
+            rejected: vec![e],
         });
     }
+    let (rows, mut rejected) = parse(bytes, &defaults);
     let domain = o
         .domain
         .as_deref()
