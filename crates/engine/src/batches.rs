@@ -702,6 +702,17 @@ pub struct BatchView {
     pub domain: Option<mailshift_core::cutover::DomainRecord>,
 }
 
+impl BatchView {
+    /// Whether [`delete_batch`] would take it: not running (nor completing) and no
+    /// mailbox being copied.
+    pub fn deletable(&self) -> bool {
+        !matches!(
+            self.batch.state,
+            BatchState::Running | BatchState::Completing
+        ) && self.totals.syncing == 0
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Totals {
     pub mailboxes: usize,

@@ -153,7 +153,7 @@ pub(crate) fn batch_body(
             (action("pause", "Pause", matches!(b.state, mailshift_core::batch::BatchState::Running | mailshift_core::batch::BatchState::Completing)))
             (action("resume", "Resume", matches!(b.state, mailshift_core::batch::BatchState::Paused)))
             (action("retry-failed", "Retry failed", v.totals.failed > 0))
-            (action("delete", "Delete batch", !matches!(b.state, mailshift_core::batch::BatchState::Running | mailshift_core::batch::BatchState::Completing) && v.totals.syncing == 0))
+            (action("delete", "Delete batch", v.deletable()))
             a #report-csv href=(format!("/batches/{}/report.csv", urlencode(&v.name))) { "Report (CSV)" } " · "
             a href=(format!("/batches/{}/report.json", urlencode(&v.name))) { "Report (JSON)" }
         }
