@@ -28,6 +28,7 @@ pub mod otlp;
 pub mod pair;
 pub mod postfixadmin;
 pub mod proxy;
+pub mod schema;
 pub mod services;
 pub mod smtp;
 pub mod webproxy;

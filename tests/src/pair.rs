@@ -117,9 +117,12 @@ pub fn assert_no_secrets(out: &Output) {
     }
 }
 
+/// A command's `--json` document, validated against the schema it names.
 pub fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{}", text(out)))
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{}", text(out)));
+    crate::schema::validate(&doc);
+    doc
 }
 
 /// The source snapshot as it should look on the destination ("Sent Items" -> "Sent").

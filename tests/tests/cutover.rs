@@ -104,8 +104,9 @@ fn check(ns: &str, domain: &str, extra: &[&str]) -> (Output, serde_json::Value) 
     ];
     args.extend_from_slice(extra);
     let out = run(&args);
-    let json =
+    let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    mailshift_tests::schema::validate_as("mailshift/dns-check/v1", &json);
     (out, json)
 }
 

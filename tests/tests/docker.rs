@@ -257,8 +257,8 @@ async fn a_fleet_of_containers_migrates_mailboxes_byte_for_byte() {
     // The fleet's own account agrees.
     let out = containers.run("status", &env, &["status", "--json"], quick);
     assert!(out.status.success(), "status: {}", text(&out));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = status.as_array().unwrap();
+    let status: serde_json::Value = mailshift_tests::schema::check(&out.stdout);
+    let rows = status["mailboxes"].as_array().unwrap();
     assert_eq!(rows.len(), users.len(), "{status:#}");
     for (i, u) in users.iter().enumerate() {
         let row = rows

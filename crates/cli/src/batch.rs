@@ -314,7 +314,10 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         views.push(ops::batch_view(&*store, n, ops::Page::ALL).await?);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        crate::json::print(
+            crate::json::BATCH_STATUS,
+            serde_json::json!({ "batches": views }),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     for v in &views {
@@ -360,7 +363,10 @@ async fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let text = match a.format {
         ReportFormat::Csv => ops::report_csv(&r)?,
-        ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&crate::json::tagged(crate::json::BATCH_REPORT, &r)?)?
+                + "\n"
+        }
     };
     match &a.output {
         Some(p) => {

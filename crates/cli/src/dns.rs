@@ -258,7 +258,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let report = check::check(&a.servers.dns(), &a.domain, &o, now()).await;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::json::print(crate::json::DNS_CHECK, &report)?;
     } else {
         println!("DNS check of {}", report.domain);
         print_views(&report.views);

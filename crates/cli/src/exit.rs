@@ -91,3 +91,18 @@ pub fn for_start_errors<'a>(kinds: impl Iterator<Item = &'a str>) -> u8 {
     }
     code
 }
+
+/// What a status means, in the words of the table above (for `--json` error documents).
+pub fn meaning(code: u8) -> &'static str {
+    match code {
+        OK => "done",
+        INCOMPLETE => "done with differences or per-item failures",
+        USAGE => "usage: a bad option, file or address",
+        UNREACHABLE => "a server cannot be reached",
+        AUTH => "a login was refused",
+        TLS => "TLS failed, or a login would have sent the password in plain text",
+        BUSY => "busy: another run holds this state file or these mailboxes",
+        INTERRUPTED => "interrupted; everything done so far is checkpointed",
+        _ => "failed",
+    }
+}

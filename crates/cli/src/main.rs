@@ -6,6 +6,7 @@ mod clients;
 mod dns;
 mod exit;
 mod fleet;
+mod json;
 mod lock;
 mod migrate;
 mod output;
@@ -159,7 +160,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A script that asked for JSON gets a document for a usage error too.
+            if e.use_stderr() && json::wanted() {
+                // The error's paragraph, without the usage and help lines after it.
+                let text = e.render().to_string();
+                let message = text
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                println!("{:#}", json::error_doc(&message, exit::USAGE));
+            }
+            e.exit()
+        }
+    };
     // One TLS crypto provider for every client in the process (IMAP, ManageSieve, HTTPS
     // for MTA-STS and OTLP): ring, already in the tree through rustls.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -208,8 +228,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            let code = exit::for_error(&e);
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::for_error(&e))
+            // A script that asked for JSON gets a document, whatever went wrong.
+            if json::wanted() {
+                println!("{:#}", json::error_doc(&format!("{e:#}"), code));
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The human summary printed at the end of a run.
+//! What a person reads: the summary printed at the end of a run, aligned tables, numbers
+//! with thousands separators, and text made safe for a terminal.
 
 use mailshift_core::report::{FolderStatus, MigrationSummary};
 
@@ -46,47 +47,119 @@ fn unsafe_char(c: char) -> bool {
     c.is_control() && c != '\n' && c != '\t'
 }
 
+/// `3025` as `3,025`: every count a person reads, in every command.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How a column lines up: text to the left, numbers to the right.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A table whose columns line up whatever their contents: each column as wide as its
+/// widest cell (counted in characters, after control characters are escaped), two
+/// spaces between columns, the last column never padded.
+pub fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let cells: Vec<Vec<String>> = std::iter::once(
+        columns
+            .iter()
+            .map(|(h, _)| (*h).to_string())
+            .collect::<Vec<_>>(),
+    )
+    .chain(
+        rows.iter()
+            .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect()),
+    )
+    .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (_, align)) in columns.iter().enumerate() {
+            let cell = row.get(i).map_or("", String::as_str);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let last = i + 1 == columns.len();
+            match align {
+                Align::Right => {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                }
+                Align::Left if last => line.push_str(cell),
+                Align::Left => {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 pub fn print_summary(s: &MigrationSummary) {
     let mut out = String::new();
     if !s.folders.is_empty() {
-        let w = s
+        use Align::{Left, Right};
+        let rows: Vec<Vec<String>> = s
             .folders
             .iter()
-            .map(|f| f.source.chars().count() + f.dest.chars().count() + 4)
-            .max()
-            .unwrap_or(10)
-            .clamp(10, 60);
-        out.push_str(&format!(
-            "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  status\n",
-            "folder (source -> destination)",
-            "messages",
-            "copied",
-            "before",
-            "moved",
-            "flags",
-            "deleted",
-            "failed"
+            .map(|f| {
+                let status = match f.status {
+                    FolderStatus::Complete => "ok",
+                    FolderStatus::Partial => "PARTIAL",
+                    FolderStatus::Failed => "FAILED",
+                    FolderStatus::Interrupted => "interrupted",
+                };
+                vec![
+                    format!("{} -> {}", f.source, f.dest),
+                    thousands(f.source_messages),
+                    thousands(f.copied),
+                    thousands(f.already_done),
+                    thousands(f.moved_in),
+                    thousands(f.flags_updated),
+                    thousands(f.deleted),
+                    thousands(f.failures.len() as u64),
+                    status.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                ("folder (source -> destination)", Left),
+                ("messages", Right),
+                ("copied", Right),
+                ("before", Right),
+                ("moved", Right),
+                ("flags", Right),
+                ("deleted", Right),
+                ("failed", Right),
+                ("status", Left),
+            ],
+            &rows,
         ));
-        for f in &s.folders {
-            let name = format!("{} -> {}", f.source, f.dest);
-            let status = match f.status {
-                FolderStatus::Complete => "ok",
-                FolderStatus::Partial => "PARTIAL",
-                FolderStatus::Failed => "FAILED",
-                FolderStatus::Interrupted => "interrupted",
-            };
-            out.push_str(&format!(
-                "{:<w$}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  {status}\n",
-                name,
-                f.source_messages,
-                f.copied,
-                f.already_done,
-                f.moved_in,
-                f.flags_updated,
-                f.deleted,
-                f.failures.len()
-            ));
-        }
     }
     for f in &s.folders {
         if let Some(e) = &f.error {
@@ -142,8 +215,8 @@ pub fn print_summary(s: &MigrationSummary) {
         format!(
             "\n\ncomplete: {} folders, {} messages on the destination ({} copied now, {:.1} MiB{adopted}) in {:.1}s\n",
             s.folders.len(),
-            s.dest_messages(),
-            s.copied(),
+            thousands(s.dest_messages()),
+            thousands(s.copied()),
             mb,
             s.elapsed_secs
         )
@@ -188,12 +261,46 @@ pub fn print_summary(s: &MigrationSummary) {
         )
     };
     out.push_str(&verdict);
-    eprint!("{}", terminal_safe(&out));
+    // The result is the command's output (stdout, like `verify`'s); progress and
+    // diagnostics go to stderr.
+    print!("{}", terminal_safe(&out));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::*;
+
+    #[test]
+    fn columns_line_up_whatever_the_names() {
+        let t = table(
+            &[
+                ("mailbox", Align::Left),
+                ("copied", Align::Right),
+                ("error", Align::Left),
+            ],
+            &[
+                vec![
+                    "imap://ann@old.example:143".into(),
+                    thousands(3025),
+                    "".into(),
+                ],
+                vec![
+                    "imap://x@h:1".into(),
+                    "7".into(),
+                    "login \u{1b}[31mrefused".into(),
+                ],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "mailbox                     copied  error");
+        assert_eq!(lines[1], "imap://ann@old.example:143   3,025");
+        assert_eq!(
+            lines[2],
+            "imap://x@h:1                     7  login \\u{1b}[31mrefused"
+        );
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
 
     #[test]
     fn escape_sequences_are_shown_not_run() {

@@ -31,15 +31,7 @@ const SHOWN: usize = 50;
 
 /// `3000` -> `3,000`.
 fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::output::thousands(n as u64)
 }
 
 fn name(r: &MessageRef) -> String {
@@ -287,7 +279,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 }),
             );
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::json::print(crate::json::VERIFY, &v)?;
     } else {
         print!("{}", render(&report));
     }
@@ -313,6 +305,7 @@ fn not_compared(
     }
     if args.json {
         let doc = serde_json::json!({
+            "schema": crate::json::VERIFY,
             "source": source.to_string(),
             "dest": dest.to_string(),
             "in_sync": false,

@@ -57,12 +57,15 @@ pub struct BatchRecord {
     pub domain: Option<String>,
     pub state: BatchState,
     /// No pass before this time.
+    #[serde(default, with = "crate::time::unix_opt")]
     pub start_at: Option<i64>,
     /// Time between incremental passes of a mailbox; None: the scheduler's own.
     pub interval_secs: Option<u64>,
     /// The MX switch agreed with the customer (recorded on the domain's cutover plan).
+    #[serde(default, with = "crate::time::unix_opt")]
     pub switch_at: Option<i64>,
     /// After this time each mailbox gets one last pass and the batch ends.
+    #[serde(default, with = "crate::time::unix_opt")]
     pub complete_at: Option<i64>,
     /// Mailboxes of this batch with a pass in flight at once; None: no limit.
     pub concurrency: Option<u32>,
@@ -72,7 +75,9 @@ pub struct BatchRecord {
     #[serde(default)]
     pub host_concurrency: Option<u32>,
     /// When the batch went into `completing`.
+    #[serde(default, with = "crate::time::unix_opt")]
     pub final_pass_at: Option<i64>,
+    #[serde(with = "crate::time::unix")]
     pub created_at: i64,
 }
 
@@ -209,8 +214,10 @@ pub struct Progress {
     pub bytes_copied: u64,
     pub bytes_total: Option<u64>,
     /// 0..=100, from messages (None without a total).
+    #[serde(serialize_with = "crate::time::thousandths_opt")]
     pub percent: Option<f64>,
     /// Messages per second of the current pass.
+    #[serde(serialize_with = "crate::time::thousandths_opt")]
     pub rate: Option<f64>,
     /// Seconds until the current pass is done, at that rate.
     pub eta_secs: Option<u64>,

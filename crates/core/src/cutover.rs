@@ -480,8 +480,8 @@ pub struct DomainConfig {
     /// Authoritative servers (`IP[:PORT]`); found through NS when empty.
     #[serde(default)]
     pub authoritative: Vec<String>,
-    /// RFC 3339.
-    #[serde(default)]
+    /// RFC 3339, as given (written in UTC).
+    #[serde(default, serialize_with = "crate::time::utc_text_opt")]
     pub switch_at: Option<String>,
     /// How long the old server keeps receiving after the switch, in seconds.
     pub dual_reception_secs: u64,
@@ -493,10 +493,13 @@ pub struct DomainRecord {
     pub config: DomainConfig,
     pub phase: Phase,
     /// Unix seconds.
+    #[serde(with = "crate::time::unix")]
     pub phase_since: i64,
     /// When the MX switch was observed (unix seconds).
+    #[serde(default, with = "crate::time::unix_opt")]
     pub switched_at: Option<i64>,
     /// When the passes after dual reception ended were scheduled (unix seconds).
+    #[serde(default, with = "crate::time::unix_opt")]
     pub final_pass_at: Option<i64>,
     /// The stored plan (JSON of [`CutoverPlan`]).
     pub plan: Option<String>,

@@ -23,6 +23,7 @@ pub mod provision;
 pub mod report;
 pub mod sieve;
 pub mod submission;
+pub mod time;
 pub mod uidset;
 
 pub use error::{Error, ErrorKind, Result};

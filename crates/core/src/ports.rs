@@ -617,9 +617,12 @@ pub trait DomainStore: Send + Sync {
 pub struct TokenInfo {
     pub name: String,
     pub read_only: bool,
+    #[serde(with = "crate::time::unix")]
     pub created_at: i64,
+    #[serde(default, with = "crate::time::unix_opt")]
     pub last_used_at: Option<i64>,
     /// Unix seconds after which it is refused; None: never.
+    #[serde(default, with = "crate::time::unix_opt")]
     pub expires_at: Option<i64>,
 }
 

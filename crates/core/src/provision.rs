@@ -688,15 +688,18 @@ pub struct ProvisionRecord {
     /// A hash was imported with the mailbox (`source_password_hash`).
     pub imported_hash: bool,
     /// Unix seconds; None until mailshift created the mailbox.
+    #[serde(default, with = "crate::time::unix_opt")]
     pub provisioned_at: Option<i64>,
     pub carry: Option<PasswordCarry>,
     pub quota_bytes: Option<u64>,
     /// Aliases that deliver to this mailbox and where it forwards to, as last set.
     pub aliases: Vec<String>,
+    #[serde(default, with = "crate::time::unix_opt")]
     pub aliases_at: Option<i64>,
     /// A temporary password is sealed for it.
     pub temporary: bool,
     /// When the temporary password went into an export file (once).
+    #[serde(default, with = "crate::time::unix_opt")]
     pub temporary_exported_at: Option<i64>,
 }
 

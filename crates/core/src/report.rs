@@ -12,6 +12,7 @@ pub struct MessageFailure {
     pub kind: String,
     /// The server's own words.
     pub reason: String,
+    #[serde(serialize_with = "crate::time::imap_date_opt")]
     pub date: Option<String>,
     pub from: Option<String>,
     pub subject: Option<String>,
@@ -120,6 +121,7 @@ pub struct MigrationSummary {
     pub notes: Vec<String>,
     /// Errors that stopped the run before folders were processed (login, listing).
     pub errors: Vec<FolderError>,
+    #[serde(serialize_with = "crate::time::thousandths")]
     pub elapsed_secs: f64,
 }
 

@@ -45,11 +45,35 @@ pub fn sees(mx: &[Mx], new_mx: &str, old_mx: Option<&str>) -> Sees {
 }
 
 /// One server's view of the MX.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct View {
     pub server: Server,
     pub mx: Result<Answer<Mx>, Failure>,
     pub sees: Sees,
+}
+
+/// Plain JSON, not Rust's `{"Ok": ...}`/`{"Err": ...}`: `mx` and `ttl` are null when
+/// the server gave no answer, and `failure` says why.
+impl Serialize for View {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut v = s.serialize_struct("View", 5)?;
+        v.serialize_field("server", &self.server)?;
+        v.serialize_field("sees", &self.sees)?;
+        match &self.mx {
+            Ok(a) => {
+                v.serialize_field("mx", &a.records)?;
+                v.serialize_field("ttl", &a.ttl)?;
+                v.serialize_field("failure", &None::<Failure>)?;
+            }
+            Err(f) => {
+                v.serialize_field("mx", &None::<Vec<Mx>>)?;
+                v.serialize_field("ttl", &None::<u32>)?;
+                v.serialize_field("failure", f)?;
+            }
+        }
+        v.end()
+    }
 }
 
 /// Where to ask and what to compare with.

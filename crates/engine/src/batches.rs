@@ -245,9 +245,12 @@ pub async fn verify_batch(
 /// Changes to a batch's schedule; None leaves a field as it is.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct ScheduleChange {
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     pub start_at: Option<i64>,
     pub interval_secs: Option<u64>,
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     pub switch_at: Option<i64>,
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     pub complete_at: Option<i64>,
     pub concurrency: Option<u32>,
     pub host_concurrency: Option<u32>,
@@ -679,7 +682,9 @@ pub struct MailboxView {
     pub status: String,
     pub progress: mailshift_core::batch::Progress,
     pub jobs_left: u32,
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     pub last_pass_at: Option<i64>,
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     pub next_pass_at: Option<i64>,
     pub last_error: Option<String>,
     /// An outage standing in the way of its pass (not the mailbox's fault).
@@ -723,6 +728,7 @@ pub struct Totals {
     pub messages_copied: u64,
     pub messages_total: Option<u64>,
     pub bytes_copied: u64,
+    #[serde(serialize_with = "mailshift_core::time::thousandths_opt")]
     pub percent: Option<f64>,
 }
 
@@ -882,7 +888,7 @@ pub async fn report(
     }
     Ok(Report {
         batch: name.to_string(),
-        generated_at: chrono::Utc::now().to_rfc3339(),
+        generated_at: mailshift_core::time::rfc3339(chrono::Utc::now().timestamp()),
         deep,
         in_sync: out.iter().all(|m| m.verdict == "in-sync"),
         mailboxes: out,
@@ -1128,7 +1134,11 @@ pub struct Readiness {
     #[serde(default)]
     pub warnings: Vec<String>,
     /// When it was checked (unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "mailshift_core::time::unix_opt"
+    )]
     pub checked_at: Option<i64>,
 }
 

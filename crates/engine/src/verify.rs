@@ -32,8 +32,10 @@ pub struct MessageRef {
     pub size: u32,
     pub flags: FlagSet,
     /// INTERNALDATE as the server sent it.
+    #[serde(serialize_with = "mailshift_core::time::imap_date")]
     pub internal_date: String,
     /// From the message's headers (absent when it has none or they do not parse).
+    #[serde(serialize_with = "mailshift_core::time::imap_date_opt")]
     pub date: Option<String>,
     pub from: Option<String>,
     pub subject: Option<String>,
