@@ -234,11 +234,11 @@ async fn tls_wrap(
             let hint = if reason.contains("InvalidContentType") || reason.contains("corrupt message")
             {
                 format!(
-                    "; the server answered in plain text, so {} is not a TLS port: use                      imap://{}@{}:{} (STARTTLS) or the server's TLS port (usually 993)",
+                    "; the server answered in plain text, so {} is not a TLS port: use imap://{}@{}:{} (STARTTLS) or the server's TLS port (usually 993)",
                     cfg.endpoint.port, cfg.endpoint.user, cfg.endpoint.host, cfg.endpoint.port
                 )
             } else if reason.contains("certificate") || reason.contains("Certificate") {
-                "; if the server uses a private CA, pass its certificate with                  --from-ca-file/--to-ca-file"
+                "; if the server uses a private CA, pass its certificate with --from-ca-file/--to-ca-file"
                     .to_string()
             } else {
                 String::new()
@@ -259,7 +259,7 @@ async fn tls_wrap(
 fn connect_error(cfg: &ServerConfig, e: &io::Error) -> ImapError {
     let hint = match e.kind() {
         io::ErrorKind::ConnectionRefused => format!(
-            "; nothing accepts connections on port {} of {}: check the port (IMAP is 143              with STARTTLS, 993 with TLS) and that the server runs",
+            "; nothing accepts connections on port {} of {}: check the port (IMAP is 143 with STARTTLS, 993 with TLS) and that the server runs",
             cfg.endpoint.port, cfg.endpoint.host
         ),
         _ if e.to_string().contains("failed to lookup address")
@@ -272,16 +272,31 @@ fn connect_error(cfg: &ServerConfig, e: &io::Error) -> ImapError {
         }
         _ => String::new(),
     };
+    // Nothing listens there, or the name or route does not exist: an address to check
+    // (said at once by a one-off command), an outage to wait out in the fleet.
+    let unreachable = matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    ) || !hint.is_empty();
     ImapError::Connect {
         server: cfg.label(),
         reason: e.to_string(),
         hint,
+        unreachable,
     }
 }
 
 /// How long a server has to greet: a client talking plain text to a TLS port waits
 /// for a greeting that never comes.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The greeting's wait: within the whole connection's time (`cfg.timeout`), so that the
+/// silence is named as such (a TLS port?) rather than as a timeout to retry.
+fn greeting_timeout(cfg: &ServerConfig) -> Duration {
+    GREETING_TIMEOUT.min(cfg.timeout.mul_f64(0.75))
+}
 
 /// Connects and logs in, within `cfg.timeout`.
 pub async fn connect(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
@@ -312,26 +327,29 @@ async fn connect_inner(cfg: &ServerConfig) -> Result<ImapSession, ImapError> {
         Security::StartTls => Transport::plain(tcp),
     };
     let mut client = async_imap::Client::new(BufWriter::with_capacity(64 * 1024, transport));
-    match tokio::time::timeout(
-        GREETING_TIMEOUT.min(cfg.timeout),
-        read_greeting(&mut client, &server),
-    )
-    .await
-    {
+    match tokio::time::timeout(greeting_timeout(cfg), read_greeting(&mut client, &server)).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(ImapError::Connect {
-                server: server.clone(),
-                reason: format!(
-                    "no greeting within {}s",
-                    GREETING_TIMEOUT.min(cfg.timeout).as_secs()
-                ),
-                hint: match cfg.endpoint.security {
-                    Security::StartTls => format!(
-                        "; port {} may expect TLS from the first byte: try imaps://{}@{}:{}",
+            let reason = format!(
+                "no greeting within {:.1}s",
+                greeting_timeout(cfg).as_secs_f64()
+            );
+            return Err(match cfg.endpoint.security {
+                // Silence on a plain connection is what a TLS port does while it waits
+                // for our handshake: a TLS mismatch to fix, not an outage to retry.
+                Security::StartTls => ImapError::Tls {
+                    server: server.clone(),
+                    reason,
+                    hint: format!(
+                        "; port {} may expect TLS from the first byte (usually 993): use imaps://{}@{}:{}",
                         cfg.endpoint.port, cfg.endpoint.user, cfg.endpoint.host, cfg.endpoint.port
                     ),
-                    Security::Tls => String::new(),
+                },
+                Security::Tls => ImapError::Connect {
+                    server: server.clone(),
+                    reason,
+                    hint: String::new(),
+                    unreachable: false,
                 },
             });
         }
@@ -419,6 +437,7 @@ async fn read_greeting(
                 crate::raw::clean(outcome.information.as_deref().unwrap_or(""))
             ),
             hint: String::new(),
+            unreachable: false,
         }),
         Some(_) => Err(ImapError::Protocol {
             op: format!("greeting from {server}"),
@@ -428,6 +447,7 @@ async fn read_greeting(
             server: server.to_string(),
             reason: "the server closed the connection before greeting".into(),
             hint: String::new(),
+            unreachable: false,
         }),
     }
 }

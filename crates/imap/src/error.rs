@@ -89,6 +89,9 @@ pub enum ImapError {
         reason: String,
         /// What to check, when the cause is recognisable (wrong port, unknown host).
         hint: String,
+        /// Nothing accepts connections there, or the host does not resolve (not a
+        /// dropped or slow connection).
+        unreachable: bool,
     },
     #[error("TLS with {server} failed: {reason}{hint}")]
     Tls {
@@ -151,6 +154,9 @@ pub enum ImapError {
 impl ImapError {
     pub fn kind(&self) -> ErrorKind {
         match self {
+            ImapError::Connect {
+                unreachable: true, ..
+            } => ErrorKind::Unreachable,
             ImapError::Connect { .. } | ImapError::Timeout { .. } | ImapError::Io { .. } => {
                 ErrorKind::Network
             }
