@@ -453,6 +453,14 @@ async fn ctrl_c_stops_after_a_checkpoint_and_a_rerun_finishes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("stopped on request"), "{}", text(&out));
+    // Interrupted folders are shown as such, at their checkpoint, never as failed.
+    assert!(
+        text(&out).contains("interrupted at their checkpoint"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("FAILED"), "{}", text(&out));
+    assert!(!text(&out).contains("INCOMPLETE"), "{}", text(&out));
     let total: usize = before.values().map(Vec::len).sum();
     assert!(count_destination(&pair).await < total);
 

@@ -9,6 +9,7 @@ use mailshift_core::plan::BatchLimits;
 use mailshift_core::ports::{
     Connectors, JobQueue, MailboxCredentials, MailboxOptions, MailboxStore, NoProgress, StateStore,
 };
+use mailshift_core::time;
 use mailshift_dns::observer::DnsObserver;
 use mailshift_engine::fleet::Cutovers;
 use mailshift_engine::fleet::Scheduler;
@@ -305,60 +306,88 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             "dead_jobs": dead.get(&m.migration_id).copied().unwrap_or(0),
             "last_error": m.last_error,
             "warning": m.warning,
-            "last_pass_at": m.last_pass_at,
-            "next_pass_at": m.next_pass_at,
+            "last_pass_at": m.last_pass_at.map(time::rfc3339),
+            "next_pass_at": m.next_pass_at.map(time::rfc3339),
         }));
     }
     let mut out = String::new();
     if a.json {
-        out.push_str(&serde_json::to_string_pretty(&rows)?);
+        let domains: Vec<_> = store
+            .domains()
+            .await?
+            .into_iter()
+            .map(|d| {
+                serde_json::json!({
+                    "domain": d.config.name,
+                    "phase": d.phase.as_str(),
+                    "phase_since": time::rfc3339(d.phase_since),
+                })
+            })
+            .collect();
+        let doc = crate::json::tagged(
+            crate::json::STATUS,
+            serde_json::json!({ "domains": domains, "mailboxes": rows }),
+        )?;
+        out.push_str(&serde_json::to_string_pretty(&doc)?);
         out.push('\n');
     } else {
-        use std::fmt::Write as _;
+        use crate::output::{Align::*, table, thousands};
         let domains = store.domains().await?;
         if !domains.is_empty() {
-            let _ = writeln!(out, "{:<30} {:<15} {:<25}", "domain", "phase", "since");
-            for d in &domains {
-                let _ = writeln!(
-                    out,
-                    "{:<30} {:<15} {:<25}",
-                    d.config.name,
-                    d.phase.as_str(),
-                    unix_text(d.phase_since)
-                );
-            }
+            let rows: Vec<Vec<String>> = domains
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.config.name.clone(),
+                        d.phase.as_str().to_string(),
+                        unix_text(d.phase_since),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[("domain", Left), ("phase", Left), ("since", Left)],
+                &rows,
+            ));
             out.push('\n');
         }
-        let _ = writeln!(
-            out,
-            "{:<40} {:<9} {:>7} {:>9} {:>7} {:>5}  error",
-            "mailbox (source)", "status", "folders", "copied", "refused", "dead"
-        );
         let mut dead_total = 0;
-        for r in &rows {
-            dead_total += r["dead_jobs"].as_u64().unwrap_or(0);
-            let note = r["last_error"]
-                .as_str()
-                .or_else(|| r["warning"].as_str())
-                .unwrap_or("");
-            let _ = writeln!(
-                out,
-                "{:<40} {:<9} {:>7} {:>9} {:>7} {:>5}  {}",
-                r["source"].as_str().unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
-                r["folders"],
-                r["messages_copied"],
-                r["messages_refused"],
-                r["dead_jobs"],
-                note
-            );
-        }
+        let n = |v: &serde_json::Value| thousands(v.as_u64().unwrap_or(0));
+        let lines: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                dead_total += r["dead_jobs"].as_u64().unwrap_or(0);
+                let note = r["last_error"]
+                    .as_str()
+                    .or_else(|| r["warning"].as_str())
+                    .unwrap_or("");
+                vec![
+                    r["source"].as_str().unwrap_or("").to_string(),
+                    r["status"].as_str().unwrap_or("").to_string(),
+                    n(&r["folders"]),
+                    n(&r["messages_copied"]),
+                    n(&r["messages_refused"]),
+                    n(&r["dead_jobs"]),
+                    note.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                ("mailbox (source)", Left),
+                ("status", Left),
+                ("folders", Right),
+                ("copied", Right),
+                ("refused", Right),
+                ("dead", Right),
+                ("error", Left),
+            ],
+            &lines,
+        ));
         if dead_total > 0 {
-            let _ = writeln!(
-                out,
+            out.push_str(&format!(
                 "\n{dead_total} job(s) ended in the dead-letter queue: fix the cause shown \
-                 above, then `mailshift jobs retry-dead` puts them back to work"
-            );
+                 above, then `mailshift jobs retry-dead` puts them back to work\n"
+            ));
         }
     }
     print_quietly(&out)
@@ -454,18 +483,21 @@ pub async fn domain(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
         rows.push(serde_json::json!({
             "domain": d.config.name,
             "phase": d.phase.as_str(),
-            "phase_since": d.phase_since,
-            "switched_at": d.switched_at,
-            "dual_reception_until": d.dual_reception_until(),
-            "final_pass_at": d.final_pass_at,
+            "phase_since": time::rfc3339(d.phase_since),
+            "switched_at": d.switched_at.map(time::rfc3339),
+            "dual_reception_until": d.dual_reception_until().map(time::rfc3339),
+            "final_pass_at": d.final_pass_at.map(time::rfc3339),
             "mailboxes": members,
             "new_mx": d.config.new_mx,
-            "switch_at": d.config.switch_at,
+            "switch_at": d.config.switch_at.as_deref().map(|t| time::parse(t).map(time::rfc3339).unwrap_or_else(|| t.to_string())),
             "report": d.report.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::json::print(
+            crate::json::DOMAIN_STATUS,
+            serde_json::json!({ "domains": rows }),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -478,13 +510,17 @@ pub async fn domain(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             "{}  {}  since {}  ({} mailbox(es))",
             r["domain"].as_str().unwrap_or(""),
             r["phase"].as_str().unwrap_or(""),
-            r["phase_since"].as_i64().map(unix_text).unwrap_or_default(),
+            r["phase_since"]
+                .as_str()
+                .and_then(time::parse)
+                .map(unix_text)
+                .unwrap_or_default(),
             r["mailboxes"]
         );
-        if let Some(t) = r["switched_at"].as_i64() {
+        if let Some(t) = r["switched_at"].as_str().and_then(time::parse) {
             println!("  MX switch observed {}", unix_text(t));
         }
-        if let Some(t) = r["dual_reception_until"].as_i64() {
+        if let Some(t) = r["dual_reception_until"].as_str().and_then(time::parse) {
             println!("  dual reception until {}", unix_text(t));
         }
         if !r["report"].is_null() {

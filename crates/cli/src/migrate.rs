@@ -41,6 +41,10 @@ pub struct MigrateArgs {
     /// Print a machine-readable summary on stdout instead of the table
     #[arg(long)]
     json: bool,
+    /// When stderr is not a terminal (a log file, a pipe): print one progress line this
+    /// often, e.g. 10s, 1m (on a terminal, bars move instead)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_progress_every)]
+    progress_every: Duration,
     /// Never remove anything from the destination: messages expunged and folders deleted
     /// on the source stay; moves become copies
     #[arg(long)]
@@ -81,6 +85,24 @@ pub struct MigrateArgs {
     to_sieve: Option<String>,
 }
 
+/// `10s`, `1m`, or a fraction of a second (`0.5`, `500ms`).
+fn parse_progress_every(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration: give e.g. 500ms, 10s or 1m"));
+    }
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+        && secs > 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    parse_duration(t).map_err(|_| format!("`{s}` is not a duration: give e.g. 500ms, 10s or 1m"))
+}
+
 /// `90`, `90s`, `5m`, `2h`, `3d` (see `core::batch::parse_interval`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     mailshift_core::batch::parse_interval(s).map(Duration::from_secs)
@@ -100,8 +122,11 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let store = mailshift_store::open_state_file(&args.state)
         .await
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
-    let progress =
-        Arc::new(TerminalProgress::new(!args.json).with_quarantine(args.quarantine.clone()));
+    let progress = Arc::new(
+        TerminalProgress::new(!args.json)
+            .with_quarantine(args.quarantine.clone())
+            .with_lines_every(args.progress_every),
+    );
     let mut opts = MigrateOptions {
         rules,
         connections: usize::from(args.connections),
@@ -164,7 +189,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             Some(Err(e)) => v["sieve"] = serde_json::json!({ "error": format!("{e:#}") }),
             None => {}
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::json::print(crate::json::MIGRATE, &v)?;
     } else {
         output::print_summary(&summary);
         match &sieve {
@@ -231,14 +256,14 @@ async fn follow(
         last_complete = summary.is_complete();
         if stop.requested() {
             if args.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                crate::json::print_line(crate::json::MIGRATE, &summary)?;
             } else {
                 output::print_summary(&summary);
             }
             break;
         }
         if args.json {
-            println!("{}", serde_json::to_string(&summary)?);
+            crate::json::print_line(crate::json::MIGRATE, &summary)?;
         } else {
             if !last_complete || pass == 1 {
                 output::print_summary(&summary);

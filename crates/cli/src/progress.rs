@@ -1,7 +1,8 @@
 //! Progress on the terminal: an overall bar whose total (the source's messages) is known
 //! from the plan on, counting what is already there as done, and one bar per running
 //! folder, with rates in whole messages per second and ETAs; log lines are printed above
-//! the bars. Plain lines when stderr is not a terminal.
+//! the bars. When stderr is not a terminal (a log file, a pipe): plain lines per folder
+//! and, every `--progress-every`, one line with the totals, rate and ETA.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use mailshift_core::ports::Progress;
@@ -9,7 +10,8 @@ use mailshift_core::report::{FolderReport, FolderStatus};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 pub struct TerminalProgress {
     enabled: bool,
@@ -21,6 +23,88 @@ pub struct TerminalProgress {
     done: Mutex<HashMap<String, u64>>,
     /// Where refused messages are kept as `.eml` files (`--quarantine`).
     quarantine: Option<PathBuf>,
+    /// Off a terminal: the totals a periodic line reports, and the thread printing it.
+    lines: Option<Lines>,
+}
+
+/// What the periodic line says.
+#[derive(Default)]
+struct Totals {
+    /// Messages planned (None until the plan is known).
+    total: Option<u64>,
+    done: u64,
+    folders: u64,
+    folders_done: u64,
+}
+
+/// The periodic one-line progress off a terminal: a thread that wakes every `every`
+/// and prints the totals, until the run finishes (its sender is dropped).
+struct Lines {
+    totals: Arc<Mutex<Totals>>,
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Lines {
+    fn start(every: Duration) -> Lines {
+        let totals = Arc::new(Mutex::new(Totals::default()));
+        let (tx, rx) = mpsc::channel::<()>();
+        let seen = totals.clone();
+        let started = Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("progress-lines".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let t = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(line) = progress_line(&t, started.elapsed()) {
+                        eprintln!("{line}");
+                    }
+                }
+            })
+            .ok();
+        Lines {
+            totals,
+            stop: Mutex::new(Some(tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Totals)) {
+        f(&mut self.totals.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn stop(&self) {
+        drop(self.stop.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `progress: 1,234 of 3,025 messages (40%), 3 of 12 folders done, 250 msg/s, ETA 7s`;
+/// None before the plan is known.
+fn progress_line(t: &Totals, elapsed: Duration) -> Option<String> {
+    use crate::output::thousands;
+    let total = t.total?;
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = t.done as f64 / secs;
+    let percent = (t.done.min(total) * 100).checked_div(total).unwrap_or(100);
+    let eta = if rate >= 0.5 && total > t.done {
+        format!(
+            ", ETA {}",
+            indicatif::HumanDuration(Duration::from_secs_f64((total - t.done) as f64 / rate))
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "progress: {} of {} messages ({percent}%), {} of {} folders done, {} msg/s{eta}",
+        thousands(t.done),
+        thousands(total),
+        thousands(t.folders_done.min(t.folders)),
+        thousands(t.folders),
+        thousands(rate.round() as u64),
+    ))
 }
 
 /// `1,234.5 msg/s`-style rates are noise: whole messages per second.
@@ -67,7 +151,17 @@ impl TerminalProgress {
             folders: Mutex::new(HashMap::new()),
             done: Mutex::new(HashMap::new()),
             quarantine: None,
+            lines: None,
         }
+    }
+
+    /// Off a terminal, one line with the totals every `every` (no-op on a terminal,
+    /// where the bars show the same, and when progress is off).
+    pub fn with_lines_every(mut self, every: Duration) -> Self {
+        if self.enabled && self.bars.is_none() {
+            self.lines = Some(Lines::start(every));
+        }
+        self
     }
 
     pub fn with_quarantine(mut self, dir: Option<PathBuf>) -> Self {
@@ -77,6 +171,9 @@ impl TerminalProgress {
 
     /// Clears the bars before the final table is printed.
     pub fn finish(&self) {
+        if let Some(l) = &self.lines {
+            l.stop();
+        }
         if let Some(o) = &self.overall {
             o.finish_and_clear();
         }
@@ -97,6 +194,9 @@ impl TerminalProgress {
     fn count_done(&self, folder: &str, n: u64) {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         *done.entry(folder.to_string()).or_default() += n;
+        if let Some(l) = &self.lines {
+            l.update(|t| t.done += n);
+        }
         if let Some(o) = &self.overall {
             o.inc(n);
             // Mail that arrived since the plan: the total grows rather than overflows.
@@ -122,7 +222,19 @@ impl Progress for TerminalProgress {
                 o.set_message(format!("{folders} folder(s)"));
                 o.reset_eta();
             }
-            None => eprintln!("planned: {messages} message(s) in {folders} folder(s)"),
+            None => {
+                if let Some(l) = &self.lines {
+                    l.update(|t| {
+                        t.total = Some(messages);
+                        t.folders = folders;
+                    });
+                }
+                eprintln!(
+                    "planned: {} message(s) in {} folder(s)",
+                    crate::output::thousands(messages),
+                    crate::output::thousands(folders)
+                )
+            }
         }
     }
 
@@ -208,6 +320,9 @@ impl Progress for TerminalProgress {
         if !self.enabled {
             return;
         }
+        if let Some(l) = &self.lines {
+            l.update(|t| t.folders_done += 1);
+        }
         if let Some(bar) = self.folders().remove(&r.source) {
             bar.finish_and_clear();
             if let Some(mp) = &self.bars {
@@ -290,4 +405,24 @@ pub fn quarantine(dir: &Path, folder: &str, uid: u32, raw: &[u8]) -> std::io::Re
         .open(&path)?;
     f.write_all(raw)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn the_periodic_line_says_totals_rate_and_eta() {
+        let mut t = Totals::default();
+        assert_eq!(progress_line(&t, Duration::from_secs(1)), None);
+        t.total = Some(3025);
+        t.done = 1234;
+        t.folders = 12;
+        t.folders_done = 3;
+        let line = progress_line(&t, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            line,
+            "progress: 1,234 of 3,025 messages (40%), 3 of 12 folders done, 247 msg/s, ETA 7 seconds"
+        );
+    }
 }
