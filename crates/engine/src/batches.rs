@@ -543,6 +543,7 @@ fn view_of(m: MailboxRecord, (n, bytes): (u64, u64), t: i64) -> MailboxView {
             copied_at_start: m.copied_at_start,
             pass_started_at: m.pass_started_at,
             pass_done: m.jobs_left == 0,
+            last_pass_at: m.last_pass_at,
         },
         t,
     );
