@@ -8,6 +8,7 @@
 //! `MAILSHIFT_TEST_SKIP_FLEET=1` skips them where PostgreSQL or RabbitMQ is absent;
 //! `MAILSHIFT_TEST_SKIP_BROWSER=1` skips the browser test where Chromium is absent.
 
+use mailshift_tests::dns::{DnsServer, Rec, Zone};
 use mailshift_tests::dovecot::Dovecot;
 use mailshift_tests::fleet::{
     Fleet, Running, WorkerProc, dst_pw, free_port, new_fleet, servers, skip, src_pw,
@@ -642,6 +643,39 @@ async fn the_dashboard_imports_starts_and_follows_a_batch_in_chromium() {
     // manager fixes it from the dashboard.
     stack.dst.set_password("eli", ELI_NEW);
     let token = stack.token("browser", false);
+    // The batch's domain, served by a DNS server on loopback: still on the old MX, with
+    // neither SPF, DKIM nor DMARC for the new provider (the DNS check has errors). Its
+    // cutover is planned two days ahead, without a new MX (set from the dashboard).
+    let dns = DnsServer::start(&[
+        Zone::new("acme.example")
+            .mx(300, 10, "mx.old.example.")
+            .with("@", 3600, Rec::Ns("ns1".into()))
+            .with("ns1", 3600, Rec::A(std::net::Ipv4Addr::LOCALHOST)),
+        Zone::new("new.example")
+            .txt("spf", "v=spf1 ip4:192.0.2.0/24 -all")
+            .with("mta", 300, Rec::A(std::net::Ipv4Addr::new(192, 0, 2, 25))),
+    ])
+    .await;
+    let ns = dns.addr().to_string();
+    let switch = (chrono::Utc::now() + chrono::Duration::days(2))
+        .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let out = stack.fleet.run(
+        &[
+            "plan",
+            "acme.example",
+            "--switch-at",
+            &switch,
+            "--old-mx",
+            "mx.old.example",
+            "--authoritative",
+            &ns,
+            "--nameserver",
+            &ns,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "plan: {}", text(&out));
     let dir = tempfile::tempdir().unwrap();
     let csv_path = dir.path().join("batch.csv");
     std::fs::write(&csv_path, stack.csv()).unwrap();
@@ -673,7 +707,7 @@ async fn the_dashboard_imports_starts_and_follows_a_batch_in_chromium() {
         .connect(&wd)
         .await
         .expect("connect to chromedriver");
-    let result = drive(&client, &stack, &token, &csv_path).await;
+    let result = drive(&client, &stack, &token, &csv_path, &switch).await;
     if result.is_err() {
         let url = client.current_url().await.map(|u| u.to_string());
         let page = client.source().await.unwrap_or_default();
@@ -684,6 +718,7 @@ async fn the_dashboard_imports_starts_and_follows_a_batch_in_chromium() {
     let _ = driver.wait();
     result.unwrap();
     stack.assert_all_mirrored_with(&[("eli", ELI_NEW)]).await;
+    drop(dns);
 }
 
 /// eli's password on the new server, which the spreadsheet does not know.
@@ -769,11 +804,50 @@ async fn until(
     panic!("{css} still shows '{last}' after {secs} s");
 }
 
+/// Text and class of each row of the cutover timeline, in order.
+async fn timeline_rows(
+    c: &fantoccini::Client,
+) -> Result<Vec<(String, String)>, fantoccini::error::CmdError> {
+    let mut rows = Vec::new();
+    for r in c
+        .find_all(fantoccini::Locator::Css("#timeline tbody tr"))
+        .await?
+    {
+        rows.push((r.text().await?, r.attr("class").await?.unwrap_or_default()));
+    }
+    Ok(rows)
+}
+
+/// The rate column of each mailbox row.
+async fn rates(c: &fantoccini::Client) -> Result<Vec<String>, fantoccini::error::CmdError> {
+    let mut out = Vec::new();
+    for td in c
+        .find_all(fantoccini::Locator::Css("#mailboxes tbody td.rate"))
+        .await?
+    {
+        out.push(td.text().await?);
+    }
+    Ok(out)
+}
+
+/// Where the browser test keeps its screenshots.
+fn artifacts() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
+}
+
+/// `Sat 28 Nov 08:00 UTC`: how the dashboard writes a time of this year.
+fn shown(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+    t.with_timezone(&chrono::Utc)
+        .format("%a %d %b %H:%M UTC")
+        .to_string()
+}
+
 async fn drive(
     c: &fantoccini::Client,
     stack: &Stack,
     token: &str,
     csv: &std::path::Path,
+    switch: &str,
 ) -> Result<(), fantoccini::error::CmdError> {
     use fantoccini::Locator;
     // Without a session: the login form.
@@ -790,12 +864,145 @@ async fn drive(
         .await?
         .send_keys(csv.to_str().unwrap())
         .await?;
+    el(c, "#import-domain")
+        .await?
+        .send_keys("acme.example")
+        .await?;
     el(c, "#allow-plaintext").await?.click().await?;
     el(c, "#import").await?.click().await?;
     let result = el(c, "#import-result").await?.text().await?;
     assert_eq!(result, "Imported 2 mailbox(es).");
     el(c, "#to-batch").await?.click().await?;
     assert_eq!(el(c, "#batch-state").await?.text().await?, "draft");
+    let batch_url = c.current_url().await?.to_string();
+
+    // The cutover timeline, two days before the switch: dates people read, commands as
+    // code, the steps behind us above a "today" row and those ahead below it, the past
+    // ones not done marked overdue in words.
+    let switch_at = chrono::DateTime::parse_from_rfc3339(switch).unwrap();
+    let rows = timeline_rows(c).await?;
+    let all: String = rows.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(!all.contains('`'), "backticks in the timeline: {all}");
+    assert!(
+        !all.contains(":00+01:00"),
+        "RFC 3339 timestamps in the timeline: {all}"
+    );
+    assert!(
+        c.find_all(Locator::Css("#timeline td code")).await?.len() >= 4,
+        "commands are not code: {all}"
+    );
+    let today = rows
+        .iter()
+        .position(|(_, class)| class.contains("today"))
+        .unwrap_or_else(|| panic!("no today row: {rows:#?}"));
+    assert!(
+        rows[..today]
+            .iter()
+            .all(|(_, class)| !class.contains("ahead"))
+            && rows[today + 1..]
+                .iter()
+                .all(|(_, class)| class.contains("ahead")),
+        "the today row is not between past and future steps: {rows:#?}"
+    );
+    let (audit, class) = &rows[0];
+    let nine = |days: i64| {
+        (switch_at.date_naive() + chrono::Duration::days(days))
+            .and_hms_opt(9, 0, 0)
+            .unwrap()
+            .and_local_timezone(*switch_at.offset())
+            .unwrap()
+    };
+    assert!(
+        class.contains("overdue") && audit.contains("overdue"),
+        "the audit a week before is not overdue: {audit} ({class})"
+    );
+    assert!(
+        audit.contains(&shown(nine(-7))) && audit.contains("days ago"),
+        "{audit}"
+    );
+    let verify = el(c, "#timeline tr[data-day='D-1']").await?.text().await?;
+    assert!(verify.contains(&shown(nine(-1))), "{verify}");
+    assert!(
+        verify.contains("tomorrow") || verify.contains("in "),
+        "{verify}"
+    );
+    // The batch has no switch date of its own: the line shows its domain's.
+    let line = el(c, "#schedule-line").await?.text().await?;
+    assert!(
+        line.contains(&format!(
+            "switch {} (from domain acme.example's cutover)",
+            switch_at
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+        )),
+        "{line}"
+    );
+
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::write(
+        artifacts().join("dashboard-timeline.png"),
+        el(c, "#timeline").await?.screenshot().await?,
+    )
+    .unwrap();
+    // The page with the timeline and the DNS parameters form (open: no new MX yet).
+    accessible(c, "batch (timeline, DNS parameters)").await?;
+
+    // DNS check parameters: refused with a reason, then recorded and used.
+    assert!(
+        el(c, "#action-dns-check")
+            .await?
+            .attr("disabled")
+            .await?
+            .is_some(),
+        "DNS can be checked without a new MX"
+    );
+    el(c, "#new-mx").await?.send_keys("bad host!").await?;
+    el(c, "#save-dns").await?.click().await?;
+    until(c, "h1", 20, |t| t == "DNS parameters not saved").await?;
+    let why = el(c, "main p").await?.text().await?;
+    assert!(
+        why.contains("new MX host: 'bad host!' is not a host name"),
+        "{why}"
+    );
+    c.goto(&batch_url).await?;
+    el(c, "#new-mx").await?.send_keys("mta.new.example").await?;
+    el(c, "#spf-include")
+        .await?
+        .send_keys("spf.new.example")
+        .await?;
+    el(c, "#dkim-selectors")
+        .await?
+        .send_keys("sel1, Sel2")
+        .await?;
+    el(c, "#save-dns").await?.click().await?;
+    // The page after the save shows them as stored (normalised), not as typed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = match el(c, "#dkim-selectors").await?.prop("value").await {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => String::new(), // the page being replaced
+        };
+        if shown == "sel1, sel2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "DKIM selectors shown: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        el(c, "#new-mx").await?.prop("value").await?.as_deref(),
+        Some("mta.new.example")
+    );
+    assert_eq!(
+        el(c, "#spf-include").await?.prop("value").await?.as_deref(),
+        Some("spf.new.example")
+    );
+    el(c, "#action-dns-check").await?.click().await?;
+    assert_eq!(el(c, "#dns-level").await?.text().await?, "error");
+    let findings = el(c, "#dns").await?.text().await?;
+    assert!(
+        findings.contains("dkim:sel1") && findings.contains("dkim:sel2"),
+        "the selectors were not checked: {findings}"
+    );
 
     // One mailbox at a time, per the schedule form.
     el(c, "#schedule-form").await?;
@@ -812,7 +1019,7 @@ async fn drive(
         .send_keys("4h")
         .await?;
     el(c, "#schedule").await?.click().await?;
-    until(c, "p.muted", 20, |line| {
+    until(c, "#schedule-line", 20, |line| {
         line.contains("every 4h00m") && line.contains("1 mailboxes at once")
     })
     .await?;
@@ -831,9 +1038,7 @@ async fn drive(
     let error = el(c, "#mailbox-error").await?.text().await?;
     assert!(error.contains("destination"), "{error}");
     accessible(c, "mailbox").await?;
-    let artifacts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = artifacts();
     std::fs::write(
         artifacts.join("dashboard-mailbox-failed.png"),
         c.screenshot().await?,
@@ -870,6 +1075,46 @@ async fn drive(
     for r in rows {
         assert_eq!(r.attr("data-status").await?.as_deref(), Some("synced"));
     }
+    let finished = rates(c).await?;
+    let read_at = Instant::now();
+    assert!(
+        finished.iter().all(|r| r.ends_with("msg/s")),
+        "{finished:?}"
+    );
+
+    // Every mailbox verified in sync: the scheduler calls the domain ready; the page
+    // does not claim so while the latest DNS check has errors.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let phase = loop {
+        let phase = el(c, "#cutover-phase").await?.text().await?;
+        if phase.starts_with("ready") {
+            break phase;
+        }
+        assert!(Instant::now() < deadline, "the domain is still {phase}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.refresh().await?;
+    };
+    let errors = c
+        .find_all(Locator::Css("#dns td span.state.error"))
+        .await?
+        .len();
+    assert!(errors > 0);
+    assert_eq!(
+        phase,
+        format!("ready to switch — blocked: DNS check has {errors} errors")
+    );
+    // A finished pass's rate is its own, not one that falls as time goes by: read again
+    // some seconds later (time passing is the point here, not a condition to wait for).
+    if let Some(left) = Duration::from_secs(3).checked_sub(read_at.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    c.refresh().await?;
+    el(c, "#mailboxes").await?;
+    assert_eq!(
+        rates(c).await?,
+        finished,
+        "the rates of finished passes moved"
+    );
     let png = c.screenshot().await?;
     std::fs::write(artifacts.join("dashboard-batch.png"), png).unwrap();
     // The overview lists the batch at 100% too.
@@ -881,6 +1126,13 @@ async fn drive(
     assert!(row.contains("running") && row.contains("60 of 60"), "{row}");
     std::fs::write(artifacts.join("dashboard-home.png"), c.screenshot().await?).unwrap();
     accessible(c, "overview").await?;
+    let domains = el(c, "#domains").await?.text().await?;
+    assert!(
+        domains.contains("blocked: DNS check has")
+            // (tomorrow when the test runs across midnight UTC)
+            && (domains.contains("(in 2 days)") || domains.contains("(tomorrow)")),
+        "{domains}"
+    );
 
     // Delete the batch: refused while it runs (the button is disabled), done once paused.
     el(c, "#batches tr[data-batch=browser-batch] a")

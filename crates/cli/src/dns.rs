@@ -217,6 +217,14 @@ pub struct PlanArgs {
     /// The old provider's MX host
     #[arg(long, value_name = "HOST")]
     old_mx: Option<String>,
+    /// The SPF include the new provider requires, checked by the dashboard's DNS check
+    /// (kept from the recorded cutover when not given)
+    #[arg(long, value_name = "DOMAIN")]
+    spf_include: Option<String>,
+    /// A DKIM selector the new provider signs with (repeatable; kept from the recorded
+    /// cutover when none is given)
+    #[arg(long = "dkim-selector", value_name = "SEL")]
+    dkim_selectors: Vec<String>,
     #[command(flatten)]
     servers: Servers,
 }
@@ -461,6 +469,15 @@ pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
 
 async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow::Result<()> {
     a.servers.parse()?; // validate before storing
+    let store = mailshift_store::open_fleet(url, true, None).await?;
+    // What was set since (from the dashboard, say) and is not given again is kept.
+    let recorded = store
+        .domains()
+        .await?
+        .into_iter()
+        .find(|d| d.config.name == p.domain)
+        .map(|d| d.config)
+        .unwrap_or_default();
     let config = cutover::DomainConfig {
         name: p.domain.clone(),
         new_mx: a.new_mx.as_deref().map(mailshift_dns::lookup::host_name),
@@ -469,8 +486,17 @@ async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow
         authoritative: a.servers.authoritative.clone(),
         switch_at: Some(p.switch_at.to_rfc3339()),
         dual_reception_secs: a.dual_reception.as_secs(),
+        spf_include: a
+            .spf_include
+            .as_deref()
+            .map(mailshift_dns::lookup::host_name)
+            .or(recorded.spf_include),
+        dkim_selectors: if a.dkim_selectors.is_empty() {
+            recorded.dkim_selectors
+        } else {
+            a.dkim_selectors.clone()
+        },
     };
-    let store = mailshift_store::open_fleet(url, true, None).await?;
     store
         .put_domain(&config, Some(&serde_json::to_string(p)?))
         .await?;
@@ -486,8 +512,8 @@ async fn store_plan(a: &PlanArgs, url: &str, p: &cutover::CutoverPlan) -> anyhow
     Ok(())
 }
 
-/// `dns check` of a domain the fleet tracks, with the servers and MX hosts its cutover
-/// was recorded with (the dashboard's DNS readiness).
+/// `dns check` of a domain the fleet tracks, with the servers, MX hosts, SPF include and
+/// DKIM selectors its cutover was recorded with (the dashboard's DNS readiness).
 pub(crate) async fn check_domain(c: &cutover::DomainConfig) -> anyhow::Result<check::Report> {
     let new_mx = c.new_mx.clone().with_context(|| {
         format!(
@@ -503,8 +529,8 @@ pub(crate) async fn check_domain(c: &cutover::DomainConfig) -> anyhow::Result<ch
     let o = Options {
         new_mx,
         old_mx: c.old_mx.clone(),
-        spf_include: None,
-        dkim_selectors: Vec::new(),
+        spf_include: c.spf_include.clone(),
+        dkim_selectors: c.dkim_selectors.clone(),
         resolvers: parse(&c.nameservers, Role::Recursive)?,
         authoritative: parse(&c.authoritative, Role::Authoritative)?,
         switch_at: c.switch_at.as_deref().and_then(|s| parse_time(s).ok()),

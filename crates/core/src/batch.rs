@@ -235,6 +235,8 @@ pub struct Counts {
     pub pass_started_at: Option<i64>,
     /// The current pass's jobs are all done.
     pub pass_done: bool,
+    /// When the latest pass finished (the mailbox's `last_pass_at`).
+    pub last_pass_at: Option<i64>,
 }
 
 pub fn progress(c: Counts, now: i64) -> Progress {
@@ -245,12 +247,7 @@ pub fn progress(c: Counts, now: i64) -> Progress {
             (c.copied as f64 * 100.0 / t as f64 * 10.0).floor() / 10.0
         }
     });
-    let rate = match (c.copied_at_start, c.pass_started_at) {
-        (Some(start), Some(at)) if now > at && c.copied > start => {
-            Some((c.copied - start) as f64 / (now - at) as f64)
-        }
-        _ => None,
-    };
+    let rate = pass_rate(c, now);
     let eta_secs = match (c.total, rate) {
         _ if c.pass_done => None,
         (Some(t), Some(r)) if r > 0.0 && t > c.copied => {
@@ -267,6 +264,35 @@ pub fn progress(c: Counts, now: i64) -> Progress {
         rate,
         eta_secs,
     }
+}
+
+/// Messages per second of the current pass. A running pass is measured up to `now`; a
+/// finished one over its own duration (planned to finished), so its rate stays at its
+/// final value instead of falling for as long as the page is looked at.
+fn pass_rate(c: Counts, now: i64) -> Option<f64> {
+    let (Some(start), Some(at)) = (c.copied_at_start, c.pass_started_at) else {
+        return None;
+    };
+    if c.copied <= start {
+        return None;
+    }
+    let end = if c.pass_done {
+        // `last_pass_at` older than the pass's planning belongs to an earlier pass: the
+        // end of this one is not known, and `now` would make the rate decay.
+        c.last_pass_at.filter(|&end| end >= at)?
+    } else {
+        now
+    };
+    // A pass planned and finished within one second took at least that second (times
+    // are whole seconds).
+    let secs = if c.pass_done {
+        (end - at).max(1)
+    } else if end > at {
+        end - at
+    } else {
+        return None;
+    };
+    Some((c.copied - start) as f64 / secs as f64)
 }
 
 /// Parses a duration such as `90`, `90s`, `15m`, `4h` or `2d` into seconds.
@@ -378,6 +404,7 @@ mod tests {
                 copied_at_start: Some(100),
                 pass_started_at: Some(0),
                 pass_done: false,
+                last_pass_at: None,
             },
             20,
         );
@@ -396,6 +423,45 @@ mod tests {
         assert_eq!(done.percent, Some(100.0));
         assert_eq!(done.eta_secs, None);
         assert_eq!(progress(Counts::default(), 0).percent, None);
+    }
+
+    #[test]
+    fn a_finished_pass_keeps_its_final_rate() {
+        // 200 messages copied between t=100 (planned) and t=120 (finished).
+        let finished = Counts {
+            copied: 300,
+            total: Some(300),
+            copied_at_start: Some(100),
+            pass_started_at: Some(100),
+            pass_done: true,
+            last_pass_at: Some(120),
+            ..Counts::default()
+        };
+        for now in [120, 121, 3_600, 86_400] {
+            assert_eq!(progress(finished, now).rate, Some(10.0), "at {now}");
+            assert_eq!(progress(finished, now).eta_secs, None);
+        }
+        // Finished within the second it was planned in: one second, not a division by 0.
+        let quick = Counts {
+            last_pass_at: Some(100),
+            ..finished
+        };
+        assert_eq!(progress(quick, 500).rate, Some(200.0));
+        // The end of an earlier pass says nothing about this one: no rate rather than a
+        // decaying one.
+        let stale = Counts {
+            last_pass_at: Some(50),
+            ..finished
+        };
+        assert_eq!(progress(stale, 500).rate, None);
+        // A running pass is still measured up to now.
+        let running = Counts {
+            pass_done: false,
+            last_pass_at: None,
+            ..finished
+        };
+        assert_eq!(progress(running, 140).rate, Some(5.0));
+        assert_eq!(progress(running, 100).rate, None);
     }
 
     #[test]

@@ -485,6 +485,13 @@ pub struct DomainConfig {
     pub switch_at: Option<String>,
     /// How long the old server keeps receiving after the switch, in seconds.
     pub dual_reception_secs: u64,
+    /// The SPF include the new provider requires (`dns check --spf-include`). Left out
+    /// of the JSON when unset, so records and API answers without it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf_include: Option<String>,
+    /// DKIM selectors the new provider signs with (`dns check --dkim-selector`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim_selectors: Vec<String>,
 }
 
 /// A domain's cutover as the fleet tracks it.

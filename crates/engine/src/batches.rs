@@ -311,17 +311,48 @@ pub async fn schedule(store: &Store, name: &str, c: &ScheduleChange) -> Result<B
     Ok(b)
 }
 
+/// What a domain's DNS check looks for, as the dashboard sets it (validated there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsParams {
+    pub new_mx: String,
+    pub spf_include: Option<String>,
+    pub dkim_selectors: Vec<String>,
+}
+
+/// Records a domain's DNS check parameters on its cutover, where `mailshift plan` keeps
+/// them; its plan, phase and the rest of its configuration are kept.
+pub async fn set_dns_params(store: &Store, domain: &str, p: &DnsParams) -> Result<()> {
+    let (mut config, plan) = domain_config(store, domain).await?;
+    config.new_mx = Some(p.new_mx.clone());
+    config.spf_include = p.spf_include.clone();
+    config.dkim_selectors = p.dkim_selectors.clone();
+    store.put_domain(&config, plan.as_deref()).await?;
+    Ok(())
+}
+
 /// Records the switch date on the domain's cutover (registering the domain if new).
 async fn set_switch(store: &Store, domain: &str, at: i64) -> Result<()> {
     let when = chrono::DateTime::from_timestamp(at, 0)
         .ok_or_else(|| Error::usage(format!("switch time {at} is out of range")))?
         .to_rfc3339();
+    let (mut config, plan) = domain_config(store, domain).await?;
+    config.switch_at = Some(when);
+    store.put_domain(&config, plan.as_deref()).await?;
+    Ok(())
+}
+
+/// A domain's recorded configuration and plan, or a new one's defaults. The plan goes
+/// back with every write: `put_domain` replaces it.
+async fn domain_config(
+    store: &Store,
+    domain: &str,
+) -> Result<(mailshift_core::cutover::DomainConfig, Option<String>)> {
     let existing = store
         .domains()
         .await?
         .into_iter()
         .find(|d| d.config.name == domain);
-    let (mut config, plan) = match existing {
+    Ok(match existing {
         Some(d) => (d.config, d.plan),
         None => (
             mailshift_core::cutover::DomainConfig {
@@ -332,13 +363,11 @@ async fn set_switch(store: &Store, domain: &str, at: i64) -> Result<()> {
                 authoritative: Vec::new(),
                 switch_at: None,
                 dual_reception_secs: 72 * 3600,
+                ..Default::default()
             },
             None,
         ),
-    };
-    config.switch_at = Some(when);
-    store.put_domain(&config, plan.as_deref()).await?;
-    Ok(())
+    })
 }
 
 /// What a user can do to a batch.
@@ -546,6 +575,7 @@ fn view_of(m: MailboxRecord, (n, bytes): (u64, u64), t: i64) -> MailboxView {
             copied_at_start: m.copied_at_start,
             pass_started_at: m.pass_started_at,
             pass_done: m.jobs_left == 0,
+            last_pass_at: m.last_pass_at,
         },
         t,
     );

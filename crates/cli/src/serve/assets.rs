@@ -25,6 +25,10 @@ button.secondary{background:#fff;color:#1d2330}button:disabled{opacity:.4;cursor
 fieldset{background:#fff;border:1px solid #e4e7ec;padding:1rem;display:grid;grid-template-columns:repeat(auto-fill,minmax(14rem,1fr));gap:.6rem}
 label{display:flex;flex-direction:column;font-size:.85rem;gap:.2rem}input{font:inherit;padding:.3rem}
 .totals{display:flex;gap:1.5rem;flex-wrap:wrap;margin:.6rem 0}.totals div{background:#fff;padding:.6rem 1rem;box-shadow:0 1px 2px #0001}
+.state.blocked,.state.overdue{background:#fbdcdc;color:#8a1f1f;font-weight:600}.state.current{background:#fff0c7;color:#6b4e00}
+code{font:.85em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#eef0f4;color:#1d2330;padding:.05rem .25rem;border-radius:3px}
+#timeline tr.overdue td{background:#fff5f5}#timeline tr.overdue td:first-child{border-left:4px solid #8a1f1f}
+#timeline tr.today td{background:#eef6ff;border-top:2px solid #1d4ed8;border-bottom:2px solid #1d4ed8;font-weight:600}
 .totals b{display:block;font-size:1.3rem}.flash{background:#eef6ff;border:1px solid #b6d4fe;padding:.6rem 1rem;margin-bottom:1rem}
 "#;
 

@@ -10,13 +10,15 @@
 //!
 //! By concern: routes and the request span here; [`api`] (JSON handlers), [`pages`]
 //! (dashboard handlers), [`forms`] (what the dashboard's forms send), [`views`]
-//! (markup), [`assets`] (the stylesheet), [`auth`] (tokens, cookie, CSRF).
+//! (markup), [`timeline`] (the cutover timeline and shown phase), [`assets`] (the
+//! stylesheet), [`auth`] (tokens, cookie, CSRF).
 
 mod api;
 mod assets;
 mod auth;
 mod forms;
 mod pages;
+mod timeline;
 mod views;
 
 use crate::fleet::FleetDb;
@@ -92,6 +94,7 @@ pub fn router(app: App) -> Router {
         .route("/batches/{name}", get(pages::batch))
         .route("/batches/{name}/action", post(pages::action))
         .route("/batches/{name}/schedule", post(pages::schedule))
+        .route("/batches/{name}/dns", post(pages::dns_params))
         .route("/batches/{name}/report.csv", get(pages::report_csv))
         .route("/batches/{name}/report.json", get(pages::report_json))
         .route("/mailboxes/{id}", get(pages::mailbox))

@@ -5,7 +5,10 @@
 use super::App;
 use super::api::{ApiError, csv_response, known};
 use super::auth::{COOKIE, Caller, check_form};
-use super::forms::{CsrfForm, LoginForm, PageQuery, PasswordForm, ScheduleForm, schedule_change};
+use super::forms::{
+    CsrfForm, DnsForm, LoginForm, PageQuery, PasswordForm, ScheduleForm, schedule_change,
+};
+use super::timeline::{date_text, phase_text, relative};
 use super::views::{
     PAGE, bar, batch_body, login_page, mailbox_body, message_page, page, urlencode,
 };
@@ -89,6 +92,8 @@ pub(crate) async fn home(
         views.push(ops::batch_view(&*app.store, &n, ops::Page::NONE).await?);
     }
     let domains = app.store.domains().await?;
+    let checks = app.dns.lock().map(|m| m.clone()).unwrap_or_default();
+    let now = ops::now();
     let body = html! {
         h1 { "Batches" }
         @if views.is_empty() { p.muted { "No batch yet: import a CSV below." } }
@@ -116,7 +121,10 @@ pub(crate) async fn home(
                 thead { tr { th { "Domain" } th { "Cutover phase" } th { "Since" } th { "Switch" } } }
                 tbody {
                     @for d in &domains {
-                        tr { td { (d.config.name) } td { span.state { (d.phase.as_str()) } } td { (ops::stamp(d.phase_since)) } td { (d.config.switch_at.clone().unwrap_or_else(|| "-".into())) } }
+                        @let (phase, class) = phase_text(d.phase, checks.get(&d.config.name).map(|(_, r)| r));
+                        @let switch = d.config.switch_at.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+                        tr { td { (d.config.name) } td { span class=(format!("state {class}")) { (phase) } } td { (ops::stamp(d.phase_since)) }
+                             td { @match switch { Some(t) => { (date_text(t.timestamp(), now)) " " span.muted { "(" (relative(t.timestamp(), now)) ")" } }, None => "-" } } }
                     }
                 }
             }
@@ -129,7 +137,7 @@ pub(crate) async fn home(
                 fieldset {
                     label { "Batch name" input #batch-name name="name" required; }
                     label { "CSV file" input #csv-file type="file" name="file" accept=".csv,.txt,text/csv" required; }
-                    label { "Domain (optional)" input name="domain"; }
+                    label { "Domain (optional)" input #import-domain name="domain"; }
                     label { "Old server (when the file has none)" input name="source_host"; }
                     label { "New server (when the file has none)" input name="dest_host"; }
                     label { "Old server port" input name="source_port" inputmode="numeric"; }
@@ -412,6 +420,61 @@ pub(crate) async fn schedule(
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             message_page("Schedule not saved", &format!("{e:#}")),
+        )
+            .into_response(),
+    }
+}
+
+/// The batch page's "DNS check parameters" form: stored on the batch's domain.
+pub(crate) async fn dns_params(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<DnsForm>,
+) -> Response {
+    if let Err(r) = check_form(&c, &headers, &f.csrf) {
+        return r.into_response();
+    }
+    if let Err(e) = known(&app, &name).await {
+        return e.into_response();
+    }
+    let params = match f.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                message_page("DNS parameters not saved", &e),
+            )
+                .into_response();
+        }
+    };
+    let domain = match ops::batch_view(&*app.store, &name, ops::Page::NONE).await {
+        Ok(v) => v.domain.map(|d| d.config.name),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(domain) = domain else {
+        return (
+            StatusCode::CONFLICT,
+            message_page(
+                "DNS parameters not saved",
+                &format!("batch {name} has no domain cutover to record them on"),
+            ),
+        )
+            .into_response();
+    };
+    match ops::set_dns_params(&*app.store, &domain, &params).await {
+        Ok(()) => {
+            // The latest check was made with the old parameters: it no longer says
+            // whether the domain is ready.
+            if let Ok(mut m) = app.dns.lock() {
+                m.remove(&domain);
+            }
+            Redirect::to(&format!("/batches/{}", urlencode(&name))).into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            message_page("DNS parameters not saved", &format!("{e:#}")),
         )
             .into_response(),
     }

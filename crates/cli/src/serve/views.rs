@@ -2,6 +2,7 @@
 //! body and the small formatters they share. maud escapes every value; no script.
 
 use super::auth::Caller;
+use super::timeline;
 use axum::response::Html;
 use mailshift_engine::batches::{self as ops, BatchView};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -130,11 +131,9 @@ pub(crate) fn batch_body(
             " "
         }
     };
-    let plan: Option<mailshift_core::cutover::CutoverPlan> = v
-        .domain
-        .as_ref()
-        .and_then(|d| d.plan.as_deref())
-        .and_then(|p| serde_json::from_str(p).ok());
+    let now = ops::now();
+    let (plan, derived) = domain_plan(v.domain.as_ref());
+    let report = dns.map(|(_, r)| r);
     html! {
         h1 { "Batch " (v.name) " " span #batch-state class=(format!("state {}", v.state)) { (v.state) } }
         @if verifying { p.flash { "Checking the credentials of every mailbox…" } }
@@ -157,9 +156,9 @@ pub(crate) fn batch_body(
             a #report-csv href=(format!("/batches/{}/report.csv", urlencode(&v.name))) { "Report (CSV)" } " · "
             a href=(format!("/batches/{}/report.json", urlencode(&v.name))) { "Report (JSON)" }
         }
-        p.muted {
+        p.muted #schedule-line {
             "Start " (when(b.start_at)) " · every " (b.interval_secs.map(duration).unwrap_or_else(|| "scheduler's interval".into()))
-            " · switch " (when(b.switch_at)) " · complete " (when(b.complete_at))
+            " · switch " (switch_text(b.switch_at, v.domain.as_ref())) " · complete " (when(b.complete_at))
             " · " (b.concurrency.map(|n| format!("{n} mailboxes at once")).unwrap_or_else(|| "no concurrency cap".into()))
             @if let Some(h) = b.host_concurrency { " · " (h) " per old server" }
         }
@@ -182,21 +181,25 @@ pub(crate) fn batch_body(
             }
         }
         @if let Some(d) = &v.domain {
+            @let (phase, phase_class) = timeline::phase_text(d.phase, report);
             h2 { "Domain " (d.config.name) }
-            p { "Cutover phase " span.state { (d.phase.as_str()) } " since " (ops::stamp(d.phase_since))
+            p { "Cutover phase " span #cutover-phase class=(format!("state {phase_class}")) { (phase) } " since " (ops::stamp(d.phase_since))
                 @if let Some(s) = d.switched_at { " · MX switch seen " (ops::stamp(s)) } }
             p {
                 (action("dns-check", "Check DNS now", d.config.new_mx.is_some()))
-                @if d.config.new_mx.is_none() { span.muted { "record the new MX with mailshift plan --database … --new-mx HOST to check DNS" } }
+                @if d.config.new_mx.is_none() { span.muted { "set the new MX below to check DNS" } }
             }
             @if let Some((at, r)) = dns {
-                p { "DNS readiness " span class=(format!("state {}", level(&r.level))) { (level(&r.level)) } span.muted { " checked " (ops::stamp(*at)) } }
+                p { "DNS readiness " span #dns-level class=(format!("state {}", level(&r.level))) { (level(&r.level)) }
+                    span.muted { " checked " (ops::stamp(*at)) " · " (timeline::dns_errors(r)) " error(s)" } }
                 table #dns { thead { tr { th { "Check" } th { "Level" } th { "Finding" } } }
-                    tbody { @for f in &r.findings { tr { td { (f.check) } td { span class=(format!("state {}", level(&f.level))) { (level(&f.level)) } } td { (f.message) @if let Some(fix) = &f.fix { br; span.muted { (fix) } } } } } } }
+                    tbody { @for f in &r.findings { tr { td { (f.check) } td { span class=(format!("state {}", level(&f.level))) { (level(&f.level)) } } td { (timeline::with_code(&f.message)) @if let Some(fix) = &f.fix { br; span.muted { (timeline::with_code(fix)) } } } } } } }
             }
+            @if !c.read_only { (dns_form(&v.name, &d.config, c)) }
             @if let Some(p) = &plan {
                 h2 { "Timeline" }
-                table #timeline { tbody { @for s in &p.steps { tr { td { (s.day) } td { (s.at.to_rfc3339()) } td { (s.what) } } } } }
+                @if derived { p.muted { "Derived from the switch date with the default options; " code { "mailshift plan --database …" } " records one with yours." } }
+                (timeline::timeline(p, &timeline::Evidence::new(d.phase, report, v.totals.mailboxes > 0 && v.totals.synced == v.totals.mailboxes), now))
             }
         }
         h2 { "Mailboxes" }
@@ -218,7 +221,7 @@ pub(crate) fn batch_body(
                         td { (bar(m.progress.percent)) @if let Some(p) = m.progress.percent { span.muted { (p) "%" } } }
                         td { (m.progress.messages_copied) @if let Some(t) = m.progress.messages_total { " / " (t) } br;
                              span.muted { (size(m.progress.bytes_copied)) @if let Some(t) = m.progress.bytes_total { " / " (size(t)) } } }
-                        td { @if let Some(r) = m.progress.rate { (format!("{r:.1} msg/s")) } @else { "-" }
+                        td.rate { @if let Some(r) = m.progress.rate { (format!("{r:.1} msg/s")) } @else { "-" }
                              @if let Some(e) = m.progress.eta_secs { br; span.muted { "ETA " (duration(e)) } } }
                         td { (when(m.last_pass_at)) }
                         td {
@@ -319,9 +322,143 @@ pub(crate) fn mailbox_body(d: &ops::MailboxDetail, c: &Caller) -> Markup {
     }
 }
 
+/// The batch's switch date, or else its domain's (saying so: the batch page must not
+/// show "switch -" for a domain whose switch is planned).
+fn switch_text(
+    batch: Option<i64>,
+    domain: Option<&mailshift_core::cutover::DomainRecord>,
+) -> String {
+    if let Some(t) = batch {
+        return ops::stamp(t);
+    }
+    domain
+        .and_then(|d| Some((d, domain_switch(d)?)))
+        .map(|(d, t)| {
+            format!(
+                "{} (from domain {}'s cutover)",
+                ops::stamp(t),
+                d.config.name
+            )
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The domain's recorded switch date (RFC 3339 in its configuration), in unix seconds.
+fn domain_switch(d: &mailshift_core::cutover::DomainRecord) -> Option<i64> {
+    d.config
+        .switch_at
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp())
+}
+
+/// The domain's plan as `mailshift plan` stored it; else, or when the switch date was
+/// moved since (a batch's schedule records it on the domain, not in the plan), one
+/// derived from the recorded switch date with the default options (true): the timeline
+/// never shows dates around a switch that is no longer planned.
+fn domain_plan(
+    d: Option<&mailshift_core::cutover::DomainRecord>,
+) -> (Option<mailshift_core::cutover::CutoverPlan>, bool) {
+    use mailshift_core::cutover;
+    let Some(d) = d else { return (None, false) };
+    let switch = d
+        .config
+        .switch_at
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let stored: Option<cutover::CutoverPlan> =
+        d.plan.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    if let Some(p) = stored
+        && switch.is_none_or(|s| s == p.switch_at)
+    {
+        return (Some(p), false);
+    }
+    let Some(switch) = switch else {
+        return (None, false);
+    };
+    let mut o = cutover::PlanOptions::new(switch);
+    // Bounded: a nonsense period must not overflow the plan's date arithmetic.
+    let secs = d.config.dual_reception_secs.min(365 * 86_400);
+    o.dual_reception = chrono::Duration::seconds(i64::try_from(secs).unwrap_or(0));
+    (Some(cutover::plan(&d.config.name, &o)), true)
+}
+
+/// The form that sets what "Check DNS now" checks: the new MX, the SPF include and the
+/// DKIM selectors, stored on the domain's cutover.
+fn dns_form(batch: &str, d: &mailshift_core::cutover::DomainConfig, c: &Caller) -> Markup {
+    html! {
+        details #dns-params open[d.new_mx.is_none()] {
+            summary { "DNS check parameters" }
+            form #dns-form method="post" action=(format!("/batches/{}/dns", urlencode(batch))) {
+                input type="hidden" name="csrf" value=(c.csrf);
+                fieldset {
+                    label { "New MX host" input #new-mx name="new_mx" value=(d.new_mx.clone().unwrap_or_default()) placeholder="mx.new.example" required; }
+                    label { "SPF include (optional)" input #spf-include name="spf_include" value=(d.spf_include.clone().unwrap_or_default()) placeholder="spf.new.example"; }
+                    label { "DKIM selectors (optional)" input #dkim-selectors name="dkim_selectors" value=(d.dkim_selectors.join(", ")) placeholder="selector1, selector2"; }
+                }
+                p.muted { "Stored on the domain's cutover (as " code { "mailshift plan --new-mx" } " records it). Empty optional fields are cleared." }
+                p { button #save-dns type="submit" { "Save DNS parameters" } }
+            }
+        }
+    }
+}
+
 fn level(l: &mailshift_core::cutover::Level) -> String {
     serde_json::to_value(l)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use mailshift_core::cutover::{DomainConfig, DomainRecord, Phase, PlanOptions, plan};
+
+    fn domain(switch_at: Option<&str>, planned: Option<&str>) -> DomainRecord {
+        DomainRecord {
+            config: DomainConfig {
+                name: "example.com".into(),
+                switch_at: switch_at.map(str::to_string),
+                dual_reception_secs: 72 * 3600,
+                ..Default::default()
+            },
+            phase: Phase::Syncing,
+            phase_since: 0,
+            switched_at: None,
+            final_pass_at: None,
+            plan: planned.map(|s| {
+                let at = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+                serde_json::to_string(&plan("example.com", &PlanOptions::new(at))).unwrap()
+            }),
+            report: None,
+        }
+    }
+
+    #[test]
+    fn the_schedule_line_falls_back_to_the_domains_switch_and_says_so() {
+        let d = domain(Some("2026-12-05T06:00:00+01:00"), None);
+        assert_eq!(
+            switch_text(None, Some(&d)),
+            "2026-12-05 05:00 UTC (from domain example.com's cutover)"
+        );
+        assert_eq!(switch_text(Some(0), Some(&d)), "1970-01-01 00:00 UTC");
+        assert_eq!(switch_text(None, Some(&domain(None, None))), "-");
+        assert_eq!(switch_text(None, None), "-");
+    }
+
+    #[test]
+    fn the_timeline_follows_the_recorded_switch() {
+        let planned = "2026-12-05T06:00:00+01:00";
+        let (p, derived) = domain_plan(Some(&domain(Some(planned), Some(planned))));
+        assert!(!derived);
+        assert_eq!(p.unwrap().switch_at.to_rfc3339(), planned);
+        // Moved by a batch's schedule since: derived from the new date.
+        let moved = "2026-12-12T05:00:00+00:00";
+        let (p, derived) = domain_plan(Some(&domain(Some(moved), Some(planned))));
+        assert!(derived);
+        assert_eq!(p.unwrap().switch_at.to_rfc3339(), moved);
+        assert_eq!(domain_plan(Some(&domain(None, None))).0, None);
+    }
 }
