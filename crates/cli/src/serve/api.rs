@@ -194,7 +194,8 @@ pub(crate) async fn schedule(
 
 #[derive(Deserialize, Default)]
 pub(crate) struct ActBody {
-    /// Unix seconds: start then instead of now (`start` only).
+    /// Start then instead of now (`start` and `resume`): RFC 3339 or unix seconds.
+    #[serde(default, with = "mailshift_core::time::unix_opt")]
     at: Option<i64>,
 }
 
