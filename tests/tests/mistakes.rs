@@ -185,9 +185,11 @@ async fn a_log_file_gets_plain_lines_and_periodic_progress() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\u{1b}'), "colour codes in a log:\n{err}");
     assert!(err.contains(" INFO "), "no log lines at info:\n{err}");
+    // Before the copy, the folders being created ("progress: creating folders on the
+    // new server: 3 of 12"); then the messages.
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| l.starts_with("progress: "))
+        .filter(|l| l.starts_with("progress: ") && !l.contains("creating folders"))
         .collect();
     assert!(
         lines.len() >= 2,
@@ -244,4 +246,76 @@ fn a_fleet_mailbox_that_would_log_in_in_plain_text_names_the_fleet_option() {
         "{}",
         text(&out)
     );
+    // Not a refused password: the login was never tried.
+    assert!(text(&out).contains("login failed/failed"), "{}", text(&out));
+}
+
+/// What people and servers named reaches the terminal escaped (an escape sequence in a
+/// spreadsheet's user name cannot recolour or retitle it), and `status` lines its
+/// columns up whatever the lengths of the addresses.
+#[test]
+fn escape_sequences_never_reach_the_terminal_and_status_columns_line_up() {
+    if skip() {
+        return;
+    }
+    let fleet = new_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("mixed.csv");
+    std::fs::write(
+        &csv,
+        "source_host,source_user,source_password,dest_host,dest_user,dest_password,tls\n\
+         old.example,ann,Pw-ann-1,new.example,ann@acme.example,Pw-ann-2,starttls\n\
+         old.example,evil\u{1b}]0;pwned\u{7}\u{1b}[2J,Pw-evil-1,new.example,evil@acme.example,Pw-evil-2,starttls\n\
+         a-much-longer-old-server-name.example,bartholomew.longname,Pw-bart-1,new.example,bart@acme.example,Pw-bart-2,starttls\n",
+    )
+    .unwrap();
+    let mut all = String::new();
+    for args in [
+        &["batch", "import", csv.to_str().unwrap(), "--name", "mixed"][..],
+        &["batch", "status", "mixed"][..],
+        &["status"][..],
+    ] {
+        let out = fleet.run(args, &[]);
+        assert!(
+            !text(&out).contains('\u{1b}') && !text(&out).contains('\u{7}'),
+            "`{}` printed a raw control character:\n{}",
+            args.join(" "),
+            text(&out).escape_debug()
+        );
+        assert!(!text(&out).contains("Pw-"), "a password in the output");
+        all.push_str(&text(&out));
+    }
+    // The refused row is named by its line, its control characters shown, not run.
+    assert!(all.contains("line 3"), "{all}");
+    assert!(all.contains("\\u{1b}"), "{all}");
+
+    let out = fleet.run(&["status"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let table: Vec<&str> = stdout.lines().collect();
+    let header = table
+        .iter()
+        .position(|l| l.starts_with("mailbox (source)"))
+        .unwrap_or_else(|| panic!("no status table:\n{}", text(&out)));
+    let rows = &table[header + 1..];
+    assert_eq!(rows.len(), 2, "{}", text(&out));
+    // Every column starts where its header starts: `status` left-aligned, the counts
+    // right-aligned (ending where their header ends).
+    let at = |line: &str, col: &str| line.find(col).unwrap();
+    let status_at = at(table[header], "status");
+    let copied_end = at(table[header], "copied") + "copied".len();
+    for r in rows {
+        assert_eq!(
+            r[status_at..].split_whitespace().next(),
+            Some("pending"),
+            "misaligned:\n{}\n{r}",
+            table[header]
+        );
+        assert!(
+            r.chars().nth(status_at - 1) == Some(' ')
+                && r.chars().nth(copied_end - 1) == Some('0')
+                && r.chars().nth(copied_end) == Some(' '),
+            "misaligned:\n{}\n{r}",
+            table[header]
+        );
+    }
 }

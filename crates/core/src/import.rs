@@ -324,6 +324,13 @@ fn row(
         if host.contains(['/', ' ', '@']) {
             return Err(format!("host '{host}' is not a host name"));
         }
+        if host.contains(char::is_control) || user.contains(char::is_control) {
+            // No server accepts them in a login, and CR/LF would end the LOGIN line.
+            return Err(format!(
+                "user {user:?} at {host:?} contains a control character, which no server \
+                 accepts in a login; check the spreadsheet's cell"
+            ));
+        }
         if user.contains(char::is_whitespace) {
             return Err(format!("user '{user}' contains spaces"));
         }
@@ -393,6 +400,22 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].line, 2);
         assert!(errors[0].reason.contains("--source-host and --dest-host"));
+    }
+
+    #[test]
+    fn control_characters_in_a_user_are_refused_with_the_line() {
+        let csv = "source_host,source_user,source_password,dest_host,dest_user,dest_password\n\
+                   old.example,ev\u{1b}[2Jil,pw1,new.example,evil@new.example,pw2\n\
+                   old.example,ann,pw1,new.example,ann@new.example,pw2\n";
+        let (rows, errors) = parse(csv.as_bytes(), &Defaults::default());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, 2);
+        assert!(
+            errors[0].reason.contains("\"ev\\u{1b}[2Jil\""),
+            "{:?}",
+            errors[0]
+        );
     }
 
     #[test]
