@@ -1115,7 +1115,23 @@ pub fn caps_text(c: &mailshift_core::ports::Capabilities) -> Vec<&'static str> {
 #[serde(rename_all = "lowercase")]
 pub enum Login {
     Ok,
+    /// The server refused the credentials: a password (or token) to fix.
     Refused,
+    /// The login was never tried: the server could not be reached, TLS failed, or a
+    /// plain-text login was not allowed (the problem says which).
+    Failed,
+}
+
+impl Login {
+    /// How a failed connection counts: a refusal only when the server said no to the
+    /// credentials.
+    pub fn after(e: &mailshift_core::Error) -> Login {
+        if e.kind == mailshift_core::ErrorKind::Auth {
+            Login::Refused
+        } else {
+            Login::Failed
+        }
+    }
 }
 
 impl Login {
@@ -1123,10 +1139,11 @@ impl Login {
         match self {
             Login::Ok => "ok",
             Login::Refused => "refused",
+            Login::Failed => "failed",
         }
     }
 
-    /// `ok`, `refused`, or `-` when it was not tried.
+    /// `ok`, `refused`, `failed`, or `-` when it was not tried.
     pub fn text(login: Option<Login>) -> &'static str {
         login.map_or("-", Login::as_str)
     }
@@ -1194,7 +1211,7 @@ pub async fn check_mailbox(connectors: &dyn Connectors, m: &MailboxRecord) -> Re
     let (s, t) = tokio::join!(connector.source(), connector.target());
     match s {
         Err(e) => {
-            out.source_login = Some(Login::Refused);
+            out.source_login = Some(Login::after(&e));
             out.problems.push(e.message);
         }
         Ok(mut src) => {
@@ -1212,7 +1229,7 @@ pub async fn check_mailbox(connectors: &dyn Connectors, m: &MailboxRecord) -> Re
     }
     match t {
         Err(e) => {
-            out.dest_login = Some(Login::Refused);
+            out.dest_login = Some(Login::after(&e));
             out.problems.push(e.message);
         }
         Ok(mut dst) => {
