@@ -118,6 +118,12 @@ async fn migrate_and_verify_print_documents_of_their_schemas_in_success_and_fail
         .collect();
     assert!(!failures.is_empty(), "{doc:#}");
     assert_utc(&doc, "migrate");
+    // Durations to the millisecond, not 15 decimals.
+    let elapsed = doc["elapsed_secs"].as_f64().unwrap();
+    assert!(
+        ((elapsed * 1000.0).round() - elapsed * 1000.0).abs() < 1e-6,
+        "elapsed_secs = {elapsed}"
+    );
 
     // Verify: a message that arrived since is missing, with its dates.
     imap::append(

@@ -466,6 +466,12 @@ async fn ctrl_c_stops_after_a_checkpoint_and_a_rerun_finishes() {
 
     let out = pair.migrate(&[]);
     assert!(out.status.success(), "re-run failed:\n{}", text(&out));
+    // Counts as people read them, like verify's.
+    assert!(
+        text(&out).contains("1,200 messages on the destination"),
+        "{}",
+        text(&out)
+    );
     let dst = imap::snapshot(pair.dst.port(), "alice", DST_PW)
         .await
         .unwrap();

@@ -35,6 +35,8 @@ struct Totals {
     done: u64,
     folders: u64,
     folders_done: u64,
+    /// Folders created on the new server so far, of how many (before the copy).
+    preparing: Option<(u64, u64)>,
 }
 
 /// The periodic one-line progress off a terminal: a thread that wakes every `every`
@@ -82,10 +84,18 @@ impl Lines {
 }
 
 /// `progress: 1,234 of 3,025 messages (40%), 3 of 12 folders done, 250 msg/s, ETA 7s`;
-/// None before the plan is known.
+/// before that, the folders being created on the new server; None before anything is
+/// known.
 fn progress_line(t: &Totals, elapsed: Duration) -> Option<String> {
     use crate::output::thousands;
-    let total = t.total?;
+    let Some(total) = t.total else {
+        let (done, of) = t.preparing?;
+        return Some(format!(
+            "progress: creating folders on the new server: {} of {}",
+            thousands(done),
+            thousands(of)
+        ));
+    };
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = t.done as f64 / secs;
     let percent = (t.done.min(total) * 100).checked_div(total).unwrap_or(100);
@@ -239,6 +249,9 @@ impl Progress for TerminalProgress {
     }
 
     fn preparing(&self, done: u64, total: u64) {
+        if let Some(l) = &self.lines {
+            l.update(|t| t.preparing = Some((done, total)));
+        }
         if let Some(o) = &self.overall {
             o.set_message(format!(
                 "creating folders on the new server: {done}/{total}"
@@ -415,6 +428,11 @@ mod line_tests {
     fn the_periodic_line_says_totals_rate_and_eta() {
         let mut t = Totals::default();
         assert_eq!(progress_line(&t, Duration::from_secs(1)), None);
+        t.preparing = Some((1234, 10_000));
+        assert_eq!(
+            progress_line(&t, Duration::from_secs(1)).unwrap(),
+            "progress: creating folders on the new server: 1,234 of 10,000"
+        );
         t.total = Some(3025);
         t.done = 1234;
         t.folders = 12;
