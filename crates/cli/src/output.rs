@@ -191,8 +191,11 @@ pub fn print_summary(s: &MigrationSummary) {
     if !s.excluded.is_empty() {
         out.push_str(&format!("\nexcluded folders: {}", s.excluded.join(", ")));
     }
+    // What stopped the run is a diagnostic (stderr), like verify's; the table and the
+    // verdict are the result (stdout).
+    let mut diagnostics = String::new();
     for e in &s.errors {
-        out.push_str(&format!("\nerror: {} [{}]", e.message, e.kind));
+        diagnostics.push_str(&format!("error: {} [{}]\n", e.message, e.kind));
     }
     for (folder, expected, held) in s.count_mismatches() {
         let why = if held > expected {
@@ -263,7 +266,8 @@ pub fn print_summary(s: &MigrationSummary) {
     out.push_str(&verdict);
     // The result is the command's output (stdout, like `verify`'s); progress and
     // diagnostics go to stderr.
-    print!("{}", terminal_safe(&out));
+    eprint!("{}", terminal_safe(&diagnostics));
+    print!("{}", terminal_safe(out.trim_start_matches('\n')));
 }
 
 #[cfg(test)]
