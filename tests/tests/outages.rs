@@ -85,8 +85,8 @@ async fn converge(
     let problem = loop {
         let out = fleet.run(&["status", "--json"], &[]);
         if out.status.success() {
-            let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let rows = rows.as_array().unwrap();
+            let doc = mailshift_tests::schema::check(&out.stdout);
+            let rows = doc["mailboxes"].as_array().unwrap();
             let bad = rows
                 .iter()
                 .find(|r| r["status"] == "failed" || r["dead_jobs"] != 0);
@@ -213,8 +213,9 @@ fn statuses(fleet: &Fleet) -> Vec<String> {
     if !out.status.success() {
         return Vec::new();
     }
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    rows.as_array()
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    doc["mailboxes"]
+        .as_array()
         .map(|a| {
             a.iter()
                 .map(|r| r["status"].as_str().unwrap_or("").to_string())
@@ -290,8 +291,8 @@ async fn a_scheduler_stopped_or_killed_while_it_publishes_leaves_no_pass_half_do
     stop(scheduler, worker);
     // Each mailbox counts exactly its source's messages, however often a job ran.
     let out = fleet.run(&["status", "--json"], &[]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for r in rows.as_array().unwrap() {
+    let doc = mailshift_tests::schema::check(&out.stdout);
+    for r in doc["mailboxes"].as_array().unwrap() {
         let user = r["source"].as_str().unwrap().split('@').next().unwrap();
         let user = user.trim_start_matches("imap://");
         let i = users.iter().position(|u| *u == user).unwrap();
