@@ -223,18 +223,25 @@ impl Fleet {
     }
 
     pub fn add(&self, src: &Dovecot, dst: &Dovecot, user: &str, spw: &str, dpw: &str) {
+        self.add_with(src, dst, user, spw, dpw, &["--batch", "test"]);
+    }
+
+    /// `mailbox add` with other options (`--batch NAME`, `--domain DOMAIN`).
+    pub fn add_with(
+        &self,
+        src: &Dovecot,
+        dst: &Dovecot,
+        user: &str,
+        spw: &str,
+        dpw: &str,
+        extra: &[&str],
+    ) {
+        let mut args = vec!["mailbox", "add", "--from"];
+        let (from, to) = (src.url(user), dst.url(user));
+        args.extend([from.as_str(), "--to", to.as_str(), "--allow-plaintext"]);
+        args.extend_from_slice(extra);
         let out = self.run(
-            &[
-                "mailbox",
-                "add",
-                "--from",
-                &src.url(user),
-                "--to",
-                &dst.url(user),
-                "--allow-plaintext",
-                "--batch",
-                "test",
-            ],
+            &args,
             &[
                 ("MAILSHIFT_FROM_PASSWORD", spw),
                 ("MAILSHIFT_TO_PASSWORD", dpw),

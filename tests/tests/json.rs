@@ -232,26 +232,14 @@ async fn fleet_commands_print_documents_of_their_schemas() {
     );
     assert!(out.status.success(), "plan: {}", text(&out));
     for u in ["ivy", "joe"] {
-        let out = fleet.run(
-            &[
-                "mailbox",
-                "add",
-                "--from",
-                &src.url(u),
-                "--to",
-                &dst.url(u),
-                "--allow-plaintext",
-                "--batch",
-                "jb",
-                "--domain",
-                "json.test",
-            ],
-            &[
-                ("MAILSHIFT_FROM_PASSWORD", &src_pw(u)),
-                ("MAILSHIFT_TO_PASSWORD", &dst_pw(u)),
-            ],
+        fleet.add_with(
+            &src,
+            &dst,
+            u,
+            &src_pw(u),
+            &dst_pw(u),
+            &["--batch", "jb", "--domain", "json.test"],
         );
-        assert!(out.status.success(), "mailbox add: {}", text(&out));
     }
     let out = fleet.run(&["scheduler", "--once", "--queue", &fleet.queue], &[]);
     assert!(out.status.success(), "scheduler: {}", text(&out));

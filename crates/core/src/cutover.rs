@@ -725,3 +725,166 @@ mod tests {
         assert!(Phase::DualReception.dual_reception() && !Phase::Ready.dual_reception());
     }
 }
+
+/// What a domain's DNS check looks for besides the MX: set on the dashboard, or by
+/// `mailshift plan`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsParams {
+    pub new_mx: String,
+    pub spf_include: Option<String>,
+    pub dkim_selectors: Vec<String>,
+}
+
+impl DnsParams {
+    /// The parameters as a person typed them (selectors separated by commas or spaces),
+    /// normalised: lower case, no trailing dot, no repeated selector; what is wrong
+    /// otherwise, naming the field.
+    pub fn parse(
+        new_mx: &str,
+        spf_include: &str,
+        dkim_selectors: &str,
+    ) -> Result<DnsParams, String> {
+        let new_mx = new_mx.trim();
+        if new_mx.is_empty() {
+            return Err(
+                "new MX host: enter the new provider's MX host, e.g. mx.new.example".into(),
+            );
+        }
+        let new_mx = host("new MX host", new_mx, false)?;
+        let spf_include = match spf_include.trim() {
+            "" => None,
+            v => Some(host("SPF include", v, true)?),
+        };
+        let selectors = dkim_selectors;
+        let mut dkim_selectors = Vec::new();
+        for sel in selectors
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
+            let sel = selector(sel)?;
+            if !dkim_selectors.contains(&sel) {
+                dkim_selectors.push(sel);
+            }
+        }
+        if dkim_selectors.len() > MAX_SELECTORS {
+            return Err(format!(
+                "DKIM selectors: at most {MAX_SELECTORS}, {} given",
+                dkim_selectors.len()
+            ));
+        }
+        Ok(DnsParams {
+            new_mx,
+            spf_include,
+            dkim_selectors,
+        })
+    }
+}
+
+/// More selectors than this is a paste gone wrong, not a provider's setup (each one is a
+/// DNS query per check).
+const MAX_SELECTORS: usize = 10;
+
+/// Whether `label` is a DNS label: 1 to 63 letters, digits and hyphens (underscores too
+/// where `underscore`, as in `_spf.provider.example`), not starting or ending with a hyphen.
+fn dns_label(label: &str, underscore: bool) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscore && b == b'_'))
+}
+
+/// A host name of two labels or more, lower-cased and without its trailing dot.
+fn host(what: &str, v: &str, underscore: bool) -> Result<String, String> {
+    let h = v.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = h.split('.').collect();
+    if h.len() > 253 || labels.len() < 2 || !labels.iter().all(|l| dns_label(l, underscore)) {
+        return Err(format!(
+            "{what}: '{v}' is not a host name (letters, digits and hyphens in dot-separated \
+             parts, e.g. mx.new.example)"
+        ));
+    }
+    Ok(h)
+}
+
+/// A DKIM selector (RFC 6376: one or more dot-separated labels), lower-cased.
+fn selector(v: &str) -> Result<String, String> {
+    let s = v.to_ascii_lowercase();
+    if s.len() > 253 || !s.split('.').all(|l| dns_label(l, true)) {
+        return Err(format!(
+            "DKIM selectors: '{v}' is not a selector (letters, digits, hyphens and \
+             underscores, e.g. selector1); separate several with commas"
+        ));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod dns_params_tests {
+    use super::*;
+
+    fn form(mx: &str, spf: &str, dkim: &str) -> (String, String, String) {
+        (mx.into(), spf.into(), dkim.into())
+    }
+
+    trait Parse {
+        fn parse(&self) -> Result<DnsParams, String>;
+    }
+
+    impl Parse for (String, String, String) {
+        fn parse(&self) -> Result<DnsParams, String> {
+            DnsParams::parse(&self.0, &self.1, &self.2)
+        }
+    }
+
+    #[test]
+    fn dns_parameters_are_normalised() {
+        let p = form(
+            " MX.New.Example. ",
+            "_spf.Provider.example",
+            "sel1, sel2 sel1,,s-3._x",
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(p.new_mx, "mx.new.example");
+        assert_eq!(p.spf_include.as_deref(), Some("_spf.provider.example"));
+        assert_eq!(p.dkim_selectors, ["sel1", "sel2", "s-3._x"]);
+        let p = form("mx.new.example", " ", "").parse().unwrap();
+        assert_eq!((p.spf_include, p.dkim_selectors.len()), (None, 0));
+    }
+
+    #[test]
+    fn bad_dns_parameters_say_which_and_why() {
+        for (f, says) in [
+            (form("", "", ""), "new MX host: enter"),
+            (
+                form("bad host!", "", ""),
+                "new MX host: 'bad host!' is not a host name",
+            ),
+            (form("localhost", "", ""), "not a host name"),
+            (form("-mx.example", "", ""), "not a host name"),
+            (form("_mx.example", "", ""), "not a host name"),
+            (
+                form("mx.example", "spf..example", ""),
+                "SPF include: 'spf..example'",
+            ),
+            (form("mx.example", "", "sel1, s/2"), "DKIM selectors: 's/2'"),
+        ] {
+            let e = f.parse().map(|_| ()).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let many = (0..11)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            form("mx.example", "", &many)
+                .parse()
+                .unwrap_err()
+                .contains("at most 10")
+        );
+    }
+}

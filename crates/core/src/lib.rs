@@ -22,6 +22,7 @@ pub mod ports;
 pub mod provision;
 pub mod report;
 pub mod sieve;
+pub mod steps;
 pub mod submission;
 pub mod time;
 pub mod uidset;

@@ -311,13 +311,7 @@ pub async fn schedule(store: &Store, name: &str, c: &ScheduleChange) -> Result<B
     Ok(b)
 }
 
-/// What a domain's DNS check looks for, as the dashboard sets it (validated there).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DnsParams {
-    pub new_mx: String,
-    pub spf_include: Option<String>,
-    pub dkim_selectors: Vec<String>,
-}
+pub use mailshift_core::cutover::DnsParams;
 
 /// Records a domain's DNS check parameters on its cutover, where `mailshift plan` keeps
 /// them; its plan, phase and the rest of its configuration are kept.

@@ -2,11 +2,13 @@
 //! (`Sat 28 Nov 09:00 UTC`, `in 3 days`), a "today" marker between what is past and what
 //! is ahead, past steps not done named overdue, CLI commands as code.
 //!
-//! Pure: every function takes "now" (and what is known of the domain) as arguments, so
+//! Which steps are done or overdue is core's (`core::steps`); this module words and
+//! draws it. Pure: every function takes "now" (and what is known of the domain) as arguments, so
 //! the wording is unit-tested to the minute.
 
 use chrono::{DateTime, Datelike, Utc};
-use mailshift_core::cutover::{CutoverPlan, Level, Phase, Step};
+use mailshift_core::cutover::{CutoverPlan, Level, Phase};
+use mailshift_core::steps::{Evidence, Status, status};
 use maud::{Markup, html};
 
 /// `Sat 28 Nov 09:00 UTC` (with the year when it is not `now`'s): every time on the
@@ -77,61 +79,22 @@ pub(crate) fn with_code(text: &str) -> Markup {
 }
 
 /// Which step of [`mailshift_core::cutover::plan`]'s timeline a step is, by its day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Audit,
-    Ttl,
-    InitialSync,
-    Incremental,
-    Verify,
-    Switch,
-    DualReception,
-    Final,
-}
-
-pub(crate) fn kind(step: &Step) -> Option<Kind> {
-    Some(match step.day.as_str() {
-        "D-7" => Kind::Audit,
-        "D-5" => Kind::Ttl,
-        "D-3" => Kind::InitialSync,
-        "D-3..D-1" => Kind::Incremental,
-        "D-1" => Kind::Verify,
-        "D-Day" => Kind::Switch,
-        d if d.starts_with("D..D+") => Kind::DualReception,
-        d if d.starts_with("D+") => Kind::Final,
-        _ => return None,
-    })
-}
-
-/// What the dashboard knows of a domain's progress, to tell done steps from overdue ones.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Evidence {
-    pub phase: Phase,
-    /// Errors of the latest DNS check (None: not checked since serve started).
-    pub dns_errors: Option<usize>,
-    /// Whether the latest DNS check found the MX TTL low enough.
-    pub ttl_ok: Option<bool>,
-    /// Every mailbox of the batch has been copied at least once.
-    pub all_synced: bool,
-}
-
-impl Evidence {
-    pub(crate) fn new(
-        phase: Phase,
-        dns: Option<&mailshift_dns::check::Report>,
-        all_synced: bool,
-    ) -> Evidence {
-        Evidence {
-            phase,
-            dns_errors: dns.map(dns_errors),
-            ttl_ok: dns.and_then(|r| {
-                r.findings
-                    .iter()
-                    .find(|f| f.check == "ttl")
-                    .map(|f| f.level == Level::Ok)
-            }),
-            all_synced,
-        }
+/// What the page knows of the domain, for [`steps::status`].
+pub(crate) fn evidence(
+    phase: Phase,
+    dns: Option<&mailshift_dns::check::Report>,
+    all_synced: bool,
+) -> Evidence {
+    Evidence {
+        phase,
+        dns_errors: dns.map(dns_errors),
+        ttl_ok: dns.and_then(|r| {
+            r.findings
+                .iter()
+                .find(|f| f.check == "ttl")
+                .map(|f| f.level == Level::Ok)
+        }),
+        all_synced,
     }
 }
 
@@ -142,65 +105,14 @@ pub(crate) fn dns_errors(r: &mailshift_dns::check::Report) -> usize {
         .count()
 }
 
-/// Whether a step is known to be done (None: nothing here can tell).
-pub(crate) fn done(k: Kind, e: &Evidence) -> bool {
-    let clean_dns = e.dns_errors == Some(0);
-    match k {
-        Kind::Audit => clean_dns || e.phase >= Phase::Ready,
-        Kind::Ttl => e.ttl_ok == Some(true) || e.phase >= Phase::Switched,
-        Kind::InitialSync => e.all_synced || e.phase >= Phase::Ready,
-        Kind::Incremental => e.phase >= Phase::Ready,
-        Kind::Verify => e.phase >= Phase::Switched || (e.phase == Phase::Ready && clean_dns),
-        Kind::Switch => e.phase >= Phase::Switched,
-        Kind::DualReception | Kind::Final => e.phase >= Phase::Done,
-    }
-}
-
-/// Where a step stands at `now`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    Done,
-    /// Its time (its end, for a period) has passed and it is not known to be done.
-    Overdue,
-    /// A period that has begun and not ended.
-    InProgress,
-    Ahead,
-    /// Past, and nothing tells whether it was done.
-    Past,
-}
-
-impl Status {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Done => "done",
-            Status::Overdue => "overdue",
-            Status::InProgress => "in progress",
-            Status::Ahead => "ahead",
-            Status::Past => "past",
-        }
-    }
-
-    fn class(self) -> &'static str {
-        match self {
-            Status::Done => "done",
-            Status::Overdue => "overdue",
-            Status::InProgress => "current",
-            Status::Ahead => "ahead",
-            Status::Past => "past",
-        }
-    }
-}
-
-pub(crate) fn status(step: &Step, e: &Evidence, now: i64) -> Status {
-    let start = step.at.timestamp();
-    let end = step.until.map_or(start, |u| u.timestamp());
-    let known = kind(step).map(|k| done(k, e));
-    match known {
-        Some(true) => Status::Done,
-        _ if start > now => Status::Ahead,
-        _ if end > now => Status::InProgress,
-        Some(false) => Status::Overdue,
-        None => Status::Past,
+/// The row's style.
+fn class(s: Status) -> &'static str {
+    match s {
+        Status::Done => "done",
+        Status::Overdue => "overdue",
+        Status::InProgress => "current",
+        Status::Ahead => "ahead",
+        Status::Past => "past",
     }
 }
 
@@ -226,7 +138,7 @@ pub(crate) fn timeline(p: &CutoverPlan, e: &Evidence, now: i64) -> Markup {
                 @for (i, s) in p.steps.iter().enumerate() {
                     @if i == marker_at { (today) }
                     @let st = status(s, e, now);
-                    tr class=(format!("step {}", st.class())) data-day=(s.day) {
+                    tr class=(format!("step {}", class(st))) data-day=(s.day) {
                         td { (s.day) }
                         td {
                             (date_text(s.at.timestamp(), now)) br;
@@ -236,7 +148,7 @@ pub(crate) fn timeline(p: &CutoverPlan, e: &Evidence, now: i64) -> Markup {
                             }
                         }
                         td { (with_code(&s.what)) }
-                        td { span class=(format!("state {}", st.class())) { (st.as_str()) } }
+                        td { span class=(format!("state {}", class(st))) { (st.as_str()) } }
                     }
                 }
                 @if marker_at == p.steps.len() { (today) }
@@ -329,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn past_steps_not_done_are_overdue_and_the_marker_sits_between() {
+    fn overdue_steps_are_named_and_the_marker_sits_between() {
         let p = plan(
             "example.com",
             &PlanOptions::new(DateTime::parse_from_rfc3339("2026-12-05T06:00:00+01:00").unwrap()),
@@ -338,29 +250,6 @@ mod tests {
         // the incremental passes run; D-1 is ahead.
         let now = t("2026-12-02T15:00:00+01:00");
         let e = evidence(Phase::Syncing);
-        let shown: Vec<Status> = p.steps.iter().map(|s| status(s, &e, now)).collect();
-        assert_eq!(
-            shown,
-            vec![
-                Status::Overdue,
-                Status::InProgress,
-                Status::Overdue,
-                Status::InProgress,
-                Status::Ahead,
-                Status::Ahead,
-                Status::Ahead,
-                Status::Ahead,
-            ]
-        );
-        let synced = Evidence {
-            all_synced: true,
-            ttl_ok: Some(true),
-            dns_errors: Some(0),
-            ..e
-        };
-        assert_eq!(status(&p.steps[0], &synced, now), Status::Done);
-        assert_eq!(status(&p.steps[1], &synced, now), Status::Done);
-        assert_eq!(status(&p.steps[2], &synced, now), Status::Done);
         let html = timeline(&p, &e, now).into_string();
         let marker = html.find("id=\"today\"").unwrap();
         let ahead = html.find("data-day=\"D-1\"").unwrap();

@@ -199,7 +199,7 @@ pub(crate) fn batch_body(
             @if let Some(p) = &plan {
                 h2 { "Timeline" }
                 @if derived { p.muted { "Derived from the switch date with the default options; " code { "mailshift plan --database …" } " records one with yours." } }
-                (timeline::timeline(p, &timeline::Evidence::new(d.phase, report, v.totals.mailboxes > 0 && v.totals.synced == v.totals.mailboxes), now))
+                (timeline::timeline(p, &timeline::evidence(d.phase, report, v.totals.mailboxes > 0 && v.totals.synced == v.totals.mailboxes), now))
             }
         }
         h2 { "Mailboxes" }
